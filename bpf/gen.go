@@ -1,0 +1,14 @@
+// Package bpf holds sluice's datapath: the C programs under this directory
+// and the Go bindings bpf2go generates from them. The generated *_bpfel.go
+// and *_bpfel.o files are committed so that building sluice needs no clang;
+// `make generate` rebuilds them with the pinned compiler.
+package bpf
+
+// The compiler and strip binaries come from $BPF2GO_CC and $BPF2GO_STRIP
+// (the Makefile pins them). Every struct and enum shared with Go is listed
+// with -type so its Go declaration is generated, never written by hand.
+//go:generate go tool bpf2go -target bpfel -go-package bpf -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include" -type lb4_key -type lb4_service -type lb4_backend -type lb4_reverse_nat -type ct4_key -type ct4_entry -type counter -type datapath_config -type reason -type ct_kind -type lb_service_flags -type lb_backend_flags Sluice tc.c
+
+// The benchmark build gives every packet a conntrack key never seen before,
+// so BPF_PROG_TEST_RUN's repeat can time the new-flow path. Test-only.
+//go:generate go tool bpf2go -target bpfel -go-package bpf -output-suffix _test -no-global-types -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include -DSLUICE_BENCH_UNIQUE_FLOWS" SluiceBench tc.c

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/* The on-wire header layouts sluice parses, as in the kernel's uapi headers
+ * (linux/if_ether.h, ip.h, tcp.h, udp.h, icmp.h, in.h, pkt_cls.h), reduced
+ * to what the datapath uses so the build needs no host kernel headers. */
+#ifndef __SLUICE_NET_HDRS_H
+#define __SLUICE_NET_HDRS_H
+
+#include <linux/types.h>
+
+#define ETH_ALEN 6
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+
+struct ethhdr {
+	unsigned char h_dest[ETH_ALEN];
+	unsigned char h_source[ETH_ALEN];
+	__be16 h_proto;
+} __attribute__((packed));
+
+struct iphdr {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	__u8 ihl:4, version:4;
+#else
+	__u8 version:4, ihl:4;
+#endif
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__sum16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+struct tcphdr {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__u16 flags;
+	__be16 window;
+	__sum16 check;
+	__be16 urg_ptr;
+};
+
+struct udphdr {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__sum16 check;
+};
+
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 unused;
+};
+
+#define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3
+
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+#define TC_ACT_REDIRECT 7
+
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* sluice's own conntrack of translated flows. A new flow writes two entries
+ * keyed by the tuples the two directions arrive with, so both the forward
+ * path and the reply path find their flow with one lookup. */
+#ifndef __SLUICE_CONNTRACK_H
+#define __SLUICE_CONNTRACK_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+
+#ifdef SLUICE_BENCH_UNIQUE_FLOWS
+/* Benchmark build only: every packet is a flow never seen before, so the
+ * new-flow path can be timed with BPF_PROG_TEST_RUN's repeat. */
+__u32 bench_flow_seq;
+#endif
+
+__inline void ct4_forward_key(struct ct4_key *k, const struct pkt4 *p)
+{
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+#ifdef SLUICE_BENCH_UNIQUE_FLOWS
+	__u32 seq = __sync_fetch_and_add(&bench_flow_seq, 1);
+	k->pad[0] = seq;
+	k->pad[1] = seq >> 8;
+	k->pad[2] = seq >> 16;
+#endif
+}
+
+__inline struct ct4_entry *ct4_lookup(const struct ct4_key *k)
+{
+	return bpf_map_lookup_elem(&ct4, k);
+}
+
+/* Records a new translated flow: client -> VIP forward entry and
+ * backend -> client reply entry. Returns 0 or a negative error. */
+__inline int ct4_create(const struct ct4_key *fwd_key, const struct pkt4 *p,
+			const struct lb4_backend *be, __u32 backend_id, __u32 rev_nat_id)
+{
+	struct ct4_entry fwd = {
+		.backend_addr = be->address,
+		.backend_port = be->port,
+		.kind = CT_FORWARD,
+		.rev_nat_id = rev_nat_id,
+		.backend_id = backend_id,
+	};
+	struct ct4_key rk = {
+		.saddr = be->address,
+		.daddr = p->saddr,
+		.sport = be->port,
+		.dport = p->sport,
+		.proto = p->proto,
+	};
+	struct ct4_entry rev = {
+		.kind = CT_REPLY,
+		.rev_nat_id = rev_nat_id,
+		.backend_id = backend_id,
+	};
+
+	if (bpf_map_update_elem(&ct4, &rk, &rev, BPF_ANY))
+		return -1;
+	return bpf_map_update_elem(&ct4, fwd_key, &fwd, BPF_ANY);
+}
+
+#endif

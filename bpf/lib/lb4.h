@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* IPv4 service translation: frontend lookup, backend selection, DNAT of
+ * forward packets and reverse NAT of replies. */
+#ifndef __SLUICE_LB4_H
+#define __SLUICE_LB4_H
+
+#include "common.h"
+#include "maps.h"
+#include "counters.h"
+#include "parse.h"
+#include "nat.h"
+#include "conntrack.h"
+#include "reject.h"
+
+__inline bool lb4_is_service_ip(__be32 addr)
+{
+	struct lb4_key k = { .address = addr };
+
+	return bpf_map_lookup_elem(&lb4_services, &k) != NULL;
+}
+
+__inline bool in_service_cidr(__be32 addr)
+{
+	__u32 zero = 0;
+	struct datapath_config *cfg = bpf_map_lookup_elem(&sluice_config, &zero);
+
+	return cfg && cfg->service_cidr4_mask &&
+	       (addr & cfg->service_cidr4_mask) == cfg->service_cidr4;
+}
+
+/* A backend is usable by an existing flow while its id still holds the
+ * same address:port, so a recycled id never captures an old flow. */
+__inline bool lb4_backend_matches(__u32 id, __be32 addr, __be16 port)
+{
+	struct lb4_backend *be = bpf_map_lookup_elem(&lb4_backends, &id);
+
+	return be && (be->flags & BE_F_ACTIVE) && be->address == addr && be->port == port;
+}
+
+__inline int lb4_dnat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, __be16 port,
+		      __u32 reason)
+{
+	if (nat4_rewrite(skb, p, NAT_DST, addr, port))
+		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
+	return verdict_pass(skb, reason);
+}
+
+/* Packet to a served frontend: follow the flow's conntrack entry, or pick a
+ * backend uniformly at random and record the flow. */
+__inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
+			 const struct lb4_service *svc)
+{
+	struct ct4_key ck;
+	struct ct4_entry *ct;
+	__u16 nslots = svc->count;
+	__u32 rev_nat_id = svc->rev_nat_id;
+
+	ct4_forward_key(&ck, p);
+	ct = ct4_lookup(&ck);
+	if (ct && ct->kind == CT_FORWARD) {
+		if (lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
+			return lb4_dnat(skb, p, ct->backend_addr, ct->backend_port,
+					REASON_ESTABLISHED);
+		count(skb, REASON_BACKEND_GONE);
+	}
+
+	if (nslots == 0)
+		return reject4(skb, REASON_REJECT_NO_ENDPOINTS);
+
+	/* Multiply-shift maps the random word onto [0, count) without a
+	 * division and with the same uniformity as a modulo. */
+	key->backend_slot = 1 + (__u16)(((__u64)bpf_get_prandom_u32() * nslots) >> 32);
+	struct lb4_service *slot = bpf_map_lookup_elem(&lb4_services, key);
+	if (!slot)
+		return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
+	__u32 backend_id = slot->backend_id;
+	struct lb4_backend *be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+	if (!be || !(be->flags & BE_F_ACTIVE))
+		return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
+
+	if (ct4_create(&ck, p, be, backend_id, rev_nat_id))
+		return verdict_drop(skb, REASON_DROP_CT_FULL);
+	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
+}
+
+/* Not addressed to a frontend: a reply of a translated flow gets its source
+ * restored to the frontend; anything else passes. */
+__inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	struct ct4_key ck = {
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.sport = p->sport,
+		.dport = p->dport,
+		.proto = p->proto,
+	};
+	struct ct4_entry *ct = ct4_lookup(&ck);
+
+	if (!ct || ct->kind != CT_REPLY)
+		return verdict_pass(skb, REASON_PASS);
+
+	__u32 id = ct->rev_nat_id;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &id);
+	if (!rn || !rn->address)
+		return verdict_pass(skb, REASON_REPLY_NO_REVNAT);
+	if (nat4_rewrite(skb, p, NAT_SRC, rn->address, rn->port))
+		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
+	return verdict_pass(skb, REASON_REPLY);
+}
+
+__inline int lb4_handle(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	struct lb4_key key = {
+		.address = p->daddr,
+		.dport = p->dport,
+		.proto = p->proto,
+	};
+	struct lb4_service *svc = bpf_map_lookup_elem(&lb4_services, &key);
+
+	if (svc)
+		return lb4_forward(skb, p, &key, svc);
+	if (lb4_is_service_ip(p->daddr))
+		return reject4(skb, REASON_REJECT_UNKNOWN_PORT);
+	if (in_service_cidr(p->daddr))
+		return verdict_drop(skb, REASON_DROP_SERVICE_CIDR);
+	return lb4_reverse(skb, p);
+}
+
+/* Fragments and packets with IP options are not translated: dropped when
+ * addressed to a service IP (they could never reach a backend intact),
+ * passed otherwise. */
+__inline int lb4_handle_untranslatable(struct __sk_buff *skb, const struct pkt4 *p, __u32 reason)
+{
+	if (!lb4_is_service_ip(p->daddr))
+		return verdict_pass(skb, REASON_PASS);
+	return verdict_drop(skb, reason);
+}
+
+#endif

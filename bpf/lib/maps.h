@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every map of the datapath. All are pinned by name under the agent's pin
+ * directory, so a restarted agent adopts them and the datapath keeps its
+ * state. Sizes are defaults; the loader may override max_entries. */
+#ifndef __SLUICE_MAPS_H
+#define __SLUICE_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "types.h"
+
+#ifndef LB4_SERVICES_MAX
+#define LB4_SERVICES_MAX 262144
+#endif
+#ifndef LB4_BACKENDS_MAX
+#define LB4_BACKENDS_MAX 262144
+#endif
+#ifndef LB4_REVNAT_MAX
+#define LB4_REVNAT_MAX 262144
+#endif
+#ifndef CT4_MAX
+#define CT4_MAX 262144
+#endif
+
+/* Frontends: master, backend-slot and address-marker entries (types.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, LB4_SERVICES_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_services SEC(".maps");
+
+/* Backends by id. An array, so the per-packet "does the backend of this
+ * flow still exist" check is an inlined index, not a hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb4_backend);
+	__uint(max_entries, LB4_BACKENDS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_backends SEC(".maps");
+
+/* Frontend address:port a reply's source is restored to, by rev_nat_id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb4_reverse_nat);
+	__uint(max_entries, LB4_REVNAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_revnat SEC(".maps");
+
+/* Conntrack of translated flows, one entry per direction. LRU so a full
+ * table evicts the least recently used flow instead of refusing new ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct4_key);
+	__type(value, struct ct4_entry);
+	__uint(max_entries, CT4_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct4 SEC(".maps");
+
+/* Packets and bytes by enum reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, enum reason);
+	__type(value, struct counter);
+	__uint(max_entries, REASON_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct datapath_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_config SEC(".maps");
+
+#endif

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Address and port rewrite with checksum fix-up. The checksum helpers are
+ * used rather than inline arithmetic because they know the skb's checksum
+ * state: for CHECKSUM_PARTIAL (a pod's own socket behind a veth) only the
+ * pseudo-header part may change, and for CHECKSUM_COMPLETE skb->csum must
+ * follow. */
+#ifndef __SLUICE_NAT_H
+#define __SLUICE_NAT_H
+
+#include "common.h"
+#include "parse.h"
+
+#define NAT_DST 0
+#define NAT_SRC 1
+
+/* Rewrites the destination (NAT_DST) or source (NAT_SRC) address and port.
+ * Returns 0 or a negative error; the caller drops on error. */
+__inline int nat4_rewrite(struct __sk_buff *skb, const struct pkt4 *p, int which,
+			  __be32 new_addr, __be16 new_port)
+{
+	void *data = ctx_data(skb), *data_end = ctx_data_end(skb);
+	struct iphdr *ip = data + IP4_OFF;
+	__be16 *ports = data + L4_OFF; /* [0] source, [1] destination */
+
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+
+	__be32 old_addr;
+	__be16 old_port;
+	if (which == NAT_DST) {
+		old_addr = ip->daddr;
+		old_port = ports[1];
+		ip->daddr = new_addr;
+		ports[1] = new_port;
+	} else {
+		old_addr = ip->saddr;
+		old_port = ports[0];
+		ip->saddr = new_addr;
+		ports[0] = new_port;
+	}
+
+	if (bpf_l3_csum_replace(skb, IP4_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)))
+		return -1;
+	if (bpf_l4_csum_replace(skb, p->csum_off, old_addr, new_addr,
+				p->csum_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)))
+		return -1;
+	if (old_port != new_port &&
+	    bpf_l4_csum_replace(skb, p->csum_off, old_port, new_port,
+				p->csum_flags | sizeof(new_port)))
+		return -1;
+	return 0;
+}
+
+#endif

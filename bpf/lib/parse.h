@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Header parsing: classifies a frame and extracts the 5-tuple. Every read is
+ * bounds-checked against data_end; a header split across fragments of the
+ * skb is pulled into the linear area once. */
+#ifndef __SLUICE_PARSE_H
+#define __SLUICE_PARSE_H
+
+#include "common.h"
+
+struct pkt4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+	__u32 csum_off;   /* offset of the TCP/UDP checksum field */
+	__u32 csum_flags; /* BPF_F_MARK_MANGLED_0 for UDP: a zero checksum stays "none" */
+};
+
+enum parse_result {
+	PARSE_L4,            /* IPv4 TCP/UDP without options or fragmentation: pkt4 complete */
+	PARSE_NOT_OURS,      /* not IPv4, or not TCP/UDP */
+	PARSE_FRAGMENT,      /* TCP/UDP fragment: only addresses and proto are set */
+	PARSE_IP_OPTIONS,    /* TCP/UDP with IP options: only addresses and proto are set */
+	PARSE_MALFORMED_IP,
+	PARSE_MALFORMED_L4,
+};
+
+/* Enough for Ethernet + IPv4 + a TCP header without options. */
+#define PARSE_LINEAR_LEN (ETH_HLEN + sizeof(struct iphdr) + sizeof(struct tcphdr))
+
+__inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
+{
+	void *data = ctx_data(skb), *data_end = ctx_data_end(skb);
+
+	if (data + PARSE_LINEAR_LEN > data_end && skb->len > (__u32)(data_end - data)) {
+		__u32 want = skb->len < PARSE_LINEAR_LEN ? skb->len : PARSE_LINEAR_LEN;
+
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return PARSE_MALFORMED_IP;
+		data = ctx_data(skb);
+		data_end = ctx_data_end(skb);
+	}
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return PARSE_NOT_OURS;
+
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_MALFORMED_IP;
+	__u32 ihl = ip->ihl * 4;
+	__u32 tot_len = bpf_ntohs(ip->tot_len);
+	if (ip->version != 4 || ihl < sizeof(*ip) || tot_len < ihl ||
+	    tot_len > skb->len - ETH_HLEN)
+		return PARSE_MALFORMED_IP;
+
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return PARSE_NOT_OURS;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return PARSE_FRAGMENT;
+	if (ihl != sizeof(*ip))
+		return PARSE_IP_OPTIONS;
+
+	void *l4 = (void *)(ip + 1);
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > data_end || tot_len < ihl + sizeof(*th))
+			return PARSE_MALFORMED_L4;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->csum_off = L4_OFF + __builtin_offsetof(struct tcphdr, check);
+		p->csum_flags = 0;
+	} else {
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) > data_end || tot_len < ihl + sizeof(*uh))
+			return PARSE_MALFORMED_L4;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		p->csum_off = L4_OFF + __builtin_offsetof(struct udphdr, check);
+		p->csum_flags = BPF_F_MARK_MANGLED_0;
+	}
+	return PARSE_L4;
+}
+
+#endif

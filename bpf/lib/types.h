@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every struct and enum shared between the datapath and the Go control
+ * plane. bpf2go generates the Go types from these (gen.go lists them with
+ * -type), so no byte layout is ever written twice.
+ *
+ * IPv4 structures carry a "4" in their name; IPv6 will get lb6_* and ct6_*
+ * siblings with the same shape rather than a wider key here. */
+#ifndef __SLUICE_TYPES_H
+#define __SLUICE_TYPES_H
+
+#include <linux/types.h>
+
+/* Frontend key. Three kinds of entry share the lb4_services map:
+ *  - master:  {vip, port, proto, slot 0}    -> count of backend slots
+ *  - slot:    {vip, port, proto, slot 1..n} -> backend id
+ *  - marker:  {vip, 0, 0, slot 0}           -> "this address is an active
+ *    service IP", so a packet to an unserved port is rejected, not passed. */
+struct lb4_key {
+	__be32 address;
+	__be16 dport;
+	__u16 backend_slot;
+	__u8 proto;
+	__u8 scope; /* reserved: external vs internal frontend for traffic policies */
+	__u8 pad[2];
+};
+
+enum lb_service_flags : __u8 {
+	SVC_F_MARKER = 1 << 0, /* address-only entry of an active service IP */
+};
+
+struct lb4_service {
+	__u32 backend_id;  /* slot entry: the backend; master entry: 0 */
+	__u32 rev_nat_id;  /* master entry: index into lb4_revnat */
+	__u16 count;       /* master entry: number of backend slots (0 = no endpoints) */
+	enum lb_service_flags flags;
+	__u8 pad;
+};
+
+enum lb_backend_flags : __u8 {
+	BE_F_ACTIVE = 1 << 0, /* the array slot holds a programmed backend */
+};
+
+/* Value of lb4_backends, an array indexed by backend id. */
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	enum lb_backend_flags flags;
+};
+
+/* Value of lb4_revnat, an array indexed by rev_nat_id: the frontend a
+ * reply's source is rewritten back to. */
+struct lb4_reverse_nat {
+	__be32 address;
+	__be16 port;
+	__u16 pad;
+};
+
+/* Conntrack key: the packet's own 5-tuple as it arrives, so one lookup finds
+ * both a forward entry (client -> VIP) and a reply entry (backend -> client). */
+struct ct4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+enum ct_kind : __u8 {
+	CT_FORWARD = 1, /* client -> VIP: DNAT to the recorded backend */
+	CT_REPLY = 2,   /* backend -> client: SNAT back to the frontend */
+};
+
+struct ct4_entry {
+	__be32 backend_addr; /* forward: translated destination */
+	__be16 backend_port;
+	enum ct_kind kind;
+	__u8 pad;
+	__u32 rev_nat_id;    /* both: the frontend of the flow */
+	__u32 backend_id;    /* forward: checked against lb4_backends on every packet */
+};
+
+/* Why a packet took the path it took. Each value is a per-CPU counter
+ * (packets and bytes) in sluice_counters; the CLI and metrics name them. */
+enum reason {
+	REASON_PASS = 0,             /* not service traffic: untouched */
+	REASON_NEW_FLOW,             /* forward: new flow, backend chosen, DNAT */
+	REASON_ESTABLISHED,          /* forward: conntrack hit, DNAT to the same backend */
+	REASON_REPLY,                /* reply of a translated flow: reverse NAT */
+	REASON_BACKEND_GONE,         /* conntrack pointed at a removed backend: reselected */
+	REASON_REPLY_NO_REVNAT,      /* reply whose frontend is gone: passed untouched */
+	REASON_REJECT_NO_ENDPOINTS,  /* service port without endpoints: ICMP unreachable */
+	REASON_REJECT_UNKNOWN_PORT,  /* service IP, port/proto not served: ICMP unreachable */
+	REASON_DROP_SERVICE_CIDR,    /* unallocated address inside the service CIDR */
+	REASON_DROP_MALFORMED_IP,    /* bad version, header length or truncated IPv4 header */
+	REASON_DROP_MALFORMED_L4,    /* TCP/UDP header shorter than its fixed part */
+	REASON_DROP_FRAGMENT,        /* IPv4 fragment to a service IP (not reassembled) */
+	REASON_DROP_IP_OPTIONS,      /* IPv4 options on a packet to a service IP */
+	REASON_DROP_NO_BACKEND_SLOT, /* master entry counts a slot that is missing */
+	REASON_DROP_CT_FULL,         /* conntrack insert failed */
+	REASON_DROP_NAT_FAILED,      /* a rewrite helper failed */
+	REASON_DROP_REJECT_FAILED,   /* the ICMP error could not be built */
+	REASON_MAX,
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Single-entry array the agent writes at start. */
+struct datapath_config {
+	__be32 service_cidr4;      /* network address; 0/0 = no service CIDR known */
+	__be32 service_cidr4_mask; /* netmask in network byte order */
+};
+
+#endif
