@@ -1,0 +1,94 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+)
+
+// checkPinnedMaps compares every map pinned under dir with the spec this
+// binary carries, before anything is loaded. A compatible map is adopted
+// as it is by the load. A map whose only change is its size is migrated:
+// a new map is created, the entries are copied, and the new pin replaces
+// the old one in one rename. Any other change (type, key or value size)
+// means the old entries cannot be read: the pin is removed, the map is
+// created empty, and the control plane reprograms it.
+func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		old, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open pinned map %s: %w", path, err)
+		}
+		err = ms.Compatible(old)
+		switch {
+		case err == nil:
+		case old.Type() == ms.Type && old.KeySize() == ms.KeySize && old.ValueSize() == ms.ValueSize && !perCPU(ms.Type):
+			var n int
+			n, err = migrateMap(ms, old, path)
+			if err == nil {
+				log.Warn("pinned map resized: entries migrated", "map", name,
+					"from", old.MaxEntries(), "to", ms.MaxEntries, "entries", n)
+			}
+		default:
+			log.Warn("pinned map layout changed: recreating it empty", "map", name, "change", err.Error())
+			err = os.Remove(path)
+		}
+		old.Close()
+		if err != nil {
+			return fmt.Errorf("map %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func migrateMap(ms *ebpf.MapSpec, old *ebpf.Map, path string) (int, error) {
+	fresh := ms.Copy()
+	fresh.Pinning = ebpf.PinNone
+	m, err := ebpf.NewMap(fresh)
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+
+	var (
+		n   int
+		key = make([]byte, old.KeySize())
+		val []byte
+	)
+	it := old.Iterate()
+	for it.Next(&key, &val) {
+		if n >= int(ms.MaxEntries) {
+			break // shrunk below its content: the rest is dropped
+		}
+		if err := m.Put(key, val); err != nil {
+			return n, fmt.Errorf("copy entry: %w", err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, err
+	}
+	tmp := path + ".migrating"
+	_ = os.Remove(tmp)
+	if err := m.Pin(tmp); err != nil {
+		return n, err
+	}
+	return n, os.Rename(tmp, path)
+}
+
+// perCPU maps (the counters) are recreated rather than migrated: their
+// values are statistics that restart from zero.
+func perCPU(t ebpf.MapType) bool {
+	return t == ebpf.PerCPUArray || t == ebpf.PerCPUHash || t == ebpf.LRUCPUHash
+}

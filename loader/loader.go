@@ -1,0 +1,168 @@
+// Package loader loads sluice's datapath into the kernel, pins its maps so
+// they outlive the agent, attaches it to devices (TCX where the kernel has
+// it, a clsact qdisc with a cls_bpf filter where it does not), and on
+// restart adopts the pinned state of the previous agent.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/maps"
+)
+
+// DefaultPinDir is where an agent pins its maps and links unless told
+// otherwise. Agents that must coexist use distinct pin dirs.
+const DefaultPinDir = DefaultBPFFS + "/sluice"
+
+// AttachMode selects how programs are attached to devices.
+type AttachMode string
+
+const (
+	AttachAuto AttachMode = "auto" // TCX where the kernel has it, else tc
+	AttachTCX  AttachMode = "tcx"
+	AttachTC   AttachMode = "tc" // clsact qdisc + cls_bpf filter
+)
+
+// Options configure Load.
+type Options struct {
+	PinDir string
+	Attach AttachMode
+	// MaxEntries overrides the size of maps by name ("ct4": 1<<20).
+	MaxEntries map[string]uint32
+	// ServiceCIDR, when valid, makes packets to unallocated addresses in
+	// it drop (rule 17).
+	ServiceCIDR netip.Prefix
+	Log         *slog.Logger
+}
+
+// Datapath is the loaded datapath of one agent.
+type Datapath struct {
+	Objs bpf.SluiceObjects
+	Maps *maps.Datapath
+
+	pinDir string
+	mode   AttachMode
+	log    *slog.Logger
+}
+
+// Load loads the datapath, adopting the maps pinned under opts.PinDir if
+// they are compatible.
+func Load(opts Options) (*Datapath, error) {
+	if opts.PinDir == "" {
+		opts.PinDir = DefaultPinDir
+	}
+	if opts.Attach == "" {
+		opts.Attach = AttachAuto
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if err := ensureBPFFS(opts.PinDir); err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadSluice()
+	if err != nil {
+		return nil, err
+	}
+	for name, n := range opts.MaxEntries {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("no map named %q to size", name)
+		}
+		ms.MaxEntries = n
+	}
+	if err := checkPinnedMaps(spec, opts.PinDir, opts.Log); err != nil {
+		return nil, err
+	}
+
+	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach, log: opts.Log}
+	err = spec.LoadAndAssign(&d.Objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: opts.PinDir},
+	})
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return nil, fmt.Errorf("load datapath: verifier: %+v", ve)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	d.Maps = maps.FromObjects(&d.Objs.SluiceMaps)
+
+	cfg := bpf.SluiceDatapathConfig{}
+	if p := opts.ServiceCIDR.Masked(); p.IsValid() && p.Addr().Is4() {
+		cfg.ServiceCidr4 = maps.Addr4(p.Addr())
+		cfg.ServiceCidr4Mask = maps.Addr4(prefixMask4(p.Bits()))
+	}
+	if err := d.Maps.Config.Put(0, cfg); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("write datapath config: %w", err)
+	}
+	return d, nil
+}
+
+func prefixMask4(bits int) netip.Addr {
+	var b [4]byte
+	for i := range bits {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b)
+}
+
+// PinDir returns the directory the datapath's objects are pinned under.
+func (d *Datapath) PinDir() string { return d.pinDir }
+
+// Close releases this process's handles. Pinned maps and links stay, so
+// the datapath keeps serving after the agent exits.
+func (d *Datapath) Close() error {
+	return d.Objs.Close()
+}
+
+func (d *Datapath) linkDir() string { return filepath.Join(d.pinDir, "links") }
+
+// OpenPinnedMaps opens the maps an agent pinned under dir, for inspection.
+func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
+	spec, err := bpf.LoadSluice()
+	if err != nil {
+		return nil, nil, err
+	}
+	var m bpf.SluiceMaps
+	var closers []*ebpf.Map
+	opened := map[string]**ebpf.Map{
+		bpf.SluiceMapLb4Services:    &m.Lb4Services,
+		bpf.SluiceMapLb4Backends:    &m.Lb4Backends,
+		bpf.SluiceMapLb4Revnat:      &m.Lb4Revnat,
+		bpf.SluiceMapCt4:            &m.Ct4,
+		bpf.SluiceMapSluiceCounters: &m.SluiceCounters,
+		bpf.SluiceMapSluiceConfig:   &m.SluiceConfig,
+	}
+	closeAll := func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}
+	for name, dst := range opened {
+		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			closeAll()
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, nil, fmt.Errorf("no sluice datapath pinned at %s (is the agent running with this --pin-dir?)", dir)
+			}
+			return nil, nil, fmt.Errorf("open %s: %w", name, err)
+		}
+		closers = append(closers, pm)
+		if ms := spec.Maps[name]; pm.Type() != ms.Type || pm.KeySize() != ms.KeySize || pm.ValueSize() != ms.ValueSize {
+			closeAll()
+			return nil, nil, fmt.Errorf("map %s pinned at %s has another layout (made by another sluice version?)", name, dir)
+		}
+		*dst = pm
+	}
+	return maps.FromObjects(&m), closeAll, nil
+}

@@ -1,0 +1,62 @@
+package maps
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/sluice-lb/sluice/bpf"
+)
+
+// LB4 is the IPv4 load-balancing map set the control plane programs.
+type LB4 struct {
+	Services *Map[bpf.SluiceLb4Key, bpf.SluiceLb4Service]
+	Backends *Map[uint32, bpf.SluiceLb4Backend]
+	RevNat   *Map[uint32, bpf.SluiceLb4ReverseNat]
+}
+
+// Datapath is every map of the datapath, typed.
+type Datapath struct {
+	LB4      LB4
+	CT4      *Map[bpf.SluiceCt4Key, bpf.SluiceCt4Entry]
+	Counters *PerCPU[bpf.SluiceReason, bpf.SluiceCounter]
+	Config   *Map[uint32, bpf.SluiceDatapathConfig]
+}
+
+// FromObjects wraps the maps of a loaded collection.
+func FromObjects(m *bpf.SluiceMaps) *Datapath {
+	return &Datapath{
+		LB4: LB4{
+			Services: New[bpf.SluiceLb4Key, bpf.SluiceLb4Service](m.Lb4Services),
+			Backends: New[uint32, bpf.SluiceLb4Backend](m.Lb4Backends),
+			RevNat:   New[uint32, bpf.SluiceLb4ReverseNat](m.Lb4Revnat),
+		},
+		CT4:      New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4),
+		Counters: NewPerCPU[bpf.SluiceReason, bpf.SluiceCounter](m.SluiceCounters),
+		Config:   New[uint32, bpf.SluiceDatapathConfig](m.SluiceConfig),
+	}
+}
+
+// ReasonNames names every reason code as the C enum does, without the
+// REASON_ prefix, lower case with dashes ("reject-no-endpoints"). Read from
+// the object's BTF so the names are never kept in a second list.
+func ReasonNames() (map[bpf.SluiceReason]string, error) {
+	spec, err := bpf.LoadSluice()
+	if err != nil {
+		return nil, err
+	}
+	var enum *btf.Enum
+	if err := spec.Types.TypeByName("reason", &enum); err != nil {
+		return nil, fmt.Errorf("reason enum in datapath BTF: %w", err)
+	}
+	names := map[bpf.SluiceReason]string{}
+	for _, v := range enum.Values {
+		if v.Name == "REASON_MAX" {
+			continue
+		}
+		n := strings.ToLower(strings.TrimPrefix(v.Name, "REASON_"))
+		names[bpf.SluiceReason(v.Value)] = strings.ReplaceAll(n, "_", "-")
+	}
+	return names, nil
+}
