@@ -76,62 +76,30 @@ func (r *Reconciler) adopt() error {
 	r.serviceEntries = 0
 	r.serviceCapacity = int(r.lb.Services.Raw().MaxEntries())
 
-	var ids []uint32
-	err := r.lb.Backends.Each(func(id uint32, be bpf.SluiceLb4Backend) bool {
-		if be.Flags&bpf.SluiceLbBackendFlagsBE_F_ACTIVE != 0 && id != 0 {
-			r.backends[backendKey{Backend{maps.AddrFrom4(be.Address), maps.PortFrom(be.Port)}, Protocol(be.Proto)}] = id
-			ids = append(ids, id)
-		}
-		return true
-	})
+	snap, err := readLB4(r.lb)
 	if err != nil {
-		return fmt.Errorf("read lb4_backends: %w", err)
+		return err
+	}
+	ids := make([]uint32, 0, len(snap.backends))
+	for id, k := range snap.backends {
+		r.backends[k] = id
+		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
 		r.backendIDs.adopt(id)
 	}
-
 	ids = ids[:0]
-	err = r.lb.RevNat.Each(func(id uint32, rn bpf.SluiceLb4ReverseNat) bool {
-		if rn.Address != 0 && id != 0 {
-			r.revNats[id] = true
-			ids = append(ids, id)
-		}
-		return true
-	})
-	if err != nil {
-		return fmt.Errorf("read lb4_revnat: %w", err)
+	for id := range snap.revNats {
+		r.revNats[id] = true
+		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
 		r.revNatIDs.adopt(id)
 	}
-
-	err = r.lb.Services.Each(func(k bpf.SluiceLb4Key, v bpf.SluiceLb4Service) bool {
-		if v.Flags&bpf.SluiceLbServiceFlagsSVC_F_MARKER != 0 {
-			r.markers[maps.AddrFrom4(k.Address)] = true
-			return true
-		}
-		fe := Frontend{maps.AddrFrom4(k.Address), maps.PortFrom(k.Dport), Protocol(k.Proto)}
-		p := r.frontends[fe]
-		if p == nil {
-			p = &programmed{}
-			r.frontends[fe] = p
-		}
-		if k.BackendSlot == 0 {
-			p.revNat, p.count = v.RevNatId, int(v.Count)
-			return true
-		}
-		for len(p.slots) < int(k.BackendSlot) {
-			p.slots = append(p.slots, 0)
-		}
-		p.slots[k.BackendSlot-1] = v.BackendId
-		return true
-	})
-	if err != nil {
-		return fmt.Errorf("read lb4_services: %w", err)
-	}
+	r.markers = snap.markers
+	r.frontends = snap.frontends
 	r.serviceEntries = r.countServiceEntries()
 	r.stale = false
 	return nil

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/control"
+	"github.com/sluice-lb/sluice/loader"
+	"github.com/sluice-lb/sluice/maps"
+)
+
+func inspectFlags(name string) (*flag.FlagSet, *string, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	pinDir := fs.String("pin-dir", loader.DefaultPinDir, "bpffs directory of the agent to inspect")
+	output := fs.String("o", "table", "output format: table or json")
+	return fs, pinDir, output
+}
+
+func runLB(args []string) error {
+	if len(args) == 0 || args[0] != "list" {
+		return errors.New("usage: sluice lb list [--pin-dir DIR] [-o json]")
+	}
+	fs, pinDir, output := inspectFlags("lb list")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	dp, closeMaps, err := loader.OpenPinnedMaps(*pinDir)
+	if err != nil {
+		return err
+	}
+	defer closeMaps()
+	views, err := control.Inspect(dp.LB4)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(views)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FRONTEND\tPROTO\tBACKENDS")
+	for _, v := range views {
+		addrs := make([]string, len(v.Backends))
+		for i, b := range v.Backends {
+			addrs[i] = b.Address
+		}
+		list := strings.Join(addrs, ", ")
+		if list == "" {
+			list = "(none: REJECT)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", v.Frontend, v.Protocol, list)
+	}
+	return w.Flush()
+}
+
+// reasonCount is one counter of `sluice stats`.
+type reasonCount struct {
+	Reason  string `json:"reason"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// readCounters sums the per-CPU counters of every reason.
+func readCounters(dp *maps.Datapath) ([]reasonCount, error) {
+	names, err := maps.ReasonNames()
+	if err != nil {
+		return nil, err
+	}
+	var out []reasonCount
+	for r := bpf.SluiceReason(0); r < bpf.SluiceReasonREASON_MAX; r++ {
+		per, err := dp.Counters.Lookup(r)
+		if err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", names[r], err)
+		}
+		c := reasonCount{Reason: names[r]}
+		for _, v := range per {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func runStats(args []string) error {
+	fs, pinDir, output := inspectFlags("stats")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dp, closeMaps, err := loader.OpenPinnedMaps(*pinDir)
+	if err != nil {
+		return err
+	}
+	defer closeMaps()
+	counts, err := readCounters(dp)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(counts)
+	}
+	slices.SortStableFunc(counts, func(a, b reasonCount) int { return strings.Compare(a.Reason, b.Reason) })
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "REASON\tPACKETS\tBYTES\t")
+	for _, c := range counts {
+		fmt.Fprintf(w, "%s\t%d\t%d\t\n", c.Reason, c.Packets, c.Bytes)
+	}
+	return w.Flush()
+}
+
+func runUninstall(args []string) error {
+	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
+	pinDir := fs.String("pin-dir", loader.DefaultPinDir, "bpffs directory of the agent to remove")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return loader.Uninstall(*pinDir, slog.Default())
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,162 @@
+// Package manifests serves Services and EndpointSlices from a directory of
+// YAML or JSON manifests, the way sluice runs without a cluster.
+package manifests
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Problem is a file, or an object in it, that was skipped.
+type Problem struct {
+	File   string
+	Object string // empty when the whole file failed
+	Reason string
+}
+
+func (p Problem) String() string {
+	if p.Object == "" {
+		return p.File + ": " + p.Reason
+	}
+	return p.File + ": " + p.Object + ": " + p.Reason
+}
+
+// Snapshot is the directory's content at one moment.
+type Snapshot struct {
+	Services []*corev1.Service
+	Slices   []*discoveryv1.EndpointSlice
+	Problems []Problem
+}
+
+// Dir keeps the last good content of every manifest file in a directory.
+type Dir struct {
+	path  string
+	files map[string]*fileState
+}
+
+type fileState struct {
+	objects  map[objectKey]object // last good version of each object
+	order    []objectKey          // the file's order, for stable output
+	problems []Problem            // of the most recent read
+}
+
+// Open reads every manifest in path.
+func Open(path string) (*Dir, error) {
+	d := &Dir{path: path, files: map[string]*fileState{}}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("read manifests dir: %w", err)
+	}
+	for _, e := range entries {
+		if isManifest(e.Name()) && !e.IsDir() {
+			d.Reload(e.Name())
+		}
+	}
+	return d, nil
+}
+
+// Path returns the directory.
+func (d *Dir) Path() string { return d.path }
+
+func isManifest(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		return false
+	}
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
+
+// Reload reads one file (a name within the directory) again. A file that
+// no longer exists drops its objects. A file that does not parse keeps the
+// objects it had; an object that became invalid keeps its last good
+// version from that file.
+func (d *Dir) Reload(name string) {
+	if !isManifest(name) {
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(d.path, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		delete(d.files, name)
+		return
+	}
+	prev := d.files[name]
+	if prev == nil {
+		prev = &fileState{objects: map[objectKey]object{}}
+	}
+	if err != nil {
+		prev.problems = []Problem{{File: name, Reason: err.Error()}}
+		d.files[name] = prev
+		return
+	}
+	objs, bad, err := decodeFile(data)
+	if err != nil {
+		prev.problems = []Problem{{File: name, Reason: "does not parse, keeping its previous content: " + err.Error()}}
+		d.files[name] = prev
+		return
+	}
+	next := &fileState{objects: map[objectKey]object{}}
+	for _, o := range objs {
+		if _, dup := next.objects[o.key]; dup {
+			next.problems = append(next.problems, Problem{File: name, Object: o.key.String(), Reason: "defined twice in the file; the first wins"})
+			continue
+		}
+		next.objects[o.key] = o
+		next.order = append(next.order, o.key)
+	}
+	for _, b := range bad {
+		reason := b.reason
+		// Keep the last good version of an object that is now invalid.
+		for _, k := range prev.order {
+			if k.String() == b.object {
+				if _, have := next.objects[k]; !have {
+					next.objects[k] = prev.objects[k]
+					next.order = append(next.order, k)
+					reason += " (keeping its previous version)"
+				}
+			}
+		}
+		next.problems = append(next.problems, Problem{File: name, Object: b.object, Reason: reason})
+	}
+	d.files[name] = next
+}
+
+// Snapshot returns every object, files in name order. An object defined in
+// two files is taken from the first.
+func (d *Dir) Snapshot() Snapshot {
+	var s Snapshot
+	names := make([]string, 0, len(d.files))
+	for n := range d.files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	seen := map[objectKey]string{}
+	for _, n := range names {
+		f := d.files[n]
+		s.Problems = append(s.Problems, f.problems...)
+		for _, k := range f.order {
+			if first, dup := seen[k]; dup {
+				s.Problems = append(s.Problems, Problem{File: n, Object: k.String(), Reason: "also defined in " + first + ", which wins"})
+				continue
+			}
+			seen[k] = n
+			o := f.objects[k]
+			if o.service != nil {
+				s.Services = append(s.Services, o.service)
+			} else {
+				s.Slices = append(s.Slices, o.slice)
+			}
+		}
+	}
+	return s
+}

@@ -1,0 +1,79 @@
+package netlab
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Veth creates a veth pair with one end, aName, in a and the other, bName,
+// in b, both up.
+func Veth(a *NS, aName string, b *NS, bName string) error {
+	la := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aName}, PeerName: bName}
+	if err := a.nl.LinkAdd(la); err != nil {
+		return fmt.Errorf("add veth %s/%s in %s: %w", aName, bName, a.Name, err)
+	}
+	peer, err := a.nl.LinkByName(bName)
+	if err != nil {
+		return err
+	}
+	if err := a.nl.LinkSetNsFd(peer, int(b.handle)); err != nil {
+		return fmt.Errorf("move %s to %s: %w", bName, b.Name, err)
+	}
+	if err := a.up(aName); err != nil {
+		return err
+	}
+	return b.up(bName)
+}
+
+func (n *NS) up(name string) error {
+	l, err := n.nl.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", name, n.Name, err)
+	}
+	return n.nl.LinkSetUp(l)
+}
+
+// LoopbackUp brings lo up.
+func (n *NS) LoopbackUp() error { return n.up("lo") }
+
+// AddrAdd assigns an address with prefix ("10.244.1.2/24") to a device.
+func (n *NS) AddrAdd(dev string, p netip.Prefix) error {
+	l, err := n.nl.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", dev, n.Name, err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if err := n.nl.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("address %s on %s in %s: %w", p, dev, n.Name, err)
+	}
+	return nil
+}
+
+// DefaultRoute routes everything via gw.
+func (n *NS) DefaultRoute(gw netip.Addr) error {
+	r := &netlink.Route{Gw: gw.AsSlice()}
+	if err := n.nl.RouteReplace(r); err != nil {
+		return fmt.Errorf("default route via %s in %s: %w", gw, n.Name, err)
+	}
+	return nil
+}
+
+// WaitUp waits until the device reports carrier (operstate up), so the first
+// frame sent is not lost while the kernel swaps in the device's qdisc.
+func (n *NS) WaitUp(dev string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		l, err := n.nl.LinkByName(dev)
+		if err == nil && l.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s in %s not up after %s", dev, n.Name, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

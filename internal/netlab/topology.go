@@ -1,0 +1,129 @@
+package netlab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Topology is a node namespace routing between one client "pod" and N
+// backend "pods", each pod on its own veth and /24:
+//
+//	client  eth0 10.244.0.2 <-> c0 10.244.0.1  node
+//	backend eth0 10.244.i.2 <-> b<i> 10.244.i.1 node   (i = 1..N)
+type Topology struct {
+	Prefix   string
+	Node     *NS
+	Client   *NS
+	Backends []*NS
+}
+
+// ClientAddr and NodeClientAddr are the two ends of the client's veth.
+var (
+	ClientAddr     = netip.MustParseAddr("10.244.0.2")
+	NodeClientAddr = netip.MustParseAddr("10.244.0.1")
+)
+
+// BackendAddr is backend i's address (1-based).
+func BackendAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 244, byte(i), 2}) }
+
+// NodeBackendDev is the node's end of backend i's veth.
+func NodeBackendDev(i int) string { return fmt.Sprintf("b%d", i) }
+
+// NodeClientDev is the node's end of the client's veth.
+const NodeClientDev = "c0"
+
+// NSNames lists the namespaces a topology of that prefix and size uses.
+func NSNames(prefix string, backends int) []string {
+	names := []string{prefix + "-node", prefix + "-client"}
+	for i := 1; i <= backends; i++ {
+		names = append(names, fmt.Sprintf("%s-be%d", prefix, i))
+	}
+	return names
+}
+
+// NewTopology builds the namespaces and links, replacing any left over from
+// an earlier run with the same prefix.
+func NewTopology(prefix string, backends int) (t *Topology, err error) {
+	if backends < 1 || backends > 250 {
+		return nil, fmt.Errorf("backends: %d, want 1-250", backends)
+	}
+	t = &Topology{Prefix: prefix}
+	defer func() {
+		if err != nil {
+			t.Delete()
+		}
+	}()
+	names := NSNames(prefix, backends)
+	if t.Node, err = NewNS(names[0]); err != nil {
+		return t, err
+	}
+	if t.Client, err = NewNS(names[1]); err != nil {
+		return t, err
+	}
+	for _, n := range names[2:] {
+		b, err := NewNS(n)
+		if err != nil {
+			return t, err
+		}
+		t.Backends = append(t.Backends, b)
+	}
+	// The node forwards between pods. rp_filter would drop replies whose
+	// source the datapath restored to a service IP the node has no route
+	// for, as it would on any node running a kube-proxy replacement.
+	for _, kv := range [][2]string{
+		{"ipv4/ip_forward", "1"},
+		{"ipv4/conf/all/rp_filter", "0"},
+		{"ipv4/conf/default/rp_filter", "0"},
+	} {
+		if err := t.Node.Sysctl(kv[0], kv[1]); err != nil {
+			return t, err
+		}
+	}
+	if err := t.pod(t.Client, NodeClientDev, NodeClientAddr, ClientAddr); err != nil {
+		return t, err
+	}
+	for i, b := range t.Backends {
+		if err := t.pod(b, NodeBackendDev(i+1), netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 1}), BackendAddr(i+1)); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+func (t *Topology) pod(pod *NS, nodeDev string, nodeAddr, podAddr netip.Addr) error {
+	if err := Veth(t.Node, nodeDev, pod, "eth0"); err != nil {
+		return err
+	}
+	if err := t.Node.Sysctl("ipv4/conf/"+nodeDev+"/rp_filter", "0"); err != nil {
+		return err
+	}
+	if err := t.Node.AddrAdd(nodeDev, netip.PrefixFrom(nodeAddr, 24)); err != nil {
+		return err
+	}
+	if err := pod.AddrAdd("eth0", netip.PrefixFrom(podAddr, 24)); err != nil {
+		return err
+	}
+	if err := pod.LoopbackUp(); err != nil {
+		return err
+	}
+	if err := pod.WaitUp("eth0", 5*time.Second); err != nil {
+		return err
+	}
+	if err := t.Node.WaitUp(nodeDev, 5*time.Second); err != nil {
+		return err
+	}
+	return pod.DefaultRoute(nodeAddr)
+}
+
+// Delete removes every namespace of the topology.
+func (t *Topology) Delete() error {
+	var errs []error
+	for _, n := range append([]*NS{t.Node, t.Client}, t.Backends...) {
+		if n != nil {
+			errs = append(errs, n.Delete())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,145 @@
+// Package whoami is a demo backend: over HTTP, raw TCP and UDP it answers
+// with its name, its addresses and the client's address:port, so a client
+// can see which backend a service sent it to and from where the backend
+// saw it come.
+package whoami
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+// Server answers on one TCP and one UDP socket of the same address.
+type Server struct {
+	Name string
+	tcp  net.Listener
+	udp  net.PacketConn
+}
+
+// Listen opens addr ("0.0.0.0:8080") for TCP and UDP.
+func Listen(name, addr string) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenPacket("udp", l.Addr().String())
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &Server{Name: name, tcp: l, udp: pc}, nil
+}
+
+// Addr is the TCP listen address.
+func (s *Server) Addr() net.Addr { return s.tcp.Addr() }
+
+// Serve answers until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		s.tcp.Close()
+		s.udp.Close()
+	}()
+	go s.serveUDP()
+	for {
+		c, err := s.tcp.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go s.serveTCP(c)
+	}
+}
+
+// Report is what whoami says about a connection.
+func (s *Server) Report(remote net.Addr) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Hostname: %s\n", s.Name)
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() {
+			fmt.Fprintf(&b, "IP: %s\n", ipn.IP)
+		}
+	}
+	fmt.Fprintf(&b, "RemoteAddr: %s\n", remote)
+	return b.String()
+}
+
+// httpSniff is how long a TCP connection may stay silent before it is
+// treated as raw TCP and greeted.
+const httpSniff = 150 * time.Millisecond
+
+func (s *Server) serveTCP(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(httpSniff))
+	first, err := r.ReadString('\n')
+	c.SetReadDeadline(time.Time{})
+	if err == nil && isHTTPRequestLine(first) {
+		s.serveHTTP(c, r, first)
+		return
+	}
+	// Raw TCP: greet, then echo, so a long-lived connection can check
+	// that data still flows both ways.
+	if _, err := io.WriteString(c, s.Report(c.RemoteAddr())); err != nil {
+		return
+	}
+	if first != "" {
+		if _, err := io.WriteString(c, first); err != nil {
+			return
+		}
+	}
+	var ne net.Error
+	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		return
+	}
+	io.Copy(c, r)
+}
+
+func isHTTPRequestLine(l string) bool {
+	f := strings.Fields(l)
+	return len(f) == 3 && strings.HasPrefix(f[2], "HTTP/1.")
+}
+
+func (s *Server) serveHTTP(c net.Conn, r *bufio.Reader, requestLine string) {
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if strings.TrimSpace(l) == "" {
+			break
+		}
+	}
+	body := s.Report(c.RemoteAddr()) + requestLine
+	fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+}
+
+func (s *Server) serveUDP() {
+	buf := make([]byte, 2048)
+	for {
+		_, from, err := s.udp.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		s.udp.WriteTo([]byte(s.Report(from)), from)
+	}
+}
+
+// Hostname extracts the Hostname line of a report.
+func Hostname(report string) string {
+	for _, l := range strings.Split(report, "\n") {
+		if v, ok := strings.CutPrefix(l, "Hostname: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
