@@ -1,0 +1,155 @@
+package bpf_test
+
+import (
+	"log/slog"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/control"
+	"github.com/sluice-lb/sluice/internal/testenv"
+	"github.com/sluice-lb/sluice/maps"
+)
+
+// TC verdicts as the kernel defines them.
+const (
+	tcActOK       = 0
+	tcActShot     = 2
+	tcActRedirect = 7
+)
+
+// world is a datapath loaded without pinning, programmed through the real
+// control plane, run with BPF_PROG_TEST_RUN.
+type world struct {
+	t     testing.TB
+	objs  bpf.SluiceObjects
+	dp    *maps.Datapath
+	rec   *control.Reconciler
+	ports map[control.Frontend]*control.ServicePort
+	names map[bpf.SluiceReason]string
+}
+
+func loadSpec(t testing.TB, spec *ebpf.CollectionSpec, objs any, sizes map[string]uint32) {
+	t.Helper()
+	for name, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+		if n, ok := sizes[name]; ok {
+			m.MaxEntries = n
+		}
+	}
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		t.Fatalf("load datapath: %+v", err)
+	}
+}
+
+func newWorld(t testing.TB) *world {
+	t.Helper()
+	testenv.Privileged(t)
+	spec, err := bpf.LoadSluice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, ports: map[control.Frontend]*control.ServicePort{}}
+	loadSpec(t, spec, &w.objs, nil)
+	t.Cleanup(func() { w.objs.Close() })
+	w.dp = maps.FromObjects(&w.objs.SluiceMaps)
+	if w.rec, err = control.NewReconciler(w.dp.LB4, slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	if w.names, err = maps.ReasonNames(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func frontend(s string, proto control.Protocol) control.Frontend {
+	ap := netip.MustParseAddrPort(s)
+	return control.Frontend{Addr: ap.Addr(), Port: ap.Port(), Proto: proto}
+}
+
+func backends(addrs ...string) []control.Backend {
+	var out []control.Backend
+	for _, a := range addrs {
+		ap := netip.MustParseAddrPort(a)
+		out = append(out, control.Backend{Addr: ap.Addr(), Port: ap.Port()})
+	}
+	return out
+}
+
+// serve programs (or reprograms) a frontend with these backends.
+func (w *world) serve(fe control.Frontend, bes []control.Backend) {
+	w.t.Helper()
+	w.ports[fe] = &control.ServicePort{Name: control.ServicePortName{Namespace: "t", Name: fe.String()}, Frontend: fe, Backends: bes}
+	w.apply()
+}
+
+func (w *world) unserve(fe control.Frontend) {
+	w.t.Helper()
+	delete(w.ports, fe)
+	w.apply()
+}
+
+func (w *world) apply() {
+	w.t.Helper()
+	_, problems, err := w.rec.Apply(&control.State{Ports: w.ports})
+	if err != nil || len(problems) > 0 {
+		w.t.Fatalf("apply: %v %v", err, problems)
+	}
+}
+
+func (w *world) setServiceCIDR(p netip.Prefix) {
+	w.t.Helper()
+	mask := netip.AddrFrom4([4]byte{0xff, 0xff, 0xff, 0xff})
+	b := mask.As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] &^= 0x80 >> (i % 8)
+	}
+	err := w.dp.Config.Put(0, bpf.SluiceDatapathConfig{
+		ServiceCidr4:     maps.Addr4(p.Masked().Addr()),
+		ServiceCidr4Mask: maps.Addr4(netip.AddrFrom4(b)),
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// run feeds one frame through the ingress program.
+func (w *world) run(t testing.TB, in []byte) (uint32, []byte) {
+	t.Helper()
+	out := make([]byte, len(in)+256)
+	opts := &ebpf.RunOptions{Data: in, DataOut: out}
+	ret, err := w.objs.SluiceIngress.Run(opts)
+	if err != nil {
+		t.Fatalf("test run: %v", err)
+	}
+	return ret, opts.DataOut
+}
+
+// counts returns packets per reason name.
+func (w *world) counts() map[string]uint64 {
+	w.t.Helper()
+	c := map[string]uint64{}
+	for r, name := range w.names {
+		per, err := w.dp.Counters.Lookup(r)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		for _, v := range per {
+			c[name] += v.Packets
+		}
+	}
+	return c
+}
+
+// delta returns the counters that moved between two readings.
+func delta(before, after map[string]uint64) map[string]uint64 {
+	d := map[string]uint64{}
+	for k, v := range after {
+		if v != before[k] {
+			d[k] = v - before[k]
+		}
+	}
+	return d
+}
