@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/internal/packet"
 )
@@ -327,8 +328,9 @@ func TestIngressSpreadsNewFlowsUniformly(t *testing.T) {
 	}
 }
 
-// A reply whose frontend was removed is passed untouched.
-func TestIngressReplyWithoutFrontend(t *testing.T) {
+// A reply whose service was removed is passed untouched: the prefilter no
+// longer knows its backend.
+func TestIngressReplyWithoutService(t *testing.T) {
 	w := standardWorld(t)
 	_, out := w.run(t, tcpTo(vip))
 	f := parse(t, out)
@@ -340,7 +342,35 @@ func TestIngressReplyWithoutFrontend(t *testing.T) {
 	if verdict != tcActOK || !bytes.Equal(out, reply) {
 		t.Errorf("verdict %d, changed %v", verdict, !bytes.Equal(out, reply))
 	}
-	if d := delta(before, w.counts()); d["reply-no-revnat"] != 1 {
+	if d := delta(before, w.counts()); d["pass"] != 1 || len(d) != 1 {
+		t.Errorf("counters %v", d)
+	}
+}
+
+// A reply whose reverse-NAT entry is missing (its frontend is being
+// removed) is passed untouched and counted.
+func TestIngressReplyWithoutRevNat(t *testing.T) {
+	w := standardWorld(t)
+	_, out := w.run(t, tcpTo(vip))
+	f := parse(t, out)
+	chosen := netip.AddrPortFrom(f.Dst, f.DstPort)
+	if err := w.dp.LB4.RevNat.Each(func(id uint32, rn bpf.SluiceLb4ReverseNat) bool {
+		if rn.Address != 0 {
+			if err := w.dp.LB4.RevNat.Put(id, bpf.SluiceLb4ReverseNat{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reply := packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoTCP, TCPFlags: packet.TCPAck})
+	before := w.counts()
+	verdict, out := w.run(t, reply)
+	if verdict != tcActOK || !bytes.Equal(out, reply) {
+		t.Errorf("verdict %d, changed %v", verdict, !bytes.Equal(out, reply))
+	}
+	if d := delta(before, w.counts()); d["reply-no-revnat"] != 1 || len(d) != 1 {
 		t.Errorf("counters %v", d)
 	}
 }

@@ -7,7 +7,7 @@ package bpf
 // The compiler and strip binaries come from $BPF2GO_CC and $BPF2GO_STRIP
 // (the Makefile pins them). Every struct and enum shared with Go is listed
 // with -type so its Go declaration is generated, never written by hand.
-//go:generate go tool bpf2go -target bpfel -go-package bpf -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include" -type lb4_key -type lb4_service -type lb4_backend -type lb4_reverse_nat -type ct4_key -type ct4_entry -type counter -type datapath_config -type reason -type ct_kind -type lb_service_flags -type lb_backend_flags Sluice tc.c
+//go:generate go tool bpf2go -target bpfel -go-package bpf -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include" -type lb4_key -type lb4_service -type lb4_backend -type lb4_reverse_nat -type ct4_key -type ct4_entry -type counter -type datapath_config -type reason -type lb4_filter -type ct_kind -type lb_service_flags -type lb_backend_flags Sluice tc.c
 
 // The benchmark build gives every packet a conntrack key never seen before,
 // so BPF_PROG_TEST_RUN's repeat can time the new-flow path. Test-only.

@@ -60,6 +60,11 @@ type SluiceLb4Backend struct {
 	Flags   SluiceLbBackendFlags
 }
 
+type SluiceLb4Filter struct {
+	_     structs.HostLayout
+	Words [65536]uint64
+}
+
 type SluiceLb4Key struct {
 	_           structs.HostLayout
 	Address     uint32
@@ -127,6 +132,7 @@ const (
 const (
 	SluiceMapCt4            = "ct4"
 	SluiceMapLb4Backends    = "lb4_backends"
+	SluiceMapLb4Prefilter   = "lb4_prefilter"
 	SluiceMapLb4Revnat      = "lb4_revnat"
 	SluiceMapLb4Services    = "lb4_services"
 	SluiceMapSluiceConfig   = "sluice_config"
@@ -187,6 +193,7 @@ type SluiceProgramSpecs struct {
 type SluiceMapSpecs struct {
 	Ct4            *ebpf.MapSpec `ebpf:"ct4"`
 	Lb4Backends    *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Prefilter   *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat      *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services    *ebpf.MapSpec `ebpf:"lb4_services"`
 	SluiceConfig   *ebpf.MapSpec `ebpf:"sluice_config"`
@@ -221,6 +228,7 @@ func (o *SluiceObjects) Close() error {
 type SluiceMaps struct {
 	Ct4            *ebpf.Map `ebpf:"ct4"`
 	Lb4Backends    *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Prefilter   *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat      *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services    *ebpf.Map `ebpf:"lb4_services"`
 	SluiceConfig   *ebpf.Map `ebpf:"sluice_config"`
@@ -231,6 +239,7 @@ func (m *SluiceMaps) Close() error {
 	return _SluiceClose(
 		m.Ct4,
 		m.Lb4Backends,
+		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
 		m.SluiceConfig,

@@ -18,6 +18,7 @@ import (
 const (
 	SluiceBenchMapCt4            = "ct4"
 	SluiceBenchMapLb4Backends    = "lb4_backends"
+	SluiceBenchMapLb4Prefilter   = "lb4_prefilter"
 	SluiceBenchMapLb4Revnat      = "lb4_revnat"
 	SluiceBenchMapLb4Services    = "lb4_services"
 	SluiceBenchMapSluiceConfig   = "sluice_config"
@@ -79,6 +80,7 @@ type SluiceBenchProgramSpecs struct {
 type SluiceBenchMapSpecs struct {
 	Ct4            *ebpf.MapSpec `ebpf:"ct4"`
 	Lb4Backends    *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Prefilter   *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat      *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services    *ebpf.MapSpec `ebpf:"lb4_services"`
 	SluiceConfig   *ebpf.MapSpec `ebpf:"sluice_config"`
@@ -114,6 +116,7 @@ func (o *SluiceBenchObjects) Close() error {
 type SluiceBenchMaps struct {
 	Ct4            *ebpf.Map `ebpf:"ct4"`
 	Lb4Backends    *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Prefilter   *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat      *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services    *ebpf.Map `ebpf:"lb4_services"`
 	SluiceConfig   *ebpf.Map `ebpf:"sluice_config"`
@@ -124,6 +127,7 @@ func (m *SluiceBenchMaps) Close() error {
 	return _SluiceBenchClose(
 		m.Ct4,
 		m.Lb4Backends,
+		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
 		m.SluiceConfig,

@@ -16,6 +16,7 @@ type lb4Snapshot struct {
 	revNats   map[uint32]Frontend // address and port only
 	markers   map[netip.Addr]bool
 	frontends map[Frontend]*programmed
+	filter    *bpf.SluiceLb4Filter
 }
 
 func readLB4(lb maps.LB4) (*lb4Snapshot, error) {
@@ -24,6 +25,12 @@ func readLB4(lb maps.LB4) (*lb4Snapshot, error) {
 		revNats:   map[uint32]Frontend{},
 		markers:   map[netip.Addr]bool{},
 		frontends: map[Frontend]*programmed{},
+		filter:    &bpf.SluiceLb4Filter{},
+	}
+	if f, err := lb.Prefilter.Lookup(0); err == nil {
+		s.filter = &f
+	} else {
+		return nil, fmt.Errorf("read lb4_prefilter: %w", err)
 	}
 	err := lb.Backends.Each(func(id uint32, be bpf.SluiceLb4Backend) bool {
 		if be.Flags&bpf.SluiceLbBackendFlagsBE_F_ACTIVE != 0 && id != 0 {

@@ -25,6 +25,8 @@ type Reconciler struct {
 	log *slog.Logger
 
 	backends   map[backendKey]uint32
+	backendKey map[uint32]backendKey // the inverse of backends
+	filter     *bpf.SluiceLb4Filter  // as programmed in lb4_prefilter
 	frontends  map[Frontend]*programmed
 	revNats    map[uint32]bool
 	markers    map[netip.Addr]bool
@@ -68,6 +70,7 @@ func (r *Reconciler) Frontends() int { return len(r.frontends) }
 
 func (r *Reconciler) adopt() error {
 	r.backends = map[backendKey]uint32{}
+	r.backendKey = map[uint32]backendKey{}
 	r.frontends = map[Frontend]*programmed{}
 	r.revNats = map[uint32]bool{}
 	r.markers = map[netip.Addr]bool{}
@@ -83,6 +86,7 @@ func (r *Reconciler) adopt() error {
 	ids := make([]uint32, 0, len(snap.backends))
 	for id, k := range snap.backends {
 		r.backends[k] = id
+		r.backendKey[id] = k
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
@@ -100,6 +104,7 @@ func (r *Reconciler) adopt() error {
 	}
 	r.markers = snap.markers
 	r.frontends = snap.frontends
+	r.filter = snap.filter
 	r.serviceEntries = r.countServiceEntries()
 	r.stale = false
 	return nil
@@ -129,6 +134,16 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 
 	plan, kept, problems := r.plan(s)
 
+	// Phase 0: the prefilter lets through what the old and the new state
+	// need until the new state is complete.
+	want := filterOf(s, plan, kept, r.backendKey)
+	union, grew := filterUnion(r.filter, want)
+	if grew {
+		if err := r.lb.Prefilter.Put(0, *union); err != nil {
+			return stats, problems, fmt.Errorf("write prefilter: %w", err)
+		}
+	}
+
 	// Phase 1: new backends.
 	var beKeys []uint32
 	var beVals []bpf.SluiceLb4Backend
@@ -156,6 +171,7 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	}
 	for k, id := range newBackends {
 		r.backends[k] = id
+		r.backendKey[id] = k
 	}
 	stats.BackendsAdded = len(beKeys)
 
@@ -311,9 +327,17 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	}
 	for i, k := range rmBackendKeys {
 		delete(r.backends, k)
+		delete(r.backendKey, rmBackends[i])
 		r.backendIDs.release(rmBackends[i])
 	}
 	stats.BackendsRemoved = len(rmBackends)
+	// Phase 11: the prefilter narrows to the new state.
+	if *want != *union {
+		if err := r.lb.Prefilter.Put(0, *want); err != nil {
+			return stats, problems, fmt.Errorf("write prefilter: %w", err)
+		}
+	}
+	r.filter = want
 	r.stale = false
 	return stats, problems, nil
 }
@@ -428,6 +452,27 @@ func (r *Reconciler) countServiceEntries() int {
 		}
 	}
 	return n
+}
+
+// filterOf is the prefilter of a state: the bit of every service IP and of
+// every backend the planned and kept frontends use.
+func filterOf(s *State, plan []plannedFrontend, kept map[Frontend]*programmed, keys map[uint32]backendKey) *bpf.SluiceLb4Filter {
+	f := &bpf.SluiceLb4Filter{}
+	for _, pf := range plan {
+		filterSet(f, filterDst(maps.Addr4(pf.fe.Addr)))
+		for _, b := range s.Ports[pf.fe].Backends {
+			filterSet(f, filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(pf.fe.Proto)))
+		}
+	}
+	for fe, p := range kept {
+		filterSet(f, filterDst(maps.Addr4(fe.Addr)))
+		for _, id := range p.slots {
+			if k, ok := keys[id]; ok {
+				filterSet(f, filterSrc(maps.Addr4(k.Addr), maps.Port(k.Port), uint8(k.Proto)))
+			}
+		}
+	}
+	return f
 }
 
 func lbKey(fe Frontend, slot uint16) bpf.SluiceLb4Key {

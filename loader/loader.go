@@ -139,6 +139,7 @@ func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
 		bpf.SluiceMapLb4Services:    &m.Lb4Services,
 		bpf.SluiceMapLb4Backends:    &m.Lb4Backends,
 		bpf.SluiceMapLb4Revnat:      &m.Lb4Revnat,
+		bpf.SluiceMapLb4Prefilter:   &m.Lb4Prefilter,
 		bpf.SluiceMapCt4:            &m.Ct4,
 		bpf.SluiceMapSluiceCounters: &m.SluiceCounters,
 		bpf.SluiceMapSluiceConfig:   &m.SluiceConfig,

@@ -14,6 +14,8 @@ type LB4 struct {
 	Services *Map[bpf.SluiceLb4Key, bpf.SluiceLb4Service]
 	Backends *Map[uint32, bpf.SluiceLb4Backend]
 	RevNat   *Map[uint32, bpf.SluiceLb4ReverseNat]
+	// Prefilter has one entry, key 0.
+	Prefilter *Map[uint32, bpf.SluiceLb4Filter]
 }
 
 // Datapath is every map of the datapath, typed.
@@ -30,7 +32,8 @@ func FromObjects(m *bpf.SluiceMaps) *Datapath {
 		LB4: LB4{
 			Services: New[bpf.SluiceLb4Key, bpf.SluiceLb4Service](m.Lb4Services),
 			Backends: New[uint32, bpf.SluiceLb4Backend](m.Lb4Backends),
-			RevNat:   New[uint32, bpf.SluiceLb4ReverseNat](m.Lb4Revnat),
+			RevNat:    New[uint32, bpf.SluiceLb4ReverseNat](m.Lb4Revnat),
+			Prefilter: New[uint32, bpf.SluiceLb4Filter](m.Lb4Prefilter),
 		},
 		CT4:      New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4),
 		Counters: NewPerCPU[bpf.SluiceReason, bpf.SluiceCounter](m.SluiceCounters),

@@ -11,6 +11,7 @@
 #include "nat.h"
 #include "conntrack.h"
 #include "reject.h"
+#include "filter.h"
 
 __inline bool lb4_is_service_ip(__be32 addr)
 {
@@ -45,24 +46,13 @@ __inline int lb4_dnat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, 
 	return verdict_pass(skb, reason);
 }
 
-/* Packet to a served frontend: follow the flow's conntrack entry, or pick a
+/* New flow (or a flow whose backend left) to a served frontend: pick a
  * backend uniformly at random and record the flow. */
-__inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
-			 const struct lb4_service *svc)
+__inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
+			  const struct lb4_service *svc, const struct ct4_key *ck)
 {
-	struct ct4_key ck;
-	struct ct4_entry *ct;
 	__u16 nslots = svc->count;
 	__u32 rev_nat_id = svc->rev_nat_id;
-
-	ct4_forward_key(&ck, p);
-	ct = ct4_lookup(&ck);
-	if (ct && ct->kind == CT_FORWARD) {
-		if (lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
-			return lb4_dnat(skb, p, ct->backend_addr, ct->backend_port,
-					REASON_ESTABLISHED);
-		count(skb, REASON_BACKEND_GONE);
-	}
 
 	if (nslots == 0)
 		return reject4(skb, REASON_REJECT_NO_ENDPOINTS);
@@ -78,9 +68,44 @@ __inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p, struct lb4
 	if (!be || !(be->flags & BE_F_ACTIVE))
 		return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
 
-	if (ct4_create(&ck, p, be, backend_id, rev_nat_id))
+	if (ct4_create(ck, p, be, backend_id, rev_nat_id))
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
 	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
+}
+
+/* Packet whose destination may be a service IP. Conntrack is looked up
+ * first: an established flow needs nothing else (like kube-proxy's
+ * conntrack, it outlives a change of its service while its backend
+ * exists). Returns -1 when the destination is not a service IP after all. */
+__inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	struct ct4_key ck;
+	struct ct4_entry *ct;
+
+	ct4_forward_key(&ck, p);
+	ct = ct4_lookup(&ck);
+	bool gone = false;
+	if (ct && ct->kind == CT_FORWARD) {
+		if (lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
+			return lb4_dnat(skb, p, ct->backend_addr, ct->backend_port,
+					REASON_ESTABLISHED);
+		gone = true;
+	}
+
+	struct lb4_key key = {
+		.address = p->daddr,
+		.dport = p->dport,
+		.proto = p->proto,
+	};
+	struct lb4_service *svc = bpf_map_lookup_elem(&lb4_services, &key);
+	if (svc) {
+		if (gone)
+			count(skb, REASON_BACKEND_GONE);
+		return lb4_new_flow(skb, p, &key, svc, &ck);
+	}
+	if (lb4_is_service_ip(p->daddr))
+		return reject4(skb, REASON_REJECT_UNKNOWN_PORT);
+	return -1;
 }
 
 /* Not addressed to a frontend: a reply of a translated flow gets its source
@@ -110,20 +135,19 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 
 __inline int lb4_handle(struct __sk_buff *skb, const struct pkt4 *p)
 {
-	struct lb4_key key = {
-		.address = p->daddr,
-		.dport = p->dport,
-		.proto = p->proto,
-	};
-	struct lb4_service *svc = bpf_map_lookup_elem(&lb4_services, &key);
+	__u32 zero = 0;
+	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
 
-	if (svc)
-		return lb4_forward(skb, p, &key, svc);
-	if (lb4_is_service_ip(p->daddr))
-		return reject4(skb, REASON_REJECT_UNKNOWN_PORT);
+	if (!f || lb4_filter_has(f, lb4_filter_dst(p->daddr))) {
+		int ret = lb4_service(skb, p);
+		if (ret >= 0)
+			return ret;
+	}
 	if (in_service_cidr(p->daddr))
 		return verdict_drop(skb, REASON_DROP_SERVICE_CIDR);
-	return lb4_reverse(skb, p);
+	if (!f || lb4_filter_has(f, lb4_filter_src(p->saddr, p->sport, p->proto)))
+		return lb4_reverse(skb, p);
+	return verdict_pass(skb, REASON_PASS);
 }
 
 /* Fragments and packets with IP options are not translated: dropped when

@@ -51,14 +51,25 @@ struct {
 } lb4_revnat SEC(".maps");
 
 /* Conntrack of translated flows, one entry per direction. LRU so a full
- * table evicts the least recently used flow instead of refusing new ones. */
+ * table evicts the least recently used flow instead of refusing new ones;
+ * per-CPU LRU lists so that inserting a new flow takes no global lock. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, struct ct4_key);
 	__type(value, struct ct4_entry);
 	__uint(max_entries, CT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct4 SEC(".maps");
+
+/* The prefilter bitmap (struct lb4_filter in types.h), one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb4_filter);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_prefilter SEC(".maps");
 
 /* Packets and bytes by enum reason. */
 struct {

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Address and port rewrite with checksum fix-up. The checksum helpers are
- * used rather than inline arithmetic because they know the skb's checksum
- * state: for CHECKSUM_PARTIAL (a pod's own socket behind a veth) only the
- * pseudo-header part may change, and for CHECKSUM_COMPLETE skb->csum must
- * follow. */
+/* Address and port rewrite with checksum fix-up. The IPv4 header checksum
+ * is updated inline; the L4 checksum goes through the helper because it
+ * knows the skb's checksum state: for CHECKSUM_PARTIAL (a pod's own socket
+ * behind a veth) only the pseudo-header part may change, and for
+ * CHECKSUM_COMPLETE skb->csum must follow. */
 #ifndef __SLUICE_NAT_H
 #define __SLUICE_NAT_H
 
 #include "common.h"
 #include "parse.h"
+#include "csum.h"
 
 #define NAT_DST 0
 #define NAT_SRC 1
@@ -38,9 +39,8 @@ __inline int nat4_rewrite(struct __sk_buff *skb, const struct pkt4 *p, int which
 		ip->saddr = new_addr;
 		ports[0] = new_port;
 	}
+	csum_replace4(&ip->check, old_addr, new_addr);
 
-	if (bpf_l3_csum_replace(skb, IP4_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)))
-		return -1;
 	if (bpf_l4_csum_replace(skb, p->csum_off, old_addr, new_addr,
 				p->csum_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)))
 		return -1;

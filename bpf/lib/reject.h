@@ -9,6 +9,7 @@
 #include "common.h"
 #include "counters.h"
 #include "parse.h"
+#include "csum.h"
 
 struct reject4 {
 	__u16 align;         /* puts the IP headers on 4-byte boundaries on the stack */
@@ -20,15 +21,6 @@ struct reject4 {
 };
 
 #define REJECT4_LEN (sizeof(struct reject4) - sizeof(__u16))
-
-__inline __sum16 csum_fold32(__s64 sum)
-{
-	__u32 c = (__u32)sum;
-
-	c = (c & 0xffff) + (c >> 16);
-	c = (c & 0xffff) + (c >> 16);
-	return (__sum16)~c;
-}
 
 /* Only called on PARSE_L4 packets: no IP options, and the L4 header (>= 8
  * bytes for both TCP and UDP) is present. */
@@ -58,7 +50,7 @@ __inline int reject4(struct __sk_buff *skb, __u32 reason)
 	sum = bpf_csum_diff(0, 0, (__be32 *)&r.ip, sizeof(r.ip), 0);
 	if (sum < 0)
 		return verdict_drop(skb, REASON_DROP_REJECT_FAILED);
-	r.ip.check = csum_fold32(sum);
+	r.ip.check = (__sum16)~csum_fold32(sum);
 
 	r.icmp.type = ICMP_DEST_UNREACH;
 	r.icmp.code = ICMP_PORT_UNREACH;
@@ -66,7 +58,7 @@ __inline int reject4(struct __sk_buff *skb, __u32 reason)
 			    sizeof(r.icmp) + sizeof(r.orig_ip) + sizeof(r.orig_l4), 0);
 	if (sum < 0)
 		return verdict_drop(skb, REASON_DROP_REJECT_FAILED);
-	r.icmp.checksum = csum_fold32(sum);
+	r.icmp.checksum = (__sum16)~csum_fold32(sum);
 
 	if (bpf_skb_change_tail(skb, REJECT4_LEN, 0) ||
 	    bpf_skb_store_bytes(skb, 0, &r.eth, REJECT4_LEN, BPF_F_INVALIDATE_HASH))

@@ -109,6 +109,24 @@ struct counter {
 	__u64 bytes;
 };
 
+/* Prefilter of service traffic: a bitmap the control plane fills so that
+ * a packet which can be neither service traffic nor a reply to it is
+ * passed after one inlined array lookup. One bit per hash of
+ *  - a service IP (destination test), and
+ *  - a backend's address, port and protocol (source test: replies).
+ * A clear bit is proof; a set bit only sends the packet on to the exact
+ * lookups. The hashes are lb4_filter_dst/src in lib/filter.h; the Go side
+ * (control/filter.go) must compute the same, which the datapath tests
+ * check by real lookups. */
+enum lb4_filter_size {
+	LB4_FILTER_BITS_LOG2 = 22,                         /* 4 Mi bits, 512 KiB */
+	LB4_FILTER_WORDS = 1 << (LB4_FILTER_BITS_LOG2 - 6), /* 64-bit words */
+};
+
+struct lb4_filter {
+	__u64 words[LB4_FILTER_WORDS];
+};
+
 /* Single-entry array the agent writes at start. */
 struct datapath_config {
 	__be32 service_cidr4;      /* network address; 0/0 = no service CIDR known */

@@ -1,0 +1,185 @@
+package bpf_test
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/control"
+	"github.com/sluice-lb/sluice/internal/packet"
+	"github.com/sluice-lb/sluice/internal/testenv"
+	"github.com/sluice-lb/sluice/maps"
+)
+
+// Benchmark maps are sized for 100,000 services of one backend each: a
+// marker, a master and a slot entry per service.
+var benchSizes = map[string]uint32{bpf.SluiceMapLb4Services: 1 << 19}
+
+// pingPong programs two services whose backends are each other's VIPs. A
+// translated packet is then addressed to the other service, so with
+// BPF_PROG_TEST_RUN's repeat (which reuses the rewritten skb) every
+// iteration takes the same path: established after a warm-up, and reply
+// for a packet coming back from either VIP.
+var (
+	pingVIP = netip.MustParseAddrPort("10.96.0.1:80")
+	pongVIP = netip.MustParseAddrPort("10.96.0.2:80")
+)
+
+func benchState(services int) *control.State {
+	s := &control.State{Ports: map[control.Frontend]*control.ServicePort{}}
+	add := func(fe, be netip.AddrPort) {
+		f := control.Frontend{Addr: fe.Addr(), Port: fe.Port(), Proto: control.TCP}
+		s.Ports[f] = &control.ServicePort{Frontend: f, Backends: []control.Backend{{Addr: be.Addr(), Port: be.Port()}}}
+	}
+	add(pingVIP, pongVIP)
+	add(pongVIP, pingVIP)
+	for i := 2; i < services; i++ {
+		add(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)}), 80),
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 8080))
+	}
+	return s
+}
+
+type benchDatapath struct {
+	ingress, empty *ebpf.Program
+	dp             *maps.Datapath
+	names          map[bpf.SluiceReason]string
+}
+
+func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDatapath {
+	testenv.Privileged(b)
+	sizes := map[string]uint32{bpf.SluiceMapCt4: ctSize}
+	for k, v := range benchSizes {
+		sizes[k] = v
+	}
+	bd := &benchDatapath{}
+	var sm bpf.SluiceMaps
+	if unique {
+		spec, err := bpf.LoadSluiceBench()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var objs bpf.SluiceBenchObjects
+		loadSpec(b, spec, &objs, sizes)
+		b.Cleanup(func() { objs.Close() })
+		bd.ingress, bd.empty = objs.SluiceIngress, objs.SluiceEmpty
+		m := objs.SluiceBenchMaps
+		sm = bpf.SluiceMaps{Ct4: m.Ct4, Lb4Backends: m.Lb4Backends, Lb4Revnat: m.Lb4Revnat,
+			Lb4Services: m.Lb4Services, Lb4Prefilter: m.Lb4Prefilter, SluiceConfig: m.SluiceConfig, SluiceCounters: m.SluiceCounters}
+	} else {
+		spec, err := bpf.LoadSluice()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var objs bpf.SluiceObjects
+		loadSpec(b, spec, &objs, sizes)
+		b.Cleanup(func() { objs.Close() })
+		bd.ingress, bd.empty = objs.SluiceIngress, objs.SluiceEmpty
+		sm = objs.SluiceMaps
+	}
+	bd.dp = maps.FromObjects(&sm)
+	rec, err := control.NewReconciler(bd.dp.LB4, slog.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, problems, err := rec.Apply(benchState(services)); err != nil || len(problems) > 0 {
+		b.Fatalf("program %d services: %v %v", services, err, problems)
+	}
+	if bd.names, err = maps.ReasonNames(); err != nil {
+		b.Fatal(err)
+	}
+	return bd
+}
+
+func (bd *benchDatapath) count(b *testing.B, reason string) uint64 {
+	for r, n := range bd.names {
+		if n == reason {
+			per, err := bd.dp.Counters.Lookup(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var sum uint64
+			for _, v := range per {
+				sum += v.Packets
+			}
+			return sum
+		}
+	}
+	b.Fatalf("no reason %q", reason)
+	return 0
+}
+
+// measure times the program over b.N iterations of one skb, subtracts the
+// empty program timed the same way just before, and proves with the path's
+// counter that every iteration took that path.
+func (bd *benchDatapath) measure(b *testing.B, pkt []byte, path string) {
+	_, empty, err := bd.empty.Benchmark(pkt, b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	before := bd.count(b, path)
+	ret, d, err := bd.ingress.Benchmark(pkt, b.N, b.ResetTimer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ret != tcActOK {
+		b.Fatalf("verdict %d", ret)
+	}
+	if moved := bd.count(b, path) - before; moved != uint64(b.N) {
+		b.Fatalf("%s counter moved %d for %d iterations: not every iteration took the path", path, moved, b.N)
+	}
+	b.ReportMetric(float64(d.Nanoseconds()), "ns/pkt")
+	b.ReportMetric(float64(empty.Nanoseconds()), "empty-ns/pkt")
+	b.ReportMetric(float64(d.Nanoseconds()-empty.Nanoseconds()), "net-ns/pkt")
+}
+
+// defaultCT is ct4's size as the agent creates it.
+const defaultCT = 1 << 18
+
+var benchClient = netip.MustParseAddrPort("10.244.0.2:40000")
+
+func tcpFrame(src, dst netip.AddrPort, flags uint8) []byte {
+	return packet.Build(packet.Spec{Src: src, Dst: dst, Proto: packet.ProtoTCP, TCPFlags: flags})
+}
+
+func BenchmarkIngress(b *testing.B) {
+	for _, services := range []int{1, 1000, 100000} {
+		// "1 service" is the ping-pong pair alone.
+		b.Run(fmt.Sprintf("services=%d/path=non-service", services), func(b *testing.B) {
+			bd := loadBench(b, false, services, defaultCT)
+			bd.measure(b, tcpFrame(benchClient, netip.MustParseAddrPort("10.244.9.9:22"), packet.TCPAck), "pass")
+		})
+		b.Run(fmt.Sprintf("services=%d/path=established", services), func(b *testing.B) {
+			bd := loadBench(b, false, services, defaultCT)
+			pkt := tcpFrame(benchClient, pingVIP, packet.TCPAck)
+			// Two new flows (ping, then pong) make both directions
+			// established; the measured iterations then all are.
+			if _, _, err := bd.ingress.Benchmark(pkt, 2, nil); err != nil {
+				b.Fatal(err)
+			}
+			bd.measure(b, pkt, "established")
+		})
+		b.Run(fmt.Sprintf("services=%d/path=reply", services), func(b *testing.B) {
+			bd := loadBench(b, false, services, defaultCT)
+			if _, _, err := bd.ingress.Benchmark(tcpFrame(benchClient, pingVIP, packet.TCPSyn), 2, nil); err != nil {
+				b.Fatal(err)
+			}
+			// pong answering ping's flow: reverse NAT makes it come
+			// from ping, which is the reply of pong's flow, and so on.
+			bd.measure(b, tcpFrame(pongVIP, benchClient, packet.TCPAck), "reply")
+		})
+		// Every new flow inserts two conntrack entries and, once the
+		// table is full, evicts two: its cost is set by cache misses and
+		// so by the table's size, reported for the default and a small one.
+		for _, ct := range []uint32{defaultCT, 1 << 16} {
+			b.Run(fmt.Sprintf("services=%d/path=new-flow/ct=%d", services, ct), func(b *testing.B) {
+				bd := loadBench(b, true, services, ct)
+				bd.measure(b, tcpFrame(benchClient, pingVIP, packet.TCPSyn), "new-flow")
+			})
+		}
+	}
+}
