@@ -1,0 +1,64 @@
+# The compiler is pinned: the committed bpf2go outputs are what this clang
+# makes of bpf/, and CI checks that they still are.
+CLANG ?= clang-19
+STRIP ?= llvm-strip-19
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+export PATH := $(dir $(GO)):$(PATH)
+
+BIN := bin/sluice
+
+.PHONY: all deps build generate check-generate test test-unit bench bench-datapath bench-lab bench-control demo lab-down clean
+
+all: build
+
+deps:
+	@./hack/deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/sluice
+
+# Regenerate the Go bindings and objects from bpf/*.c.
+generate: deps
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./bpf/
+
+# Fails when the committed bpf2go outputs differ from what the pinned
+# compiler makes of the sources.
+check-generate: generate
+	@git diff --exit-code -- bpf/ || { echo "bpf2go outputs are stale: run make generate and commit"; exit 1; }
+
+# Everything, privileged suites included (run as root). With CI=true a
+# privileged test that cannot run fails instead of skipping.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -p 1 -timeout 20m ./...
+
+# Only what needs no privileges.
+test-unit:
+	$(GO) test -count=1 ./control/... ./internal/packet/...
+
+bench: bench-datapath bench-control bench-lab
+
+bench-datapath: deps
+	$(GO) test -run '^$$' -bench Ingress -benchtime 2000000x ./bpf/
+
+bench-control: deps
+	$(GO) test -run '^$$' -bench Control -benchtime 1x ./test/ -timeout 20m
+
+bench-lab: deps
+	$(GO) test -run '^$$' -bench Lab -benchtime 1x ./test/ -timeout 20m
+
+# The lab: namespaces, demo backends, the agent, and traffic through it.
+demo: deps build
+	$(BIN) lab up --backends 3
+	$(BIN) lab traffic --requests 30
+	$(BIN) lb list --pin-dir /sys/fs/bpf/sluice-lab
+	$(BIN) stats --pin-dir /sys/fs/bpf/sluice-lab
+	@echo '--- the same service map through bpftool:'
+	bpftool map dump pinned /sys/fs/bpf/sluice-lab/lb4_services | head -40
+	@echo '--- the lab stays up; remove it with: make lab-down'
+
+lab-down: build
+	$(BIN) lab down
+
+clean:
+	rm -rf bin

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building, testing and running the lab need, and nothing
+# that is already there. Debian/Ubuntu, as root.
+set -euo pipefail
+
+CLANG=${CLANG:-clang-19}
+need=()
+command -v "$CLANG" >/dev/null || need+=("$CLANG")
+command -v "llvm-strip-${CLANG#clang-}" >/dev/null || need+=("llvm-${CLANG#clang-}")
+command -v bpftool >/dev/null || need+=(bpftool)
+command -v ip >/dev/null || need+=(iproute2)
+command -v git >/dev/null || need+=(git)
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || need+=(golang-go)
+
+if [ ${#need[@]} -gt 0 ]; then
+	echo "installing: ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The kernel's bpf filesystem, where the agent pins its maps.
+if ! mountpoint -q /sys/fs/bpf; then
+	mount -t bpf bpf /sys/fs/bpf
+fi
