@@ -231,10 +231,10 @@ func TestDesired(t *testing.T) {
 			rule:     "9: with no ready endpoint, serving-and-terminating ones are used; non-serving never",
 			services: []*corev1.Service{svc("a", "10.96.0.1")},
 			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
-				ep{addrs: []string{"10.0.0.2"}, ready: f},                          // serving nil = true, but not terminating
+				ep{addrs: []string{"10.0.0.2"}, ready: f},                               // serving nil = true, but not terminating
 				ep{addrs: []string{"10.0.0.3"}, ready: f, serving: tr, terminating: tr}, // used
 				ep{addrs: []string{"10.0.0.4"}, ready: f, serving: f, terminating: tr},  // not serving
-				ep{addrs: []string{"10.0.0.5"}, ready: f, terminating: tr},             // serving nil = true
+				ep{addrs: []string{"10.0.0.5"}, ready: f, terminating: tr},              // serving nil = true
 			)},
 			want: []string{"10.96.0.1:80/TCP -> 10.0.0.3:8080,10.0.0.5:8080"},
 		},

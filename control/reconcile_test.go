@@ -234,7 +234,7 @@ func TestReconcilerFullMapKeepsOthers(t *testing.T) {
 	mustApply(t, r, state(port("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.2:80")))
 	_, problems, err := r.Apply(state(
 		port("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.5:80", "10.0.0.6:80"), // needs 2 new ids
-		port("10.96.0.2:80", TCP, "10.0.0.3:80"),                              // needs 1
+		port("10.96.0.2:80", TCP, "10.0.0.3:80"),                               // needs 1
 	))
 	if err != nil {
 		t.Fatal(err)

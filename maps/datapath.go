@@ -30,8 +30,8 @@ type Datapath struct {
 func FromObjects(m *bpf.SluiceMaps) *Datapath {
 	return &Datapath{
 		LB4: LB4{
-			Services: New[bpf.SluiceLb4Key, bpf.SluiceLb4Service](m.Lb4Services),
-			Backends: New[uint32, bpf.SluiceLb4Backend](m.Lb4Backends),
+			Services:  New[bpf.SluiceLb4Key, bpf.SluiceLb4Service](m.Lb4Services),
+			Backends:  New[uint32, bpf.SluiceLb4Backend](m.Lb4Backends),
 			RevNat:    New[uint32, bpf.SluiceLb4ReverseNat](m.Lb4Revnat),
 			Prefilter: New[uint32, bpf.SluiceLb4Filter](m.Lb4Prefilter),
 		},
