@@ -79,7 +79,7 @@ func migrateMap(ms *ebpf.MapSpec, old *ebpf.Map, path string) (int, error) {
 	if err := it.Err(); err != nil {
 		return n, err
 	}
-	tmp := path + ".migrating"
+	tmp := path + "_migrating" // bpffs refuses names with a dot
 	_ = os.Remove(tmp)
 	if err := m.Pin(tmp); err != nil {
 		return n, err
