@@ -143,3 +143,39 @@ func Hostname(report string) string {
 	}
 	return ""
 }
+
+// Ask asks the whoami server at addr who it is, over HTTP ("tcp") or UDP,
+// and returns its name.
+func Ask(proto, addr string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, proto, addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if proto == "tcp" {
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
+	} else if _, err := c.Write([]byte("who?")); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 4096)
+	var got []byte
+	for {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if proto != "tcp" || err != nil {
+			if len(got) == 0 && err != nil {
+				return "", err
+			}
+			break
+		}
+	}
+	who := Hostname(string(got))
+	if who == "" {
+		return "", fmt.Errorf("no whoami answer from %s", addr)
+	}
+	return who, nil
+}

@@ -1,7 +1,6 @@
-package main
+package cli
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -245,7 +244,7 @@ func labTraffic(n int) error {
 			var who string
 			err := client.Do(func() error {
 				var err error
-				who, err = whoamiRequest(proto, vip)
+				who, err = whoami.Ask(proto, vip, 2*time.Second)
 				return err
 			})
 			if err != nil {
@@ -277,36 +276,4 @@ func labTraffic(n int) error {
 	})
 	fmt.Printf("TCP connect to %s (no endpoints): %v after %s\n", empty, err, took.Round(time.Microsecond))
 	return nil
-}
-
-// whoamiRequest asks a whoami server who it is, over HTTP or UDP.
-func whoamiRequest(proto, addr string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, proto, addr)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if proto == "tcp" {
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
-	} else {
-		c.Write([]byte("who?"))
-	}
-	buf := make([]byte, 4096)
-	var got []byte
-	for {
-		k, err := c.Read(buf)
-		got = append(got, buf[:k]...)
-		if proto == "udp" || err != nil {
-			break
-		}
-	}
-	who := whoami.Hostname(string(got))
-	if who == "" {
-		return "", fmt.Errorf("no answer")
-	}
-	return who, nil
 }
