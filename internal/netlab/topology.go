@@ -34,15 +34,6 @@ func NodeBackendDev(i int) string { return fmt.Sprintf("b%d", i) }
 // NodeClientDev is the node's end of the client's veth.
 const NodeClientDev = "c0"
 
-// NSNames lists the namespaces a topology of that prefix and size uses.
-func NSNames(prefix string, backends int) []string {
-	names := []string{prefix + "-node", prefix + "-client"}
-	for i := 1; i <= backends; i++ {
-		names = append(names, fmt.Sprintf("%s-be%d", prefix, i))
-	}
-	return names
-}
-
 // NewTopology builds the namespaces and links, replacing any left over from
 // an earlier run with the same prefix.
 func NewTopology(prefix string, backends int) (t *Topology, err error) {
@@ -55,19 +46,11 @@ func NewTopology(prefix string, backends int) (t *Topology, err error) {
 			t.Delete()
 		}
 	}()
-	names := NSNames(prefix, backends)
-	if t.Node, err = NewNS(names[0]); err != nil {
+	if t.Node, err = NewNS(prefix + "-node"); err != nil {
 		return t, err
 	}
-	if t.Client, err = NewNS(names[1]); err != nil {
+	if t.Client, err = NewNS(prefix + "-client"); err != nil {
 		return t, err
-	}
-	for _, n := range names[2:] {
-		b, err := NewNS(n)
-		if err != nil {
-			return t, err
-		}
-		t.Backends = append(t.Backends, b)
 	}
 	// The node forwards between pods. rp_filter would drop replies whose
 	// source the datapath restored to a service IP the node has no route
@@ -84,12 +67,27 @@ func NewTopology(prefix string, backends int) (t *Topology, err error) {
 	if err := t.pod(t.Client, NodeClientDev, NodeClientAddr, ClientAddr); err != nil {
 		return t, err
 	}
-	for i, b := range t.Backends {
-		if err := t.pod(b, NodeBackendDev(i+1), netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 1}), BackendAddr(i+1)); err != nil {
+	for range backends {
+		if _, err := t.AddBackend(); err != nil {
 			return t, err
 		}
 	}
 	return t, nil
+}
+
+// AddBackend adds backend pod number len(Backends)+1, as a pod scheduled on
+// a running node would appear: a new namespace and a new veth on the node.
+func (t *Topology) AddBackend() (*NS, error) {
+	i := len(t.Backends) + 1
+	if i > 250 {
+		return nil, fmt.Errorf("at most 250 backends")
+	}
+	b, err := NewNS(fmt.Sprintf("%s-be%d", t.Prefix, i))
+	if err != nil {
+		return nil, err
+	}
+	t.Backends = append(t.Backends, b)
+	return b, t.pod(b, NodeBackendDev(i), netip.AddrFrom4([4]byte{10, 244, byte(i), 1}), BackendAddr(i))
 }
 
 func (t *Topology) pod(pod *NS, nodeDev string, nodeAddr, podAddr netip.Addr) error {

@@ -1,0 +1,247 @@
+// Package test holds sluice's privileged end-to-end suites: a node
+// namespace running the agent, a client pod and backend pods on veths, and
+// real traffic between them. The agent is this test binary re-executed as
+// the sluice command, so the suite needs no other binary.
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/control"
+	"github.com/sluice-lb/sluice/internal/cli"
+	"github.com/sluice-lb/sluice/internal/netlab"
+	"github.com/sluice-lb/sluice/internal/testenv"
+	"github.com/sluice-lb/sluice/internal/whoami"
+	"github.com/sluice-lb/sluice/loader"
+)
+
+// runAsSluice makes the re-executed test binary the sluice command.
+const runAsSluice = "SLUICE_TEST_RUN_AS_SLUICE"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runAsSluice) == "1" {
+		os.Exit(cli.Main(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+const (
+	vip      = "10.96.0.10"
+	emptyVIP = "10.96.0.20"
+)
+
+var clusterSeq atomic.Int32
+
+// cluster is one node running the agent, a client and N backends.
+type cluster struct {
+	t         testing.TB
+	topo      *netlab.Topology
+	pinDir    string
+	manifests string
+	mode      string
+	agent     *exec.Cmd
+	agentLog  string
+	stop      context.CancelFunc
+}
+
+func newCluster(t testing.TB, backends int, mode string) *cluster {
+	t.Helper()
+	testenv.Privileged(t)
+	prefix := fmt.Sprintf("sle%d-%d", os.Getpid()%100000, clusterSeq.Add(1))
+	topo, err := netlab.NewTopology(prefix, backends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c := &cluster{
+		t: t, topo: topo, mode: mode, stop: stop,
+		pinDir:    filepath.Join(loader.DefaultBPFFS, "sluice-"+prefix),
+		manifests: t.TempDir(),
+		agentLog:  filepath.Join(t.TempDir(), "agent.log"),
+	}
+	t.Cleanup(c.close)
+	for i, be := range topo.Backends {
+		if err := c.serveWhoami(ctx, be, fmt.Sprintf("backend-%d", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// serveWhoami runs a whoami server inside a backend namespace: its
+// sockets are created there, then served from this process.
+func (c *cluster) serveWhoami(ctx context.Context, ns *netlab.NS, name string) error {
+	var srv *whoami.Server
+	if err := ns.Do(func() (err error) {
+		srv, err = whoami.Listen(name, "0.0.0.0:8080")
+		return err
+	}); err != nil {
+		return err
+	}
+	go srv.Serve(ctx)
+	return nil
+}
+
+func (c *cluster) close() {
+	c.stop()
+	c.killAgent()
+	if err := c.topo.Node.Do(func() error { return loader.Uninstall(c.pinDir, slog.Default()) }); err != nil {
+		c.t.Errorf("uninstall: %v", err)
+	}
+	c.topo.Delete()
+	if c.t.Failed() {
+		if b, err := os.ReadFile(c.agentLog); err == nil {
+			c.t.Logf("agent log:\n%s", b)
+		}
+	}
+}
+
+func (c *cluster) write(name, content string) {
+	c.t.Helper()
+	// Write-then-rename, so the agent never reads a half-written file.
+	tmp := filepath.Join(c.manifests, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.manifests, name)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) writeRaw(name, content string) {
+	c.t.Helper()
+	if err := os.WriteFile(filepath.Join(c.manifests, name), []byte(content), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// startAgent starts the agent in the node namespace and waits until it has
+// programmed at least one frontend.
+func (c *cluster) startAgent() {
+	c.t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	logf, err := os.OpenFile(c.agentLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, "agent", "--manifests", c.manifests, "--pin-dir", c.pinDir,
+		"--node-name", c.topo.Prefix+"-node", "--service-cidr", "10.96.0.0/12", "--attach", c.mode)
+	cmd.Env = append(os.Environ(), runAsSluice+"=1")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := c.topo.Node.Start(cmd); err != nil {
+		c.t.Fatal(err)
+	}
+	c.agent = cmd
+	c.waitFor("the agent to program the datapath and attach", 10*time.Second, func() error {
+		dp, closeMaps, err := loader.OpenPinnedMaps(c.pinDir)
+		if err != nil {
+			return err
+		}
+		defer closeMaps()
+		views, err := control.Inspect(dp.LB4)
+		if err != nil || len(views) == 0 {
+			return fmt.Errorf("no frontends (%v)", err)
+		}
+		b, _ := os.ReadFile(c.agentLog)
+		if !strings.Contains(string(b), "serving devices") {
+			return errors.New("devices not attached yet")
+		}
+		return nil
+	})
+}
+
+// killAgent kills the agent with SIGKILL, as a crash or OOM kill would.
+func (c *cluster) killAgent() {
+	if c.agent == nil {
+		return
+	}
+	c.agent.Process.Signal(syscall.SIGKILL)
+	c.agent.Wait()
+	c.agent = nil
+}
+
+func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("waited %s for %s: %v", timeout, what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ask sends one whoami request from the client pod.
+func (c *cluster) ask(proto, addr string) (string, error) {
+	var who string
+	err := c.topo.Client.Do(func() (err error) {
+		who, err = whoami.Ask(proto, addr, 2*time.Second)
+		return err
+	})
+	return who, err
+}
+
+// dial opens a TCP connection from the client pod.
+func (c *cluster) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	var conn net.Conn
+	err := c.topo.Client.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, timeout)
+		return err
+	})
+	return conn, err
+}
+
+// whoamiManifest is a Service with a TCP and a UDP port on vip and an
+// EndpointSlice with the given backends (1-based), plus a Service on
+// emptyVIP without endpoints.
+func whoamiManifest(backends ...int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `apiVersion: v1
+kind: Service
+metadata: {name: whoami, namespace: e2e}
+spec:
+  clusterIP: %s
+  ports: [{name: http, port: 80, protocol: TCP}, {name: udp, port: 80, protocol: UDP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: whoami-1, namespace: e2e, labels: {kubernetes.io/service-name: whoami}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}, {name: udp, port: 8080, protocol: UDP}]
+endpoints:
+`, vip)
+	for _, i := range backends {
+		fmt.Fprintf(&b, "- {addresses: [%s]}\n", netlab.BackendAddr(i))
+	}
+	fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: e2e}
+spec: {clusterIP: %s, ports: [{name: http, port: 80}]}
+`, emptyVIP)
+	return b.String()
+}
+
+// attachModes are the attach paths every traffic test runs on: TCX and the
+// clsact fallback, forced.
+var attachModes = []string{"tcx", "tc"}

@@ -1,0 +1,81 @@
+package test
+
+import (
+	"context"
+	"net"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/internal/netlab"
+	"github.com/sluice-lb/sluice/loader"
+	"github.com/sluice-lb/sluice/maps"
+)
+
+// ctx is cancelled when the test ends.
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return c
+}
+
+func (c *cluster) readAgentLog() string {
+	b, _ := os.ReadFile(c.agentLog)
+	return string(b)
+}
+
+// counter reads one datapath counter, by reason name, from the pinned maps.
+func (c *cluster) counter(reason string) uint64 {
+	c.t.Helper()
+	dp, closeMaps, err := loader.OpenPinnedMaps(c.pinDir)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer closeMaps()
+	names, err := maps.ReasonNames()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for r := bpf.SluiceReason(0); r < bpf.SluiceReasonREASON_MAX; r++ {
+		if names[r] != reason {
+			continue
+		}
+		per, err := dp.Counters.Lookup(r)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v.Packets
+		}
+		return sum
+	}
+	c.t.Fatalf("no counter %q", reason)
+	return 0
+}
+
+// sendRawFrame sends an Ethernet frame as it is, n times, out of a device
+// in a namespace, through an AF_PACKET socket.
+func sendRawFrame(ns *netlab.NS, dev string, frame []byte, n int) error {
+	return ns.Do(func() error {
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(sa.Addr[:], frame[0:6])
+		for range n {
+			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
