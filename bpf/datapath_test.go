@@ -394,3 +394,67 @@ func TestIngressMissingBackendSlot(t *testing.T) {
 		t.Errorf("counters %v", d)
 	}
 }
+
+// A TCP RST in either direction ends the flow: its conntrack entries go,
+// so the next packet of the same tuple is a new flow.
+func TestIngressRSTClosesFlow(t *testing.T) {
+	for _, dir := range []string{"from client", "from backend"} {
+		t.Run(dir, func(t *testing.T) {
+			w := standardWorld(t)
+			_, out := w.run(t, tcpTo(vip))
+			f := parse(t, out)
+			chosen := netip.AddrPortFrom(f.Dst, f.DstPort)
+
+			rst := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoTCP, TCPFlags: 0x04})
+			wantSrc, wantDst := client, chosen
+			if dir == "from backend" {
+				rst = packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoTCP, TCPFlags: 0x04})
+				wantSrc, wantDst = netip.MustParseAddrPort(vip), client
+			}
+			before := w.counts()
+			verdict, out := w.run(t, rst)
+			f = parse(t, out)
+			if verdict != tcActOK || netip.AddrPortFrom(f.Src, f.SrcPort) != wantSrc || netip.AddrPortFrom(f.Dst, f.DstPort) != wantDst {
+				t.Fatalf("RST: verdict %d, %s:%d -> %s:%d; want it translated", verdict, f.Src, f.SrcPort, f.Dst, f.DstPort)
+			}
+			checksumsOK(t, f)
+			if d := delta(before, w.counts()); d["ct-closed"] != 1 {
+				t.Errorf("counters %v, want ct-closed", d)
+			}
+			before = w.counts()
+			w.run(t, tcpTo(vip))
+			if d := delta(before, w.counts()); d["new-flow"] != 1 {
+				t.Errorf("after RST: counters %v, want a new flow", d)
+			}
+		})
+	}
+}
+
+// A connection opened straight to the backend from the client port of a
+// finished translated flow is not captured by the old reply entry.
+func TestIngressDirectSYNClearsStaleReply(t *testing.T) {
+	w := standardWorld(t)
+	_, out := w.run(t, tcpTo(vip))
+	f := parse(t, out)
+	chosen := netip.AddrPortFrom(f.Dst, f.DstPort)
+
+	syn := packet.Build(packet.Spec{Src: client, Dst: chosen, Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn})
+	before := w.counts()
+	verdict, out := w.run(t, syn)
+	if verdict != tcActOK || !bytes.Equal(out, syn) {
+		t.Fatalf("direct SYN: verdict %d, changed %v", verdict, !bytes.Equal(out, syn))
+	}
+	if d := delta(before, w.counts()); d["ct-stale-reply"] != 1 || d["pass"] != 1 {
+		t.Errorf("counters %v, want ct-stale-reply and pass", d)
+	}
+	synAck := packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn | packet.TCPAck})
+	if verdict, out := w.run(t, synAck); verdict != tcActOK || !bytes.Equal(out, synAck) {
+		t.Errorf("backend's SYN-ACK to the direct connection was rewritten")
+	}
+	// The old flow is gone in both directions: the VIP tuple starts anew.
+	before = w.counts()
+	w.run(t, tcpTo(vip))
+	if d := delta(before, w.counts()); d["new-flow"] != 1 {
+		t.Errorf("VIP tuple after the direct connection: counters %v, want a new flow", d)
+	}
+}

@@ -111,19 +111,21 @@ const (
 	SluiceReasonREASON_ESTABLISHED          SluiceReason = 2
 	SluiceReasonREASON_REPLY                SluiceReason = 3
 	SluiceReasonREASON_BACKEND_GONE         SluiceReason = 4
-	SluiceReasonREASON_REPLY_NO_REVNAT      SluiceReason = 5
-	SluiceReasonREASON_REJECT_NO_ENDPOINTS  SluiceReason = 6
-	SluiceReasonREASON_REJECT_UNKNOWN_PORT  SluiceReason = 7
-	SluiceReasonREASON_DROP_SERVICE_CIDR    SluiceReason = 8
-	SluiceReasonREASON_DROP_MALFORMED_IP    SluiceReason = 9
-	SluiceReasonREASON_DROP_MALFORMED_L4    SluiceReason = 10
-	SluiceReasonREASON_DROP_FRAGMENT        SluiceReason = 11
-	SluiceReasonREASON_DROP_IP_OPTIONS      SluiceReason = 12
-	SluiceReasonREASON_DROP_NO_BACKEND_SLOT SluiceReason = 13
-	SluiceReasonREASON_DROP_CT_FULL         SluiceReason = 14
-	SluiceReasonREASON_DROP_NAT_FAILED      SluiceReason = 15
-	SluiceReasonREASON_DROP_REJECT_FAILED   SluiceReason = 16
-	SluiceReasonREASON_MAX                  SluiceReason = 17
+	SluiceReasonREASON_CT_CLOSED            SluiceReason = 5
+	SluiceReasonREASON_CT_STALE_REPLY       SluiceReason = 6
+	SluiceReasonREASON_REPLY_NO_REVNAT      SluiceReason = 7
+	SluiceReasonREASON_REJECT_NO_ENDPOINTS  SluiceReason = 8
+	SluiceReasonREASON_REJECT_UNKNOWN_PORT  SluiceReason = 9
+	SluiceReasonREASON_DROP_SERVICE_CIDR    SluiceReason = 10
+	SluiceReasonREASON_DROP_MALFORMED_IP    SluiceReason = 11
+	SluiceReasonREASON_DROP_MALFORMED_L4    SluiceReason = 12
+	SluiceReasonREASON_DROP_FRAGMENT        SluiceReason = 13
+	SluiceReasonREASON_DROP_IP_OPTIONS      SluiceReason = 14
+	SluiceReasonREASON_DROP_NO_BACKEND_SLOT SluiceReason = 15
+	SluiceReasonREASON_DROP_CT_FULL         SluiceReason = 16
+	SluiceReasonREASON_DROP_NAT_FAILED      SluiceReason = 17
+	SluiceReasonREASON_DROP_REJECT_FAILED   SluiceReason = 18
+	SluiceReasonREASON_MAX                  SluiceReason = 19
 )
 
 // Names of all BPF objects in the ELF.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -264,4 +265,42 @@ func TestTruncatedIPv4HeaderIsDropped(t *testing.T) {
 	if _, err := c.ask("tcp", vip+":80"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// After a connection through the VIP ends, by RST or by FIN, a connection
+// from the same client port straight to the backend works: the finished
+// flow's reply entry does not capture it.
+func TestClientPortReuseAfterServiceConnection(t *testing.T) {
+	c := newCluster(t, 1, "auto")
+	c.write("whoami.yaml", whoamiManifest(1))
+	c.startAgent()
+	for i, linger := range []int{0, -1} { // RST, then an orderly FIN close
+		local := &net.TCPAddr{IP: netlab.ClientAddr.AsSlice(), Port: 40100 + i}
+		dialer := net.Dialer{LocalAddr: local, Timeout: 2 * time.Second, Control: reuseAddr}
+		for _, target := range []string{vip + ":80", netlab.BackendAddr(1).String() + ":8080"} {
+			var conn net.Conn
+			err := c.topo.Client.Do(func() (err error) {
+				conn, err = dialer.Dial("tcp", target)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("close %d: dial %s from port %d: %v", linger, target, local.Port, err)
+			}
+			conn.(*net.TCPConn).SetLinger(linger)
+			conn.Close()
+		}
+	}
+}
+
+// reuseAddr lets a test bind a client port whose previous connection is in
+// TIME_WAIT, as a busy client's port allocation does.
+func reuseAddr(network, address string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

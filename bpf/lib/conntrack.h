@@ -31,9 +31,27 @@ __inline void ct4_forward_key(struct ct4_key *k, const struct pkt4 *p)
 #endif
 }
 
+/* Reply key of a flow, from its forward packet and its backend. */
+__inline void ct4_reply_key(struct ct4_key *k, const struct pkt4 *p, __be32 be_addr, __be16 be_port)
+{
+	k->saddr = be_addr;
+	k->daddr = p->saddr;
+	k->sport = be_port;
+	k->dport = p->sport;
+	k->proto = p->proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
 __inline struct ct4_entry *ct4_lookup(const struct ct4_key *k)
 {
 	return bpf_map_lookup_elem(&ct4, k);
+}
+
+/* Removes both entries of a flow. */
+__inline void ct4_delete_flow(const struct ct4_key *fwd, const struct ct4_key *rev)
+{
+	bpf_map_delete_elem(&ct4, fwd);
+	bpf_map_delete_elem(&ct4, rev);
 }
 
 /* Records a new translated flow: client -> VIP forward entry and
@@ -48,19 +66,16 @@ __inline int ct4_create(const struct ct4_key *fwd_key, const struct pkt4 *p,
 		.rev_nat_id = rev_nat_id,
 		.backend_id = backend_id,
 	};
-	struct ct4_key rk = {
-		.saddr = be->address,
-		.daddr = p->saddr,
-		.sport = be->port,
-		.dport = p->sport,
-		.proto = p->proto,
-	};
 	struct ct4_entry rev = {
 		.kind = CT_REPLY,
 		.rev_nat_id = rev_nat_id,
 		.backend_id = backend_id,
 	};
+	struct ct4_key rk;
 
+	ct4_reply_key(&rk, p, be->address, be->port);
+	/* Reply entry first: once the forward packet leaves, its answer
+	 * must find its way back. */
 	if (bpf_map_update_elem(&ct4, &rk, &rev, BPF_ANY))
 		return -1;
 	return bpf_map_update_elem(&ct4, fwd_key, &fwd, BPF_ANY);

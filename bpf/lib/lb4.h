@@ -46,6 +46,19 @@ __inline int lb4_dnat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, 
 	return verdict_pass(skb, reason);
 }
 
+/* A TCP RST ends a translated flow at once: its entries go, so that the
+ * client port can be reused, even straight to the backend, without the
+ * old reply entry capturing the new connection's packets. */
+__inline void lb4_close_flow(const struct __sk_buff *skb, const struct pkt4 *p,
+			     const struct ct4_key *fwd, __be32 be_addr, __be16 be_port)
+{
+	struct ct4_key rk;
+
+	ct4_reply_key(&rk, p, be_addr, be_port);
+	ct4_delete_flow(fwd, &rk);
+	count(skb, REASON_CT_CLOSED);
+}
+
 /* New flow (or a flow whose backend left) to a served frontend: pick a
  * backend uniformly at random and record the flow. */
 __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
@@ -86,9 +99,14 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 	ct = ct4_lookup(&ck);
 	bool gone = false;
 	if (ct && ct->kind == CT_FORWARD) {
-		if (lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
-			return lb4_dnat(skb, p, ct->backend_addr, ct->backend_port,
-					REASON_ESTABLISHED);
+		__be32 be_addr = ct->backend_addr;
+		__be16 be_port = ct->backend_port;
+
+		if (lb4_backend_matches(ct->backend_id, be_addr, be_port)) {
+			if (p->tcp_flags & TCP_F_RST)
+				lb4_close_flow(skb, p, &ck, be_addr, be_port);
+			return lb4_dnat(skb, p, be_addr, be_port, REASON_ESTABLISHED);
+		}
 		gone = true;
 	}
 
@@ -128,9 +146,48 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &id);
 	if (!rn || !rn->address)
 		return verdict_pass(skb, REASON_REPLY_NO_REVNAT);
-	if (nat4_rewrite(skb, p, NAT_SRC, rn->address, rn->port))
+	__be32 vip = rn->address;
+	__be16 vport = rn->port;
+	if (p->tcp_flags & TCP_F_RST) {
+		struct ct4_key fk = {
+			.saddr = p->daddr,
+			.daddr = vip,
+			.sport = p->dport,
+			.dport = vport,
+			.proto = p->proto,
+		};
+		ct4_delete_flow(&fk, &ck);
+		count(skb, REASON_CT_CLOSED);
+	}
+	if (nat4_rewrite(skb, p, NAT_SRC, vip, vport))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
 	return verdict_pass(skb, REASON_REPLY);
+}
+
+__inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct pkt4 *p)
+{
+	struct ct4_key rk;
+
+	ct4_reply_key(&rk, p, p->daddr, p->dport);
+	struct ct4_entry *ct = ct4_lookup(&rk);
+	if (!ct || ct->kind != CT_REPLY)
+		return;
+	/* The old flow's forward entry goes too: without its reply entry
+	 * it could only translate half a connection. */
+	__u32 id = ct->rev_nat_id;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &id);
+	if (rn) {
+		struct ct4_key fk = {
+			.saddr = p->saddr,
+			.daddr = rn->address,
+			.sport = p->sport,
+			.dport = rn->port,
+			.proto = p->proto,
+		};
+		bpf_map_delete_elem(&ct4, &fk);
+	}
+	bpf_map_delete_elem(&ct4, &rk);
+	count(skb, REASON_CT_STALE_REPLY);
 }
 
 __inline int lb4_handle(struct __sk_buff *skb, const struct pkt4 *p)
@@ -147,6 +204,12 @@ __inline int lb4_handle(struct __sk_buff *skb, const struct pkt4 *p)
 		return verdict_drop(skb, REASON_DROP_SERVICE_CIDR);
 	if (!f || lb4_filter_has(f, lb4_filter_src(p->saddr, p->sport, p->proto)))
 		return lb4_reverse(skb, p);
+	/* A connection opened straight to a backend's address and port may
+	 * reuse the 4-tuple of a finished translated flow: the backend's
+	 * answer would then match the old reply entry and be rewritten. */
+	if ((p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN &&
+	    (!f || lb4_filter_has(f, lb4_filter_src(p->daddr, p->dport, p->proto))))
+		lb4_forget_stale_reply(skb, p);
 	return verdict_pass(skb, REASON_PASS);
 }
 

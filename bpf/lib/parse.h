@@ -13,7 +13,8 @@ struct pkt4 {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 tcp_flags; /* TCP only: TCP_F_* */
+	__u8 pad[2];
 	__u32 csum_off;   /* offset of the TCP/UDP checksum field */
 	__u32 csum_flags; /* BPF_F_MARK_MANGLED_0 for UDP: a zero checksum stays "none" */
 };
@@ -73,6 +74,7 @@ __inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 			return PARSE_MALFORMED_L4;
 		p->sport = th->source;
 		p->dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
 		p->csum_off = L4_OFF + __builtin_offsetof(struct tcphdr, check);
 		p->csum_flags = 0;
 	} else {

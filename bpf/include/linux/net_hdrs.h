@@ -48,6 +48,12 @@ struct tcphdr {
 	__be16 urg_ptr;
 };
 
+/* The flags byte of the TCP header (offset 13). */
+#define TCP_F_FIN 0x01
+#define TCP_F_SYN 0x02
+#define TCP_F_RST 0x04
+#define TCP_F_ACK 0x10
+
 struct udphdr {
 	__be16 source;
 	__be16 dest;
