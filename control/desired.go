@@ -26,94 +26,131 @@ func Visible(labels map[string]string) bool {
 }
 
 // Desired computes the IPv4 datapath state for a set of Services and
-// EndpointSlices. It is a pure function: same inputs, same state and the
-// same problems, in the same order.
+// EndpointSlices. It is a pure function: same inputs, in any order, give the
+// same state and the same problems in the same order.
 func Desired(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, node NodeInfo) (*State, []Problem) {
-	d := desiredBuilder{
-		state:  &State{Ports: map[Frontend]*ServicePort{}},
-		slices: map[serviceRef][]*discoveryv1.EndpointSlice{},
-		node:   node,
-	}
-	for _, es := range sortedSlices(endpointSlices) {
-		d.addSlice(es)
-	}
-	for _, svc := range sortedServices(services) {
-		d.addService(svc)
-	}
-	return d.state, d.problems
+	var c DesiredCache
+	return c.Compute(services, endpointSlices, node)
+}
+
+// DesiredCache computes what Desired computes, reusing the result of every
+// Service whose Service object, EndpointSlice objects (by identity) and node
+// are those of the previous call. A source that keeps unchanged objects
+// (the manifests directory, an informer's store) thus pays for what changed.
+// Objects must not be modified once passed in.
+type DesiredCache struct {
+	entries map[serviceRef]*serviceResult
 }
 
 type serviceRef struct{ namespace, name string }
 
-type desiredBuilder struct {
-	state    *State
-	slices   map[serviceRef][]*discoveryv1.EndpointSlice
+// serviceResult is one Service's share of the state, a pure function of its
+// inputs.
+type serviceResult struct {
+	svc      *corev1.Service
+	slices   []*discoveryv1.EndpointSlice
 	node     NodeInfo
+	ports    []*ServicePort
 	problems []Problem
 }
 
-func (d *desiredBuilder) problem(kind, ns, name, format string, args ...any) {
-	d.problems = append(d.problems, Problem{
-		Object: kind + " " + ns + "/" + name,
-		Reason: fmt.Sprintf(format, args...),
+// Compute returns the same as Desired(services, endpointSlices, node).
+func (c *DesiredCache) Compute(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, node NodeInfo) (*State, []Problem) {
+	var problems []Problem
+	bySvc := make(map[serviceRef][]*discoveryv1.EndpointSlice, len(endpointSlices))
+	for _, es := range endpointSlices {
+		// A slice belongs to a Service through its service-name label
+		// in its namespace (rule 4); IPv4 slices only (rule 3).
+		if !Visible(es.Labels) || es.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		name := es.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			problems = append(problems, problemf("EndpointSlice", es.Namespace, es.Name, "no %s label: belongs to no Service", discoveryv1.LabelServiceName))
+			continue
+		}
+		ref := serviceRef{es.Namespace, name}
+		bySvc[ref] = append(bySvc[ref], es)
+	}
+	for _, list := range bySvc {
+		if len(list) > 1 {
+			slices.SortFunc(list, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
+		}
+	}
+
+	state := &State{Ports: make(map[Frontend]*ServicePort, len(services))}
+	next := make(map[serviceRef]*serviceResult, len(services))
+	for _, svc := range services {
+		ref := serviceRef{svc.Namespace, svc.Name}
+		r := c.entries[ref]
+		if r == nil || r.svc != svc || r.node != node || !slices.Equal(r.slices, bySvc[ref]) {
+			r = computeService(svc, bySvc[ref], node)
+		}
+		next[ref] = r
+		problems = append(problems, r.problems...)
+		// A frontend claimed twice goes to the first Service by
+		// namespace/name, whatever the input order.
+		for _, sp := range r.ports {
+			other, taken := state.Ports[sp.Frontend]
+			if !taken {
+				state.Ports[sp.Frontend] = sp
+				continue
+			}
+			winner, loser := other.Name, sp.Name
+			if cmp.Or(cmp.Compare(sp.Name.Namespace, other.Name.Namespace), cmp.Compare(sp.Name.Name, other.Name.Name)) < 0 {
+				winner, loser = sp.Name, other.Name
+				state.Ports[sp.Frontend] = sp
+			}
+			problems = append(problems, problemf("Service", loser.Namespace, loser.Name, "port %q: %s already served by %s", loser.Port, sp.Frontend, winner))
+		}
+	}
+	c.entries = next
+	slices.SortStableFunc(problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Object, b.Object), cmp.Compare(a.Reason, b.Reason))
 	})
+	return state, problems
 }
 
-// addSlice indexes a slice by the Service it belongs to: the
-// kubernetes.io/service-name label in the slice's namespace (rule 4), IPv4
-// slices only (rule 3).
-func (d *desiredBuilder) addSlice(es *discoveryv1.EndpointSlice) {
-	if !Visible(es.Labels) || es.AddressType != discoveryv1.AddressTypeIPv4 {
-		return
-	}
-	svcName := es.Labels[discoveryv1.LabelServiceName]
-	if svcName == "" {
-		d.problem("EndpointSlice", es.Namespace, es.Name, "no %s label: belongs to no Service", discoveryv1.LabelServiceName)
-		return
-	}
-	ref := serviceRef{es.Namespace, svcName}
-	d.slices[ref] = append(d.slices[ref], es)
+func problemf(kind, ns, name, format string, args ...any) Problem {
+	return Problem{Object: kind + " " + ns + "/" + name, Reason: fmt.Sprintf(format, args...)}
 }
 
-func (d *desiredBuilder) addService(svc *corev1.Service) {
+// computeService is one Service's frontends and their backends.
+func computeService(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, node NodeInfo) *serviceResult {
+	r := &serviceResult{svc: svc, slices: endpointSlices, node: node}
 	if !Visible(svc.Labels) || svc.Spec.Type == corev1.ServiceTypeExternalName {
-		return
+		return r
 	}
 	vip, ok, reason := clusterIPv4(svc)
 	if !ok {
 		if reason != "" {
-			d.problem("Service", svc.Namespace, svc.Name, "%s", reason)
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "%s", reason))
 		}
-		return
+		return r
 	}
 	seen := map[Frontend]bool{}
 	for _, sp := range svc.Spec.Ports {
 		proto, err := protocolOf(sp.Protocol)
 		if err != nil {
-			d.problem("Service", svc.Namespace, svc.Name, "port %q: %v", sp.Name, err)
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "port %q: %v", sp.Name, err))
 			continue
 		}
 		if sp.Port < 1 || sp.Port > 65535 {
-			d.problem("Service", svc.Namespace, svc.Name, "port %q: port %d out of range 1-65535", sp.Name, sp.Port)
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "port %q: port %d out of range 1-65535", sp.Name, sp.Port))
 			continue
 		}
 		fe := Frontend{Addr: vip, Port: uint16(sp.Port), Proto: proto}
 		if seen[fe] {
-			d.problem("Service", svc.Namespace, svc.Name, "port %q: %s listed twice", sp.Name, fe)
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "port %q: %s listed twice", sp.Name, fe))
 			continue
 		}
 		seen[fe] = true
 		name := ServicePortName{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Proto: proto}
-		if other, taken := d.state.Ports[fe]; taken {
-			d.problem("Service", svc.Namespace, svc.Name, "port %q: %s already served by %s", sp.Name, fe, other.Name)
-			continue
-		}
-		d.state.Ports[fe] = &ServicePort{
-			Name:     name,
-			Frontend: fe,
-			Backends: d.clusterSet(name),
-		}
+		backends, bad := clusterSet(endpointSlices, name)
+		r.problems = append(r.problems, bad...)
+		r.ports = append(r.ports, &ServicePort{Name: name, Frontend: fe, Backends: backends})
 	}
+	return r
 }
 
 // clusterIPv4 picks the Service's IPv4 cluster IP (rules 2, 3). ok is false
@@ -162,11 +199,11 @@ type endpointCandidate struct {
 
 // clusterSet returns the backends of one service port (rules 5-9): the
 // union over the Service's slices, deduplicated by IP:port with the
-// non-terminating copy winning, then the ready endpoints, or if there are
-// none the serving-and-terminating ones.
-func (d *desiredBuilder) clusterSet(name ServicePortName) []Backend {
-	byBackend := map[Backend]endpointCandidate{}
-	for _, es := range d.slices[serviceRef{name.Namespace, name.Name}] {
+// non-terminating copy winning (else the first), then the ready endpoints,
+// or if there are none the serving-and-terminating ones.
+func clusterSet(endpointSlices []*discoveryv1.EndpointSlice, name ServicePortName) (backends []Backend, problems []Problem) {
+	var cands []endpointCandidate
+	for _, es := range endpointSlices {
 		port, ok := slicePort(es, name)
 		if !ok {
 			continue
@@ -177,37 +214,47 @@ func (d *desiredBuilder) clusterSet(name ServicePortName) []Backend {
 			}
 			addr, parsed := parseIPSloppy(ep.Addresses[0])
 			if !parsed || !addr.Is4() {
-				d.problem("EndpointSlice", es.Namespace, es.Name, "endpoint address %q is not an IPv4 address", ep.Addresses[0])
+				problems = append(problems, problemf("EndpointSlice", es.Namespace, es.Name, "endpoint address %q is not an IPv4 address", ep.Addresses[0]))
 				continue
 			}
-			c := endpointCandidate{
+			cands = append(cands, endpointCandidate{
 				backend:     Backend{Addr: addr, Port: port},
 				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
 				serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
 				terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
-			}
-			if prev, dup := byBackend[c.backend]; dup && (!prev.terminating || c.terminating) {
-				continue
-			}
-			byBackend[c.backend] = c
+			})
 		}
 	}
-
+	// Stable sort by backend, non-terminating copies first: the first of
+	// each run is the copy that counts.
+	slices.SortStableFunc(cands, func(a, b endpointCandidate) int {
+		if c := a.backend.Compare(b.backend); c != 0 {
+			return c
+		}
+		switch {
+		case a.terminating == b.terminating:
+			return 0
+		case !a.terminating:
+			return -1
+		}
+		return 1
+	})
 	var ready, terminating []Backend
-	for b, c := range byBackend {
+	for i, c := range cands {
+		if i > 0 && cands[i-1].backend == c.backend {
+			continue
+		}
 		switch {
 		case c.ready:
-			ready = append(ready, b)
+			ready = append(ready, c.backend)
 		case c.serving && c.terminating:
-			terminating = append(terminating, b)
+			terminating = append(terminating, c.backend)
 		}
 	}
-	set := ready
-	if len(set) == 0 {
-		set = terminating
+	if len(ready) == 0 {
+		return terminating, problems
 	}
-	slices.SortFunc(set, Backend.Compare)
-	return set
+	return ready, problems
 }
 
 // slicePort finds the slice port that applies to a service port: same name
@@ -231,20 +278,4 @@ func slicePort(es *discoveryv1.EndpointSlice, name ServicePortName) (uint16, boo
 		}
 	}
 	return 0, false
-}
-
-func sortedServices(in []*corev1.Service) []*corev1.Service {
-	out := slices.Clone(in)
-	slices.SortFunc(out, func(a, b *corev1.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	return out
-}
-
-func sortedSlices(in []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
-	out := slices.Clone(in)
-	slices.SortFunc(out, func(a, b *discoveryv1.EndpointSlice) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	return out
 }

@@ -317,3 +317,32 @@ func TestParseIPSloppy(t *testing.T) {
 		}
 	}
 }
+
+// The cache gives what Desired gives, across replaced, added and removed
+// objects.
+func TestDesiredCacheMatchesDesired(t *testing.T) {
+	services := []*corev1.Service{svc("a", "10.96.0.1"), svc("b", "10.96.0.2"), svc("c", "10.96.0.3")}
+	sl := []*discoveryv1.EndpointSlice{
+		slice("a-1", "a", httpPort(8080), ready("10.0.0.1")),
+		slice("b-1", "b", httpPort(8080), ready("10.0.0.2")),
+		slice("c-1", "c", httpPort(8080), ready("10.0.0.3")),
+	}
+	var c DesiredCache
+	check := func(step string) {
+		t.Helper()
+		got, gotProblems := c.Compute(services, sl, NodeInfo{Name: "n"})
+		want, wantProblems := Desired(services, sl, NodeInfo{Name: "n"})
+		if !slices.Equal(render(got), render(want)) || !slices.Equal(gotProblems, wantProblems) {
+			t.Errorf("%s: cache %v %v, Desired %v %v", step, render(got), gotProblems, render(want), wantProblems)
+		}
+	}
+	check("first")
+	sl[1] = slice("b-1", "b", httpPort(8080), ready("10.0.0.9")) // slice replaced
+	check("slice replaced")
+	services[2] = svc("c", "10.96.0.1") // now conflicts with a
+	check("service replaced")
+	sl = append(sl, slice("a-2", "a", httpPort(8080), ready("10.0.0.7")))
+	check("slice added")
+	services = services[:2]
+	check("service removed")
+}

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -34,7 +33,7 @@ func readLB4(lb maps.LB4) (*lb4Snapshot, error) {
 	}
 	err := lb.Backends.Each(func(id uint32, be bpf.SluiceLb4Backend) bool {
 		if be.Flags&bpf.SluiceLbBackendFlagsBE_F_ACTIVE != 0 && id != 0 {
-			s.backends[id] = backendKey{Backend{maps.AddrFrom4(be.Address), maps.PortFrom(be.Port)}, Protocol(be.Proto)}
+			s.backends[id] = backendKey{be.Address, be.Port, Protocol(be.Proto)}
 		}
 		return true
 	})
@@ -102,9 +101,7 @@ func Inspect(lb maps.LB4) ([]FrontendView, error) {
 	for fe := range s.frontends {
 		fes = append(fes, fe)
 	}
-	slices.SortFunc(fes, func(a, b Frontend) int {
-		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
-	})
+	slices.SortFunc(fes, compareFrontends)
 	out := make([]FrontendView, 0, len(fes))
 	for _, fe := range fes {
 		p := s.frontends[fe]
@@ -117,7 +114,7 @@ func Inspect(lb maps.LB4) ([]FrontendView, error) {
 		for i := 0; i < p.count && i < len(p.slots); i++ {
 			bv := BackendView{ID: p.slots[i], Address: "?"}
 			if k, ok := s.backends[p.slots[i]]; ok {
-				bv.Address = k.Backend.String()
+				bv.Address = k.backend().String()
 			}
 			v.Backends = append(v.Backends, bv)
 		}

@@ -20,16 +20,25 @@ import (
 // written before the slots that name them, slots before the master entry
 // whose count exposes them, and removals happen in the opposite order, so
 // a packet never sees a half-written service.
+//
+// Apply's cost follows the size of the change, not of the state: frontends
+// whose backends did not change are compared and skipped, and backends are
+// reference-counted rather than recounted.
 type Reconciler struct {
 	lb  maps.LB4
 	log *slog.Logger
 
-	backends   map[backendKey]uint32
-	backendKey map[uint32]backendKey // the inverse of backends
-	filter     *bpf.SluiceLb4Filter  // as programmed in lb4_prefilter
 	frontends  map[Frontend]*programmed
-	revNats    map[uint32]bool
-	markers    map[netip.Addr]bool
+	backends   map[backendKey]uint32 // programmed backend -> id
+	backendKey map[uint32]backendKey // the inverse
+	backendRef map[uint32]int        // slots naming each backend id
+	// orphanBackends are adopted backends no slot names: removed by the
+	// next Apply.
+	orphanBackends []uint32
+	revNats    map[uint32]bool       // ids present in lb4_revnat
+	markers    map[netip.Addr]bool   // marker entries present
+	ipRefs     map[netip.Addr]int    // frontends per service IP
+	filter     *bpf.SluiceLb4Filter  // as programmed in lb4_prefilter
 	backendIDs *idPool
 	revNatIDs  *idPool
 	// serviceEntries counts entries in lb4_services; capacity its max.
@@ -39,15 +48,37 @@ type Reconciler struct {
 	stale bool
 }
 
+// backendKey identifies a backend in lb4_backends: IPv4 address and port
+// as the map holds them (network order), and protocol. Compact, since the
+// reconciler keeps one per backend.
 type backendKey struct {
-	Backend
-	Proto Protocol
+	addr  uint32
+	port  uint16
+	proto Protocol
+}
+
+func keyOf(b Backend, p Protocol) backendKey {
+	return backendKey{maps.Addr4(b.Addr), maps.Port(b.Port), p}
+}
+
+func (k backendKey) backend() Backend {
+	return Backend{Addr: maps.AddrFrom4(k.addr), Port: maps.PortFrom(k.port)}
 }
 
 type programmed struct {
-	revNat uint32
-	count  int      // the master entry's slot count
-	slots  []uint32 // backend id of slot i+1; 0 where no slot entry exists
+	revNat   uint32
+	count    int       // the master entry's slot count (0 when missing)
+	slots    []uint32  // backend id of slot i+1; 0 where no slot entry exists
+	backends []Backend // what slots[:count] hold, in order
+}
+
+// complete reports whether the frontend is fully programmed: a master
+// entry, every counted slot, nothing beyond.
+func (p *programmed) complete() bool {
+	if p.revNat == 0 || p.count != len(p.slots) {
+		return false
+	}
+	return !slices.Contains(p.slots, 0)
 }
 
 // ApplyStats says what one Apply changed.
@@ -69,24 +100,25 @@ func NewReconciler(lb maps.LB4, log *slog.Logger) (*Reconciler, error) {
 func (r *Reconciler) Frontends() int { return len(r.frontends) }
 
 func (r *Reconciler) adopt() error {
-	r.backends = map[backendKey]uint32{}
-	r.backendKey = map[uint32]backendKey{}
-	r.frontends = map[Frontend]*programmed{}
-	r.revNats = map[uint32]bool{}
-	r.markers = map[netip.Addr]bool{}
-	r.backendIDs = newIDPool(r.lb.Backends.Raw().MaxEntries())
-	r.revNatIDs = newIDPool(r.lb.RevNat.Raw().MaxEntries())
-	r.serviceEntries = 0
-	r.serviceCapacity = int(r.lb.Services.Raw().MaxEntries())
-
 	snap, err := readLB4(r.lb)
 	if err != nil {
 		return err
 	}
+	r.frontends = snap.frontends
+	r.backends = map[backendKey]uint32{}
+	r.backendKey = snap.backends
+	r.backendRef = map[uint32]int{}
+	r.revNats = map[uint32]bool{}
+	r.markers = snap.markers
+	r.ipRefs = map[netip.Addr]int{}
+	r.filter = snap.filter
+	r.backendIDs = newIDPool(r.lb.Backends.Raw().MaxEntries())
+	r.revNatIDs = newIDPool(r.lb.RevNat.Raw().MaxEntries())
+	r.serviceCapacity = int(r.lb.Services.Raw().MaxEntries())
+
 	ids := make([]uint32, 0, len(snap.backends))
 	for id, k := range snap.backends {
 		r.backends[k] = id
-		r.backendKey[id] = k
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
@@ -102,22 +134,38 @@ func (r *Reconciler) adopt() error {
 	for _, id := range ids {
 		r.revNatIDs.adopt(id)
 	}
-	r.markers = snap.markers
-	r.frontends = snap.frontends
-	r.filter = snap.filter
+	for fe, p := range r.frontends {
+		r.ipRefs[fe.Addr]++
+		for i, id := range p.slots {
+			if id == 0 {
+				continue
+			}
+			r.backendRef[id]++
+			if i < p.count {
+				if k, ok := r.backendKey[id]; ok {
+					p.backends = append(p.backends, k.backend())
+				}
+			}
+		}
+	}
+	r.orphanBackends = nil
+	for id := range r.backendKey {
+		if r.backendRef[id] == 0 {
+			r.orphanBackends = append(r.orphanBackends, id)
+		}
+	}
 	r.serviceEntries = r.countServiceEntries()
 	r.stale = false
 	return nil
 }
 
-// plannedFrontend is a frontend as it will be programmed.
+// plannedFrontend is a frontend that Apply writes.
 type plannedFrontend struct {
-	fe     Frontend
-	old    *programmed // nil when new
-	revNat uint32
-	// newRevNat: revNat was allocated by this plan and must be written.
+	fe  Frontend
+	old *programmed // nil when new
+	new *programmed
+	// newRevNat: new.revNat was allocated by this plan and must be written.
 	newRevNat bool
-	ids       []uint32
 }
 
 // Apply programs s. Services that cannot be programmed (a full map) are
@@ -132,11 +180,27 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	}
 	r.stale = true // cleared once every phase succeeded
 
-	plan, kept, problems := r.plan(s)
+	plan, removed, problems := r.plan(s)
+	if len(plan) == 0 && len(removed) == 0 && !r.hasOrphans() {
+		r.stale = false
+		return stats, problems, nil
+	}
+
+	// The state after this Apply, for the prefilter and the markers.
+	next := make(map[Frontend]*programmed, len(r.frontends))
+	for fe, p := range r.frontends {
+		next[fe] = p
+	}
+	for _, fe := range removed {
+		delete(next, fe)
+	}
+	for _, pf := range plan {
+		next[pf.fe] = pf.new
+	}
 
 	// Phase 0: the prefilter lets through what the old and the new state
 	// need until the new state is complete.
-	want := filterOf(s, plan, kept, r.backendKey)
+	want := filterOf(next)
 	union, grew := filterUnion(r.filter, want)
 	if grew {
 		if err := r.lb.Prefilter.Put(0, *union); err != nil {
@@ -145,42 +209,34 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	}
 
 	// Phase 1: new backends.
-	var beKeys []uint32
+	var beIDs []uint32
 	var beVals []bpf.SluiceLb4Backend
-	newBackends := map[backendKey]uint32{}
 	for _, pf := range plan {
-		for i, id := range pf.ids {
-			b := s.Ports[pf.fe].Backends[i]
-			k := backendKey{b, pf.fe.Proto}
-			if _, have := r.backends[k]; have {
+		for i, id := range pf.new.slots {
+			if _, have := r.backendKey[id]; have {
 				continue
 			}
-			if _, dup := newBackends[k]; dup {
-				continue
-			}
-			newBackends[k] = id
-			beKeys = append(beKeys, id)
+			k := keyOf(pf.new.backends[i], pf.fe.Proto)
+			r.backendKey[id] = k
+			r.backends[k] = id
+			beIDs = append(beIDs, id)
 			beVals = append(beVals, bpf.SluiceLb4Backend{
-				Address: maps.Addr4(b.Addr), Port: maps.Port(b.Port), Proto: uint8(pf.fe.Proto),
+				Address: k.addr, Port: k.port, Proto: uint8(k.proto),
 				Flags: bpf.SluiceLbBackendFlagsBE_F_ACTIVE,
 			})
 		}
 	}
-	if err := r.lb.Backends.PutAll(beKeys, beVals); err != nil {
+	if err := r.lb.Backends.PutAll(beIDs, beVals); err != nil {
 		return stats, problems, fmt.Errorf("add backends: %w", err)
 	}
-	for k, id := range newBackends {
-		r.backends[k] = id
-		r.backendKey[id] = k
-	}
-	stats.BackendsAdded = len(beKeys)
+	stats.BackendsAdded = len(beIDs)
 
 	// Phase 2: reverse NAT of new frontends.
 	var rnKeys []uint32
 	var rnVals []bpf.SluiceLb4ReverseNat
 	for _, pf := range plan {
 		if pf.newRevNat {
-			rnKeys = append(rnKeys, pf.revNat)
+			rnKeys = append(rnKeys, pf.new.revNat)
 			rnVals = append(rnVals, bpf.SluiceLb4ReverseNat{Address: maps.Addr4(pf.fe.Addr), Port: maps.Port(pf.fe.Port)})
 		}
 	}
@@ -195,16 +251,16 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	var slotKeys, masterKeys []bpf.SluiceLb4Key
 	var slotVals, masterVals []bpf.SluiceLb4Service
 	for _, pf := range plan {
-		for i, id := range pf.ids {
+		for i, id := range pf.new.slots {
 			if pf.old != nil && i < len(pf.old.slots) && pf.old.slots[i] == id {
 				continue
 			}
 			slotKeys = append(slotKeys, lbKey(pf.fe, uint16(i+1)))
 			slotVals = append(slotVals, bpf.SluiceLb4Service{BackendId: id})
 		}
-		if pf.old == nil || pf.old.count != len(pf.ids) || pf.old.revNat != pf.revNat {
+		if pf.old == nil || pf.old.count != pf.new.count || pf.old.revNat != pf.new.revNat {
 			masterKeys = append(masterKeys, lbKey(pf.fe, 0))
-			masterVals = append(masterVals, bpf.SluiceLb4Service{Count: uint16(len(pf.ids)), RevNatId: pf.revNat})
+			masterVals = append(masterVals, bpf.SluiceLb4Service{Count: uint16(pf.new.count), RevNatId: pf.new.revNat})
 		}
 	}
 	if err := r.lb.Services.PutAll(slotKeys, slotVals); err != nil {
@@ -215,55 +271,60 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	}
 	stats.FrontendsWritten = len(masterKeys)
 
-	// Phase 5: address markers of service IPs that gained their first frontend.
-	wantMarkers := map[netip.Addr]bool{}
+	// Phase 5: markers of service IPs that gained their first frontend.
+	ipRefs := r.ipRefs
 	for _, pf := range plan {
-		wantMarkers[pf.fe.Addr] = true
+		if pf.old == nil {
+			ipRefs[pf.fe.Addr]++
+		}
 	}
-	for fe := range kept {
-		wantMarkers[fe.Addr] = true
+	for _, fe := range removed {
+		ipRefs[fe.Addr]--
 	}
-	var mkKeys []bpf.SluiceLb4Key
+	var mkKeys, rmMarkers []bpf.SluiceLb4Key
 	var mkVals []bpf.SluiceLb4Service
-	for a := range wantMarkers {
-		if !r.markers[a] {
+	for a, n := range ipRefs {
+		switch {
+		case n > 0 && !r.markers[a]:
 			mkKeys = append(mkKeys, markerKey(a))
 			mkVals = append(mkVals, bpf.SluiceLb4Service{Flags: bpf.SluiceLbServiceFlagsSVC_F_MARKER})
+		case n <= 0:
+			delete(ipRefs, a)
+		}
+	}
+	for a := range r.markers {
+		if ipRefs[a] == 0 {
+			rmMarkers = append(rmMarkers, markerKey(a))
 		}
 	}
 	if err := r.lb.Services.PutAll(mkKeys, mkVals); err != nil {
 		return stats, problems, fmt.Errorf("write service IP markers: %w", err)
 	}
+	for _, k := range mkKeys {
+		r.markers[maps.AddrFrom4(k.Address)] = true
+	}
 
 	// The new state is live; from here on only what it no longer uses goes.
+	// Phase 6: slots beyond a frontend's new count.
 	var delKeys []bpf.SluiceLb4Key
-	next := make(map[Frontend]*programmed, len(plan)+len(kept))
-	for fe, p := range kept {
-		next[fe] = p
-	}
 	for _, pf := range plan {
-		p := &programmed{revNat: pf.revNat, count: len(pf.ids), slots: pf.ids}
-		if pf.old != nil {
-			for i := len(pf.ids); i < len(pf.old.slots); i++ {
-				if pf.old.slots[i] != 0 {
-					delKeys = append(delKeys, lbKey(pf.fe, uint16(i+1)))
-				}
+		if pf.old == nil {
+			continue
+		}
+		for i := len(pf.new.slots); i < len(pf.old.slots); i++ {
+			if pf.old.slots[i] != 0 {
+				delKeys = append(delKeys, lbKey(pf.fe, uint16(i+1)))
 			}
 		}
-		next[pf.fe] = p
 	}
-	// Phase 6: excess slots of shrunk frontends.
 	if err := r.lb.Services.DeleteAll(delKeys); err != nil {
 		return stats, problems, fmt.Errorf("delete backend slots: %w", err)
 	}
 	// Phase 7: removed frontends, master entry before its slots.
 	var rmMasters, rmSlots []bpf.SluiceLb4Key
-	for fe, p := range r.frontends {
-		if next[fe] != nil {
-			continue
-		}
+	for _, fe := range removed {
 		rmMasters = append(rmMasters, lbKey(fe, 0))
-		for i, id := range p.slots {
+		for i, id := range r.frontends[fe].slots {
 			if id != 0 {
 				rmSlots = append(rmSlots, lbKey(fe, uint16(i+1)))
 			}
@@ -277,27 +338,45 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	}
 	stats.FrontendsRemoved = len(rmMasters)
 	// Phase 8: markers of addresses without frontends.
-	var rmMarkers []bpf.SluiceLb4Key
-	for a := range r.markers {
-		if !wantMarkers[a] {
-			rmMarkers = append(rmMarkers, markerKey(a))
-		}
-	}
 	if err := r.lb.Services.DeleteAll(rmMarkers); err != nil {
 		return stats, problems, fmt.Errorf("delete service IP markers: %w", err)
 	}
+	for _, k := range rmMarkers {
+		delete(r.markers, maps.AddrFrom4(k.Address))
+	}
+
+	// Reference counts of the new state; a backend can only have lost its
+	// last reference if one was dropped here (or it had none, after an
+	// interrupted apply).
+	for _, pf := range plan {
+		for _, id := range pf.new.slots {
+			r.backendRef[id]++
+		}
+	}
+	var candidates []uint32
+	dropRefs := func(p *programmed) {
+		for _, id := range p.slots {
+			if id != 0 {
+				r.backendRef[id]--
+				candidates = append(candidates, id)
+			}
+		}
+	}
+	for _, pf := range plan {
+		if pf.old != nil {
+			dropRefs(pf.old)
+		}
+	}
+	for _, fe := range removed {
+		dropRefs(r.frontends[fe])
+	}
 	r.frontends = next
-	r.markers = wantMarkers
 	r.serviceEntries = r.countServiceEntries()
 
 	// Phase 9: reverse NAT entries no frontend uses.
 	used := map[uint32]bool{}
-	refs := map[uint32]bool{}
 	for _, p := range next {
 		used[p.revNat] = true
-		for _, id := range p.slots {
-			refs[id] = true
-		}
 	}
 	var rmRevNat []uint32
 	for id := range r.revNats {
@@ -314,21 +393,25 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 		r.revNatIDs.release(id)
 	}
 	// Phase 10: backends no slot names.
+	for _, id := range r.orphanBackends {
+		candidates = append(candidates, id)
+	}
+	r.orphanBackends = nil
 	var rmBackends []uint32
-	var rmBackendKeys []backendKey
-	for k, id := range r.backends {
-		if !refs[id] {
+	for _, id := range candidates {
+		if k, ok := r.backendKey[id]; ok && r.backendRef[id] <= 0 {
 			rmBackends = append(rmBackends, id)
-			rmBackendKeys = append(rmBackendKeys, k)
+			delete(r.backendKey, id) // also dedupes candidates
+			delete(r.backends, k)
 		}
 	}
 	if err := r.lb.Backends.PutAll(rmBackends, make([]bpf.SluiceLb4Backend, len(rmBackends))); err != nil {
 		return stats, problems, fmt.Errorf("clear backends: %w", err)
 	}
-	for i, k := range rmBackendKeys {
-		delete(r.backends, k)
-		delete(r.backendKey, rmBackends[i])
-		r.backendIDs.release(rmBackends[i])
+	slices.Sort(rmBackends)
+	for _, id := range rmBackends {
+		delete(r.backendRef, id)
+		r.backendIDs.release(id)
 	}
 	stats.BackendsRemoved = len(rmBackends)
 	// Phase 11: the prefilter narrows to the new state.
@@ -342,38 +425,43 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	return stats, problems, nil
 }
 
-// plan decides, frontend by frontend in a stable order, the backend ids and
-// reverse-NAT id each desired frontend gets. A frontend that does not fit
-// the maps keeps its current programming (returned in kept) or, if new, is
-// left out; either way it is reported.
-func (r *Reconciler) plan(s *State) ([]plannedFrontend, map[Frontend]*programmed, []Problem) {
+// hasOrphans reports whether the maps hold entries no frontend uses (left
+// by an agent stopped part-way), which an Apply must clear even when the
+// state is unchanged.
+func (r *Reconciler) hasOrphans() bool {
+	return len(r.orphanBackends) > 0 || len(r.revNats) != len(r.frontends) || len(r.markers) != len(r.ipRefs)
+}
+
+// plan decides, frontend by frontend in a stable order, which desired
+// frontends must be written, with what backend ids and reverse-NAT id, and
+// which programmed frontends go. A frontend that does not fit the maps
+// keeps its current programming or, if new, is left out; either way it is
+// reported.
+func (r *Reconciler) plan(s *State) (plan []plannedFrontend, removed []Frontend, problems []Problem) {
+	for fe := range r.frontends {
+		if s.Ports[fe] == nil {
+			removed = append(removed, fe)
+		}
+	}
 	fes := make([]Frontend, 0, len(s.Ports))
-	for fe := range s.Ports {
+	for fe, sp := range s.Ports {
+		if old := r.frontends[fe]; old != nil && old.complete() && slices.Equal(old.backends, sp.Backends) {
+			continue // unchanged
+		}
 		fes = append(fes, fe)
 	}
-	slices.SortFunc(fes, func(a, b Frontend) int {
-		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
-	})
+	slices.SortFunc(fes, compareFrontends)
 
 	var (
-		plan     []plannedFrontend
-		problems []Problem
-		kept     = map[Frontend]*programmed{}
-		pending  = map[backendKey]uint32{} // ids allocated by this plan
-		entries  = r.serviceEntries
-		markers  = map[netip.Addr]bool{}
+		pending = map[backendKey]uint32{} // ids allocated by this plan
+		entries = r.serviceEntries
+		markers = map[netip.Addr]bool{}
 	)
-	for a := range r.markers {
-		markers[a] = true
-	}
 	refuse := func(sp *ServicePort, format string, args ...any) {
 		problems = append(problems, Problem{
 			Object: "Service " + sp.Name.Namespace + "/" + sp.Name.Name,
 			Reason: fmt.Sprintf("port %s (%s): ", sp.Name.Port, sp.Frontend) + fmt.Sprintf(format, args...),
 		})
-		if old := r.frontends[sp.Frontend]; old != nil {
-			kept[sp.Frontend] = old
-		}
 	}
 	for _, fe := range fes {
 		sp := s.Ports[fe]
@@ -388,7 +476,7 @@ func (r *Reconciler) plan(s *State) ([]plannedFrontend, map[Frontend]*programmed
 		if old != nil {
 			grow -= 1 + len(old.slots)
 		}
-		if !markers[fe.Addr] {
+		if r.ipRefs[fe.Addr] == 0 && !markers[fe.Addr] {
 			grow++
 		}
 		if entries+grow > r.serviceCapacity {
@@ -399,7 +487,7 @@ func (r *Reconciler) plan(s *State) ([]plannedFrontend, map[Frontend]*programmed
 		ids := make([]uint32, len(sp.Backends))
 		full := false
 		for i, b := range sp.Backends {
-			k := backendKey{b, fe.Proto}
+			k := keyOf(b, fe.Proto)
 			id, have := r.backends[k]
 			if !have {
 				id, have = pending[k]
@@ -434,9 +522,16 @@ func (r *Reconciler) plan(s *State) ([]plannedFrontend, map[Frontend]*programmed
 		}
 		entries += grow
 		markers[fe.Addr] = true
-		plan = append(plan, plannedFrontend{fe: fe, old: old, revNat: revNat, newRevNat: newRevNat, ids: ids})
+		plan = append(plan, plannedFrontend{
+			fe: fe, old: old, newRevNat: newRevNat,
+			new: &programmed{revNat: revNat, count: len(ids), slots: ids, backends: slices.Clone(sp.Backends)},
+		})
 	}
-	return plan, kept, problems
+	return plan, removed, problems
+}
+
+func compareFrontends(a, b Frontend) int {
+	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
 }
 
 // countServiceEntries is the number of lb4_services entries the programmed
@@ -454,22 +549,14 @@ func (r *Reconciler) countServiceEntries() int {
 	return n
 }
 
-// filterOf is the prefilter of a state: the bit of every service IP and of
-// every backend the planned and kept frontends use.
-func filterOf(s *State, plan []plannedFrontend, kept map[Frontend]*programmed, keys map[uint32]backendKey) *bpf.SluiceLb4Filter {
+// filterOf is the prefilter of a programmed state: the bit of every service
+// IP and of every backend its frontends use.
+func filterOf(state map[Frontend]*programmed) *bpf.SluiceLb4Filter {
 	f := &bpf.SluiceLb4Filter{}
-	for _, pf := range plan {
-		filterSet(f, filterDst(maps.Addr4(pf.fe.Addr)))
-		for _, b := range s.Ports[pf.fe].Backends {
-			filterSet(f, filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(pf.fe.Proto)))
-		}
-	}
-	for fe, p := range kept {
+	for fe, p := range state {
 		filterSet(f, filterDst(maps.Addr4(fe.Addr)))
-		for _, id := range p.slots {
-			if k, ok := keys[id]; ok {
-				filterSet(f, filterSrc(maps.Addr4(k.Addr), maps.Port(k.Port), uint8(k.Proto)))
-			}
+		for _, b := range p.backends {
+			filterSet(f, filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(fe.Proto)))
 		}
 	}
 	return f

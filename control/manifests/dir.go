@@ -40,6 +40,10 @@ type Snapshot struct {
 type Dir struct {
 	path  string
 	files map[string]*fileState
+	// owners lists, in name order, the files defining each object: the
+	// first one's definition counts.
+	owners map[objectKey][]string
+	names  []string // of files, sorted; nil when it must be rebuilt
 }
 
 type fileState struct {
@@ -50,7 +54,7 @@ type fileState struct {
 
 // Open reads every manifest in path.
 func Open(path string) (*Dir, error) {
-	d := &Dir{path: path, files: map[string]*fileState{}}
+	d := &Dir{path: path, files: map[string]*fileState{}, owners: map[objectKey][]string{}}
 	entries, err := os.ReadDir(path)
 	if err != nil {
 		return nil, fmt.Errorf("read manifests dir: %w", err)
@@ -87,7 +91,7 @@ func (d *Dir) Reload(name string) {
 	}
 	data, err := os.ReadFile(filepath.Join(d.path, name))
 	if errors.Is(err, fs.ErrNotExist) {
-		delete(d.files, name)
+		d.setFile(name, nil)
 		return
 	}
 	prev := d.files[name]
@@ -96,13 +100,13 @@ func (d *Dir) Reload(name string) {
 	}
 	if err != nil {
 		prev.problems = []Problem{{File: name, Reason: err.Error()}}
-		d.files[name] = prev
+		d.setFile(name, prev)
 		return
 	}
 	objs, bad, err := decodeFile(data)
 	if err != nil {
 		prev.problems = []Problem{{File: name, Reason: "does not parse, keeping its previous content: " + err.Error()}}
-		d.files[name] = prev
+		d.setFile(name, prev)
 		return
 	}
 	next := &fileState{objects: map[objectKey]object{}}
@@ -128,28 +132,57 @@ func (d *Dir) Reload(name string) {
 		}
 		next.problems = append(next.problems, Problem{File: name, Object: b.object, Reason: reason})
 	}
-	d.files[name] = next
+	d.setFile(name, next)
+}
+
+// setFile replaces a file's state (nil: the file is gone) and keeps the
+// owners index in step.
+func (d *Dir) setFile(name string, f *fileState) {
+	old := d.files[name]
+	if old == f {
+		return
+	}
+	if old != nil {
+		for _, k := range old.order {
+			d.owners[k] = slices.DeleteFunc(d.owners[k], func(n string) bool { return n == name })
+			if len(d.owners[k]) == 0 {
+				delete(d.owners, k)
+			}
+		}
+	} else {
+		d.names = nil
+	}
+	if f == nil {
+		delete(d.files, name)
+		d.names = nil
+		return
+	}
+	d.files[name] = f
+	for _, k := range f.order {
+		owners := d.owners[k]
+		i, _ := slices.BinarySearch(owners, name)
+		d.owners[k] = slices.Insert(owners, i, name)
+	}
 }
 
 // Snapshot returns every object, files in name order. An object defined in
 // two files is taken from the first.
 func (d *Dir) Snapshot() Snapshot {
 	var s Snapshot
-	names := make([]string, 0, len(d.files))
-	for n := range d.files {
-		names = append(names, n)
+	if d.names == nil {
+		for n := range d.files {
+			d.names = append(d.names, n)
+		}
+		slices.Sort(d.names)
 	}
-	slices.Sort(names)
-	seen := map[objectKey]string{}
-	for _, n := range names {
+	for _, n := range d.names {
 		f := d.files[n]
 		s.Problems = append(s.Problems, f.problems...)
 		for _, k := range f.order {
-			if first, dup := seen[k]; dup {
+			if first := d.owners[k][0]; first != n {
 				s.Problems = append(s.Problems, Problem{File: n, Object: k.String(), Reason: "also defined in " + first + ", which wins"})
 				continue
 			}
-			seen[k] = n
 			o := f.objects[k]
 			if o.service != nil {
 				s.Services = append(s.Services, o.service)

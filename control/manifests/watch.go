@@ -11,7 +11,7 @@ import (
 
 // settle is how long Watch waits after a change for the writes that follow
 // it (an editor's write-then-rename, a copy of many files) before reading.
-const settle = 10 * time.Millisecond
+const settle = 4 * time.Millisecond
 
 // Watch calls onChange with a new snapshot after files in the directory
 // change, until ctx ends. Only the changed files are read again.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ func runAgent(args []string) error {
 		pinDir      = fs.String("pin-dir", loader.DefaultPinDir, "bpffs directory for this agent's maps and links")
 		attach      = fs.String("attach", string(loader.AttachAuto), "attach mode: auto (TCX, else tc), tcx, or tc (clsact qdisc + filter)")
 		serviceCIDR = fs.String("service-cidr", "", "IPv4 service CIDR: packets to unallocated addresses in it are dropped")
+		memLimit    = fs.Int64("memory-limit-mib", 100, "soft limit of the Go heap in MiB (GOMEMLIMIT, when set, wins); 0 = none")
 		devices     listFlag
 	)
 	fs.Var(&devices, "devices", "devices to serve: names or globs, comma separated (default: all but loopback)")
@@ -62,6 +64,11 @@ func runAgent(args []string) error {
 		}
 	}
 	log := slog.Default()
+	// A node agent should have a predictable footprint: the GC works
+	// harder near the limit instead of letting the heap double.
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && *memLimit > 0 {
+		debug.SetMemoryLimit(*memLimit << 20)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -105,6 +112,7 @@ func runAgent(args []string) error {
 // syncer turns each snapshot of the source into maps, and logs problems
 // once each rather than on every change.
 type syncer struct {
+	desired  control.DesiredCache
 	rec      *control.Reconciler
 	node     control.NodeInfo
 	log      *slog.Logger
@@ -117,7 +125,7 @@ func newSyncer(rec *control.Reconciler, node control.NodeInfo, log *slog.Logger)
 
 func (s *syncer) apply(snap manifests.Snapshot) {
 	start := time.Now()
-	desired, problems := control.Desired(snap.Services, snap.Slices, s.node)
+	desired, problems := s.desired.Compute(snap.Services, snap.Slices, s.node)
 	stats, applyProblems, err := s.rec.Apply(desired)
 	if err != nil {
 		s.log.Error("programming the datapath failed; retrying on the next change", "err", err)
