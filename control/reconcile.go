@@ -35,12 +35,12 @@ type Reconciler struct {
 	// orphanBackends are adopted backends no slot names: removed by the
 	// next Apply.
 	orphanBackends []uint32
-	revNats    map[uint32]bool       // ids present in lb4_revnat
-	markers    map[netip.Addr]bool   // marker entries present
-	ipRefs     map[netip.Addr]int    // frontends per service IP
-	filter     *bpf.SluiceLb4Filter  // as programmed in lb4_prefilter
-	backendIDs *idPool
-	revNatIDs  *idPool
+	revNats        map[uint32]bool      // ids present in lb4_revnat
+	markers        map[netip.Addr]bool  // marker entries present
+	ipRefs         map[netip.Addr]int   // frontends per service IP
+	filter         *bpf.SluiceLb4Filter // as programmed in lb4_prefilter
+	backendIDs     *idPool
+	revNatIDs      *idPool
 	// serviceEntries counts entries in lb4_services; capacity its max.
 	serviceEntries, serviceCapacity int
 	// stale is set when an Apply failed part-way: the next Apply reads
