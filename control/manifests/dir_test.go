@@ -178,3 +178,43 @@ func TestWatchSeesWritesRenamesAndRemoves(t *testing.T) {
 	os.Remove(filepath.Join(dir, "a.yaml"))
 	expect("remove", nil)
 }
+
+// A ConfigMap volume updates by swapping its ..data symlink; the visible
+// names are symlinks that never change themselves.
+func TestWatchFollowsConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "..v1"), 0o755)
+	write(t, filepath.Join(dir, "..v1"), "a.yaml", svcA)
+	os.Symlink("..v1", filepath.Join(dir, "..data"))
+	os.Symlink("..data/a.yaml", filepath.Join(dir, "a.yaml"))
+	d, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(d.Snapshot()); !slices.Equal(got, []string{"Service ns/a"}) {
+		t.Fatalf("initial %v", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan Snapshot, 16)
+	go d.Watch(ctx, func(s Snapshot) { snaps <- s })
+	time.Sleep(50 * time.Millisecond)
+
+	os.Mkdir(filepath.Join(dir, "..v2"), 0o755)
+	write(t, filepath.Join(dir, "..v2"), "a.yaml", svcA+"---\n"+sliceA)
+	os.Symlink("..v2", filepath.Join(dir, "..data_tmp"))
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case s := <-snaps:
+			if slices.Equal(names(s), []string{"EndpointSlice ns/a-1", "Service ns/a"}) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("ConfigMap update not seen")
+		}
+	}
+}

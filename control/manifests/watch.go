@@ -3,7 +3,9 @@ package manifests
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -12,6 +14,25 @@ import (
 // settle is how long Watch waits after a change for the writes that follow
 // it (an editor's write-then-rename, a copy of many files) before reading.
 const settle = 4 * time.Millisecond
+
+// rescanAll marks a change that may concern every file.
+const rescanAll = "\x00all"
+
+// rescan reads again every manifest in the directory and every file known.
+func (d *Dir) rescan() {
+	names := map[string]bool{}
+	for n := range d.files {
+		names[n] = true
+	}
+	if entries, err := os.ReadDir(d.path); err == nil {
+		for _, e := range entries {
+			names[e.Name()] = true
+		}
+	}
+	for n := range names {
+		d.Reload(n)
+	}
+}
 
 // Watch calls onChange with a new snapshot after files in the directory
 // change, until ctx ends. Only the changed files are read again.
@@ -37,8 +58,16 @@ func (d *Dir) Watch(ctx context.Context, onChange func(Snapshot)) error {
 				return nil
 			}
 			name := filepath.Base(ev.Name)
-			if !isManifest(name) || ev.Op == fsnotify.Chmod {
+			if ev.Op == fsnotify.Chmod {
 				continue
+			}
+			if !isManifest(name) {
+				// A ConfigMap volume swaps its ..data symlink: every
+				// file may have changed without an event of its own.
+				if !strings.HasPrefix(name, "..") {
+					continue
+				}
+				name = rescanAll
 			}
 			if len(dirty) == 0 {
 				timer.Reset(settle)
@@ -50,8 +79,13 @@ func (d *Dir) Watch(ctx context.Context, onChange func(Snapshot)) error {
 			}
 			return fmt.Errorf("watch %s: %w", d.path, err)
 		case <-timer.C:
+			if dirty[rescanAll] {
+				d.rescan()
+			}
 			for name := range dirty {
-				d.Reload(name)
+				if name != rescanAll {
+					d.Reload(name)
+				}
 			}
 			clear(dirty)
 			onChange(d.Snapshot())
