@@ -107,10 +107,10 @@ func runStats(args []string) error {
 		return printJSON(counts)
 	}
 	slices.SortStableFunc(counts, func(a, b reasonCount) int { return strings.Compare(a.Reason, b.Reason) })
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "REASON\tPACKETS\tBYTES\t")
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "REASON\tPACKETS\tBYTES")
 	for _, c := range counts {
-		fmt.Fprintf(w, "%s\t%d\t%d\t\n", c.Reason, c.Packets, c.Bytes)
+		fmt.Fprintf(w, "%s\t%d\t%d\n", c.Reason, c.Packets, c.Bytes)
 	}
 	return w.Flush()
 }
