@@ -47,7 +47,6 @@ func benchState(services int) *control.State {
 type benchDatapath struct {
 	ingress, empty *ebpf.Program
 	dp             *maps.Datapath
-	names          map[bpf.SluiceReason]string
 }
 
 func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDatapath {
@@ -89,28 +88,19 @@ func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDat
 	if _, problems, err := rec.Apply(benchState(services)); err != nil || len(problems) > 0 {
 		b.Fatalf("program %d services: %v %v", services, err, problems)
 	}
-	if bd.names, err = maps.ReasonNames(); err != nil {
-		b.Fatal(err)
-	}
 	return bd
 }
 
 func (bd *benchDatapath) count(b *testing.B, reason string) uint64 {
-	for r, n := range bd.names {
-		if n == reason {
-			per, err := bd.dp.Counters.Lookup(r)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var sum uint64
-			for _, v := range per {
-				sum += v.Packets
-			}
-			return sum
-		}
+	packets, err := bd.dp.Packets()
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.Fatalf("no reason %q", reason)
-	return 0
+	n, ok := packets[reason]
+	if !ok {
+		b.Fatalf("no reason %q", reason)
+	}
+	return n
 }
 
 // measure times the program over b.N iterations of one skb, subtracts the

@@ -28,7 +28,6 @@ type world struct {
 	dp    *maps.Datapath
 	rec   *control.Reconciler
 	ports map[control.Frontend]*control.ServicePort
-	names map[bpf.SluiceReason]string
 }
 
 func loadSpec(t testing.TB, spec *ebpf.CollectionSpec, objs any, sizes map[string]uint32) {
@@ -56,9 +55,6 @@ func newWorld(t testing.TB) *world {
 	t.Cleanup(func() { w.objs.Close() })
 	w.dp = maps.FromObjects(&w.objs.SluiceMaps)
 	if w.rec, err = control.NewReconciler(w.dp.LB4, slog.Default()); err != nil {
-		t.Fatal(err)
-	}
-	if w.names, err = maps.ReasonNames(); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -130,15 +126,9 @@ func (w *world) run(t testing.TB, in []byte) (uint32, []byte) {
 // counts returns packets per reason name.
 func (w *world) counts() map[string]uint64 {
 	w.t.Helper()
-	c := map[string]uint64{}
-	for r, name := range w.names {
-		per, err := w.dp.Counters.Lookup(r)
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		for _, v := range per {
-			c[name] += v.Packets
-		}
+	c, err := w.dp.Packets()
+	if err != nil {
+		w.t.Fatal(err)
 	}
 	return c
 }

@@ -63,3 +63,45 @@ func ReasonNames() (map[bpf.SluiceReason]string, error) {
 	}
 	return names, nil
 }
+
+// ReasonCount is one datapath counter, summed over CPUs.
+type ReasonCount struct {
+	Reason  string `json:"reason"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// ReadCounters returns every reason's counter, in reason-code order.
+func (d *Datapath) ReadCounters() ([]ReasonCount, error) {
+	names, err := ReasonNames()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ReasonCount, 0, bpf.SluiceReasonREASON_MAX)
+	for r := bpf.SluiceReason(0); r < bpf.SluiceReasonREASON_MAX; r++ {
+		per, err := d.Counters.Lookup(r)
+		if err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", names[r], err)
+		}
+		c := ReasonCount{Reason: names[r]}
+		for _, v := range per {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Packets returns the packets counted for each reason, by name.
+func (d *Datapath) Packets() (map[string]uint64, error) {
+	counts, err := d.ReadCounters()
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]uint64, len(counts))
+	for _, c := range counts {
+		m[c.Reason] = c.Packets
+	}
+	return m, nil
+}

@@ -8,10 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/loader"
-	"github.com/sluice-lb/sluice/maps"
 )
 
 // ctx is cancelled when the test ends.
@@ -34,26 +32,15 @@ func (c *cluster) counter(reason string) uint64 {
 		c.t.Fatal(err)
 	}
 	defer closeMaps()
-	names, err := maps.ReasonNames()
+	packets, err := dp.Packets()
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	for r := bpf.SluiceReason(0); r < bpf.SluiceReasonREASON_MAX; r++ {
-		if names[r] != reason {
-			continue
-		}
-		per, err := dp.Counters.Lookup(r)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		var sum uint64
-		for _, v := range per {
-			sum += v.Packets
-		}
-		return sum
+	n, ok := packets[reason]
+	if !ok {
+		c.t.Fatalf("no counter %q", reason)
 	}
-	c.t.Fatalf("no counter %q", reason)
-	return 0
+	return n
 }
 
 // sendRawFrame sends an Ethernet frame as it is, n times, out of a device

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/loader"
 	"github.com/sluice-lb/sluice/maps"
@@ -60,35 +59,6 @@ func runLB(args []string) error {
 	return w.Flush()
 }
 
-// reasonCount is one counter of `sluice stats`.
-type reasonCount struct {
-	Reason  string `json:"reason"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
-}
-
-// readCounters sums the per-CPU counters of every reason.
-func readCounters(dp *maps.Datapath) ([]reasonCount, error) {
-	names, err := maps.ReasonNames()
-	if err != nil {
-		return nil, err
-	}
-	var out []reasonCount
-	for r := bpf.SluiceReason(0); r < bpf.SluiceReasonREASON_MAX; r++ {
-		per, err := dp.Counters.Lookup(r)
-		if err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", names[r], err)
-		}
-		c := reasonCount{Reason: names[r]}
-		for _, v := range per {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
-
 func runStats(args []string) error {
 	fs, pinDir, output := inspectFlags("stats")
 	if err := fs.Parse(args); err != nil {
@@ -99,14 +69,14 @@ func runStats(args []string) error {
 		return err
 	}
 	defer closeMaps()
-	counts, err := readCounters(dp)
+	counts, err := dp.ReadCounters()
 	if err != nil {
 		return err
 	}
 	if *output == "json" {
 		return printJSON(counts)
 	}
-	slices.SortStableFunc(counts, func(a, b reasonCount) int { return strings.Compare(a.Reason, b.Reason) })
+	slices.SortStableFunc(counts, func(a, b maps.ReasonCount) int { return strings.Compare(a.Reason, b.Reason) })
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "REASON\tPACKETS\tBYTES")
 	for _, c := range counts {
