@@ -96,6 +96,19 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	d.Maps = maps.FromObjects(&d.Objs.SluiceMaps)
 
+	// The program is pinned too, for bpftool and for the record of what
+	// this agent runs. The previous agent's pin is replaced: its program
+	// lives on in the attachments until Attach swaps them.
+	progPin := filepath.Join(opts.PinDir, bpf.SluiceProgSluiceIngress)
+	if err := os.Remove(progPin); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.Close()
+		return nil, fmt.Errorf("replace program pin: %w", err)
+	}
+	if err := d.Objs.SluiceIngress.Pin(progPin); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("pin program: %w", err)
+	}
+
 	cfg := bpf.SluiceDatapathConfig{}
 	if p := opts.ServiceCIDR.Masked(); p.IsValid() && p.Addr().Is4() {
 		cfg.ServiceCidr4 = maps.Addr4(p.Addr())

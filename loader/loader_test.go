@@ -128,6 +128,16 @@ func TestAttachReplaceUninstall(t *testing.T) {
 			if n != 1 || second == first {
 				t.Fatalf("after restart: program %d (%d attachments), want one new program", second, n)
 			}
+			pinnedProg, err := ebpf.LoadPinnedProgram(filepath.Join(dir, bpf.SluiceProgSluiceIngress), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info, err := pinnedProg.Info(); err != nil {
+				t.Fatal(err)
+			} else if id, _ := info.ID(); id != second {
+				t.Errorf("pinned program %d, attached %d", id, second)
+			}
+			pinnedProg.Close()
 			if err := dp.Maps.LB4.Backends.Put(7, bpf.SluiceLb4Backend{Address: 1, Flags: 1}); err != nil {
 				t.Fatal(err)
 			}
