@@ -42,6 +42,19 @@ __inline void ct4_reply_key(struct ct4_key *k, const struct pkt4 *p, __be32 be_a
 	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
+/* Forward key of a flow, from its client and frontend: what a reply knows
+ * once its reverse-NAT entry is read. */
+__inline void ct4_flow_key(struct ct4_key *k, __be32 client, __be16 cport, __be32 vip,
+			   __be16 vport, __u8 proto)
+{
+	k->saddr = client;
+	k->daddr = vip;
+	k->sport = cport;
+	k->dport = vport;
+	k->proto = proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
 __inline struct ct4_entry *ct4_lookup(const struct ct4_key *k)
 {
 	return bpf_map_lookup_elem(&ct4, k);

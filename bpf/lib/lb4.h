@@ -149,13 +149,9 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 	__be32 vip = rn->address;
 	__be16 vport = rn->port;
 	if (p->tcp_flags & TCP_F_RST) {
-		struct ct4_key fk = {
-			.saddr = p->daddr,
-			.daddr = vip,
-			.sport = p->dport,
-			.dport = vport,
-			.proto = p->proto,
-		};
+		struct ct4_key fk;
+
+		ct4_flow_key(&fk, p->daddr, p->dport, vip, vport, p->proto);
 		ct4_delete_flow(&fk, &ck);
 		count(skb, REASON_CT_CLOSED);
 	}
@@ -164,6 +160,8 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 	return verdict_pass(skb, REASON_REPLY);
 }
 
+/* A SYN straight to a backend whose 4-tuple is that of a finished
+ * translated flow: that flow's entries go (see lb4_handle). */
 __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct pkt4 *p)
 {
 	struct ct4_key rk;
@@ -177,13 +175,9 @@ __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct p
 	__u32 id = ct->rev_nat_id;
 	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &id);
 	if (rn) {
-		struct ct4_key fk = {
-			.saddr = p->saddr,
-			.daddr = rn->address,
-			.sport = p->sport,
-			.dport = rn->port,
-			.proto = p->proto,
-		};
+		struct ct4_key fk;
+
+		ct4_flow_key(&fk, p->saddr, p->sport, rn->address, rn->port, p->proto);
 		bpf_map_delete_elem(&ct4, &fk);
 	}
 	bpf_map_delete_elem(&ct4, &rk);

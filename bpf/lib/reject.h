@@ -32,7 +32,6 @@ __inline int reject4(struct __sk_buff *skb, __u32 reason)
 	if (bpf_skb_load_bytes(skb, 0, &r.eth, sizeof(r.eth)) ||
 	    bpf_skb_load_bytes(skb, IP4_OFF, &r.orig_ip, sizeof(r.orig_ip) + sizeof(r.orig_l4)))
 		return verdict_drop(skb, REASON_DROP_REJECT_FAILED);
-	count(skb, reason);
 
 	unsigned char mac[ETH_ALEN];
 	__builtin_memcpy(mac, r.eth.h_dest, ETH_ALEN);
@@ -63,6 +62,7 @@ __inline int reject4(struct __sk_buff *skb, __u32 reason)
 	if (bpf_skb_change_tail(skb, REJECT4_LEN, 0) ||
 	    bpf_skb_store_bytes(skb, 0, &r.eth, REJECT4_LEN, BPF_F_INVALIDATE_HASH))
 		return verdict_drop(skb, REASON_DROP_REJECT_FAILED);
+	count(skb, reason); /* bytes: those of the ICMP error sent back */
 	return bpf_redirect(skb->ifindex, 0);
 }
 
