@@ -10,18 +10,21 @@ import (
 )
 
 // Veth creates a veth pair with one end, aName, in a and the other, bName,
-// in b, both up.
+// in b, both up. Like a CNI plugin, it creates the pair in b and moves aName
+// into a, so a (the node) only ever sees its own end appear.
 func Veth(a *NS, aName string, b *NS, bName string) error {
-	la := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aName}, PeerName: bName}
-	if err := a.nl.LinkAdd(la); err != nil {
-		return fmt.Errorf("add veth %s/%s in %s: %w", aName, bName, a.Name, err)
+	lb := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: bName}, PeerName: aName}
+	if err := b.nl.LinkAdd(lb); err != nil {
+		return fmt.Errorf("add veth %s/%s in %s: %w", bName, aName, b.Name, err)
 	}
-	peer, err := a.nl.LinkByName(bName)
-	if err != nil {
-		return err
-	}
-	if err := a.nl.LinkSetNsFd(peer, int(b.handle)); err != nil {
-		return fmt.Errorf("move %s to %s: %w", bName, b.Name, err)
+	if a != b {
+		peer, err := b.nl.LinkByName(aName)
+		if err != nil {
+			return err
+		}
+		if err := b.nl.LinkSetNsFd(peer, int(a.handle)); err != nil {
+			return fmt.Errorf("move %s to %s: %w", aName, a.Name, err)
+		}
 	}
 	if err := a.up(aName); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NS is a named network namespace (bind-mounted under /run/netns, so
@@ -54,7 +55,7 @@ func OpenNS(name string) (*NS, error) {
 }
 
 func open(name string, h netns.NsHandle) (*NS, error) {
-	nl, err := netlink.NewHandleAt(h)
+	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE) // route only: xfrm and netfilter may be absent modules
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("netlink in %s: %w", name, err)
