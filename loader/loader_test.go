@@ -86,6 +86,9 @@ func attachedProgram(t *testing.T, ns *netlab.NS, dev string, mode AttachMode) (
 func TestAttachReplaceUninstall(t *testing.T) {
 	for _, mode := range []AttachMode{AttachTCX, AttachTC} {
 		t.Run(string(mode), func(t *testing.T) {
+			if mode == AttachTCX {
+				testenv.SkipOnOldKernel(t, "6.6", "TCX")
+			}
 			ns := vethNS(t)
 			dir := pinDir(t)
 			var logs bytes.Buffer

@@ -146,3 +146,7 @@ func (m *Map[K, V]) eachBatch(fn func(K, V) bool) error {
 		}
 	}
 }
+
+// Batched reports whether batch operations are in use (none has failed
+// as unsupported yet).
+func (m *Map[K, V]) Batched() bool { return !m.noBatch.Load() }

@@ -245,3 +245,11 @@ spec: {clusterIP: %s, ports: [{name: http, port: 80}]}
 // attachModes are the attach paths every traffic test runs on: TCX and the
 // clsact fallback, forced.
 var attachModes = []string{"tcx", "tc"}
+
+// requireMode skips the TCX runs on kernels older than 6.6, which have no
+// TCX; on newer kernels the agent must attach with it.
+func requireMode(t *testing.T, mode string) {
+	if mode == "tcx" {
+		testenv.SkipOnOldKernel(t, "6.6", "TCX")
+	}
+}

@@ -19,6 +19,7 @@ import (
 func TestServiceTrafficReachesProgrammedBackends(t *testing.T) {
 	for _, mode := range attachModes {
 		t.Run(mode, func(t *testing.T) {
+			requireMode(t, mode)
 			c := newCluster(t, 3, mode)
 			c.write("whoami.yaml", whoamiManifest(1, 2))
 			c.startAgent()
@@ -44,6 +45,7 @@ func TestServiceTrafficReachesProgrammedBackends(t *testing.T) {
 func TestRejectRefusesAtOnce(t *testing.T) {
 	for _, mode := range attachModes {
 		t.Run(mode, func(t *testing.T) {
+			requireMode(t, mode)
 			c := newCluster(t, 1, mode)
 			c.write("whoami.yaml", whoamiManifest(1))
 			c.startAgent()
@@ -102,6 +104,7 @@ func TestEndpointChangesAreFollowed(t *testing.T) {
 func TestConnectionSurvivesAgentKill(t *testing.T) {
 	for _, mode := range attachModes {
 		t.Run(mode, func(t *testing.T) {
+			requireMode(t, mode)
 			c := newCluster(t, 2, mode)
 			c.write("whoami.yaml", whoamiManifest(1, 2))
 			c.startAgent()
@@ -214,6 +217,7 @@ func TestMalformedManifestLeavesOthersServing(t *testing.T) {
 func TestNewDeviceIsAttached(t *testing.T) {
 	for _, mode := range attachModes {
 		t.Run(mode, func(t *testing.T) {
+			requireMode(t, mode)
 			c := newCluster(t, 1, mode)
 			c.write("whoami.yaml", whoamiManifest(1))
 			c.startAgent()
