@@ -7,7 +7,7 @@ export PATH := $(dir $(GO)):$(PATH)
 
 BIN := bin/sluice
 
-.PHONY: all deps build generate check-generate test test-unit bench bench-datapath bench-lab bench-control demo lab-down clean
+.PHONY: all deps build generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control demo lab-down clean
 
 all: build
 
@@ -31,6 +31,16 @@ check-generate: generate
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout 20m ./...
+
+# The privileged suites in a VM on another kernel: KERNEL=5.10|6.1|6.12|bpo|sid,
+# or KERNEL_IMAGE=path/to/bzImage [KERNEL_MODULES=path/to/lib/modules/VER].
+KERNEL ?= 6.12
+vmtest:
+	KERNEL=$(KERNEL) ./hack/vmtest/run.sh
+
+# The required kernels, checked against the README's table.
+vmtest-all:
+	./hack/vmtest/matrix.sh
 
 # Only what needs no privileges.
 test-unit:

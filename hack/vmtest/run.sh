@@ -118,6 +118,7 @@ else
 	done
 fi
 [ -f "$vmlinuz" ] || die "no kernel image found"
+[ "$KERNEL" = custom ] || echo "vmtest: kernel package $pkg $ver"
 
 # Modules the suites need, with their dependencies, in load order.
 mkdir -p "$work/initrd/modules" "$work/initrd/bin" "$work/initrd/tests" "$work/initrd/etc"

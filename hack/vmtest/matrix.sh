@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs the VM suites on every kernel of the matrix, prints the results as
+# the README's "Supported kernels" table, and fails when a kernel fails or
+# when the README's table says something else than this run found.
+#
+#   KERNELS="5.10 6.1 6.12" hack/vmtest/matrix.sh      (the default)
+#   CHECK_README=0 KERNELS="bpo sid" hack/vmtest/matrix.sh
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+KERNELS=${KERNELS:-5.10 6.1 6.12}
+CHECK_README=${CHECK_README:-1}
+out=$(mktemp -d /tmp/sluice-matrix.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+
+failed=0
+rows=()
+times=()
+for k in $KERNELS; do
+	start=$(date +%s)
+	KERNEL=$k "$root/hack/vmtest/run.sh" 2>&1 | tee "$out/$k.log"
+	rc=${PIPESTATUS[0]}
+	secs=$(($(date +%s) - start))
+	pkgline=$(grep -ao 'vmtest: kernel package .*' "$out/$k.log" | head -1 | cut -d' ' -f4-)
+	feat=$(grep -ao 'sluice-kernel-features: .*' "$out/$k.log" | tail -1)
+	attach=$(sed -n 's/.*attach=\([a-z]*\).*/\1/p' <<<"$feat")
+	batch=$(sed -n 's/.*batch=\([a-z]*\).*/\1/p' <<<"$feat")
+	case "$attach" in
+	tcx) attach="TCX link" ;;
+	tc) attach="clsact qdisc + cls_bpf filter" ;;
+	*) attach="unknown" ;;
+	esac
+	case "$batch" in true) batch=yes ;; false) batch=no ;; *) batch=unknown ;; esac
+	if [ "$rc" = 0 ]; then result=pass; else result="FAIL (exit $rc)"; failed=1; fi
+	rows+=("| $k | \`$pkgline\` | $attach | $batch | full privileged suite in a VM | $result |")
+	times+=("$k: ${secs}s ($result)")
+done
+
+table=$(
+	echo "| kernel | Debian package | attach path | batch map ops | tested by | result |"
+	echo "|---|---|---|---|---|---|"
+	printf '%s\n' "${rows[@]}"
+)
+echo
+echo "kernel matrix:"
+echo "$table"
+printf 'wall time %s\n' "${times[@]}"
+
+if [ "$CHECK_README" = 1 ]; then
+	readme=$(sed -n '/<!-- kernels:begin -->/,/<!-- kernels:end -->/p' "$root/README.md" | sed '1d;$d')
+	if [ "$readme" != "$table" ]; then
+		echo "README.md's Supported kernels table differs from what this run found:"
+		diff <(echo "$readme") <(echo "$table")
+		failed=1
+	fi
+fi
+exit $failed
