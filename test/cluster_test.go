@@ -176,8 +176,10 @@ func (c *cluster) killAgent() {
 	c.agent = nil
 }
 
+// waitFor polls cond until it holds or the (scaled) timeout passes.
 func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error) {
 	c.t.Helper()
+	timeout = testenv.Scaled(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		err := cond()
@@ -195,7 +197,7 @@ func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error)
 func (c *cluster) ask(proto, addr string) (string, error) {
 	var who string
 	err := c.topo.Client.Do(func() (err error) {
-		who, err = whoami.Ask(proto, addr, 2*time.Second)
+		who, err = whoami.Ask(proto, addr, testenv.Scaled(500*time.Millisecond))
 		return err
 	})
 	return who, err

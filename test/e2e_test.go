@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/internal/netlab"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // TCP and UDP from the client pod to the ClusterIP reach every programmed
@@ -59,7 +60,7 @@ func TestRejectRefusesAtOnce(t *testing.T) {
 				if !errors.Is(err, syscall.ECONNREFUSED) {
 					t.Errorf("dial %s: %v, want ECONNREFUSED", addr, err)
 				}
-				if took > 50*time.Millisecond {
+				if took > testenv.Scaled(50*time.Millisecond) {
 					t.Errorf("dial %s refused after %s, want under 50ms", addr, took)
 				}
 			}
@@ -230,7 +231,7 @@ func TestNewDeviceIsAttached(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.write("whoami.yaml", whoamiManifest(2))
-			c.waitFor("the new pod to answer through the service", 2*time.Second, func() error {
+			c.waitFor("the new pod to answer through the service", 3*time.Second, func() error {
 				who, err := c.ask("tcp", vip+":80")
 				if err != nil || who != "backend-2" {
 					return fmt.Errorf("%q %v", who, err)

@@ -147,6 +147,11 @@ if [ -n "$moddir" ] && [ -f "$moddir/modules.dep" ]; then
 	done
 fi
 
+ACCEL=tcg
+if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then ACCEL=kvm; fi
+accel="tcg,thread=single"
+[ "$ACCEL" = kvm ] && accel=kvm
+
 # Static test binaries: they run unchanged in the guest.
 for t in $TESTS; do
 	mkdir -p "$work/initrd/tests/$t"
@@ -158,14 +163,12 @@ cp "$here/init" "$work/initrd/init"
 	echo "SLUICE_VMTEST_TESTS='$TESTS'"
 	echo "SLUICE_VMTEST_ARGS='$TEST_ARGS'"
 	echo "SLUICE_VMTEST_KERNEL='$KERNEL'"
+	echo "SLUICE_VMTEST_ACCEL='$ACCEL'"
 	echo "export SLUICE_VMTEST_KERNEL"
 } >"$work/initrd/vmtest.env"
 mkdir -p "$work/initrd"/{proc,sys,dev,tmp,run,var}
 ln -s /run "$work/initrd/var/run"
 (cd "$work/initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
-
-accel="tcg,thread=single"
-if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then accel=kvm; fi
 echo "vmtest: booting $(basename "$vmlinuz") ($KERNEL) with $accel, tests: $TESTS"
 start=$(date +%s)
 set +e

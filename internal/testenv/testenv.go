@@ -5,7 +5,9 @@ package testenv
 
 import (
 	"os"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -37,4 +39,15 @@ func Privileged(t testing.TB) {
 		return
 	}
 	m.Close()
+}
+
+// Scaled stretches a test's time budget by SLUICE_TEST_TIME_SCALE, which
+// the VM runner sets under software emulation (where everything runs
+// several times slower). Natively the scale is 1, so a budget the
+// requirements state (a change applied within 1 s) is asserted as is.
+func Scaled(d time.Duration) time.Duration {
+	if f, err := strconv.ParseFloat(os.Getenv("SLUICE_TEST_TIME_SCALE"), 64); err == nil && f > 1 {
+		return time.Duration(float64(d) * f)
+	}
+	return d
 }
