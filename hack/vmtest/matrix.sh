@@ -20,7 +20,7 @@ for k in $KERNELS; do
 	KERNEL=$k "$root/hack/vmtest/run.sh" 2>&1 | tee "$out/$k.log"
 	rc=${PIPESTATUS[0]}
 	secs=$(($(date +%s) - start))
-	pkgline=$(grep -ao 'vmtest: kernel package .*' "$out/$k.log" | head -1 | cut -d' ' -f4-)
+	pkgline=$(grep -ao 'vmtest: kernel package .*' "$out/$k.log" | head -1 | cut -d' ' -f4- | sed 's/ (cached)$//')
 	feat=$(grep -ao 'sluice-kernel-features: .*' "$out/$k.log" | tail -1)
 	attach=$(sed -n 's/.*attach=\([a-z]*\).*/\1/p' <<<"$feat")
 	batch=$(sed -n 's/.*batch=\([a-z]*\).*/\1/p' <<<"$feat")

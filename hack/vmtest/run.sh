@@ -64,7 +64,11 @@ fetch_kernel() {
 		-o APT::Architecture=amd64 -o Acquire::Languages=none -o APT::Sandbox::User=root)
 	if [ -n "$ver" ]; then
 		dir="$CACHE/kernels/${pkg}_$ver"
-		[ -f "$dir/.complete" ] && { echo "$dir"; return; }
+		if [ -f "$dir/.complete" ]; then
+			echo "vmtest: kernel package $pkg $ver (cached)" >&2
+			echo "$dir"
+			return
+		fi
 	fi
 	apt-get "${opts[@]}" -qq update >&2 || die "apt update of $suite failed"
 	if [ -z "$ver" ]; then
@@ -75,14 +79,27 @@ fetch_kernel() {
 		pkg=$real
 		ver=$(apt-cache "${opts[@]}" policy "$pkg" | awk '/Candidate:/ {print $2}')
 		dir="$CACHE/kernels/${pkg}_$ver"
-		[ -f "$dir/.complete" ] && { echo "$dir"; return; }
+		if [ -f "$dir/.complete" ]; then
+			echo "vmtest: kernel package $pkg $ver (cached)" >&2
+			echo "$dir"
+			return
+		fi
 	fi
+	echo "vmtest: kernel package $pkg $ver" >&2
 	if ! apt-cache "${opts[@]}" madison "$pkg" | awk '{print $3}' | grep -qx -- "$ver"; then
 		die "$pkg=$ver is no longer in Debian's $suite archive: update the pinned version in hack/vmtest/run.sh (available: $(apt-cache "${opts[@]}" madison "$pkg" | awk '{print $3}' | tr '\n' ' '))"
 	fi
 	rm -rf "$dir" && mkdir -p "$dir"
-	(cd "$dir" && apt-get "${opts[@]}" -qq download "$pkg=$ver" >&2) || die "download of $pkg=$ver failed"
-	dpkg-deb -x "$dir"/*.deb "$dir/root"
+	# From 7.x the image is split: the kernel in linux-binary-*, the
+	# modules in linux-modules-*, same version.
+	local parts=("$pkg=$ver") p
+	for p in $(apt-cache "${opts[@]}" depends "$pkg" | awk '/Depends: linux-(binary|modules)-[0-9]/ {print $2}'); do
+		parts+=("$p=$ver")
+	done
+	(cd "$dir" && apt-get "${opts[@]}" -qq download "${parts[@]}" >&2) || die "download of ${parts[*]} failed"
+	for p in "$dir"/*.deb; do
+		dpkg-deb -x "$p" "$dir/root"
+	done
 	rm -f "$dir"/*.deb
 	# The package's modules.dep is made by depmod when it is installed;
 	# make it here (merged-/usr packages keep modules under usr/lib).
@@ -94,7 +111,7 @@ fetch_kernel() {
 			mkdir -p "$dir/root/lib/modules"
 			ln -s "../../usr/lib/modules/$kver" "$dir/root/lib/modules/$kver"
 		fi
-		depmod -b "$dir/root" "$kver" || die "depmod for $kver failed"
+		depmod -b "$dir/root" "$kver" 2>/dev/null || die "depmod for $kver failed"
 	done
 	touch "$dir/.complete"
 	echo "$dir"
@@ -118,7 +135,6 @@ else
 	done
 fi
 [ -f "$vmlinuz" ] || die "no kernel image found"
-[ "$KERNEL" = custom ] || echo "vmtest: kernel package $pkg $ver"
 
 # Modules the suites need, with their dependencies, in load order.
 mkdir -p "$work/initrd/modules" "$work/initrd/bin" "$work/initrd/tests" "$work/initrd/etc"
