@@ -2,9 +2,9 @@ package bpf_test
 
 import (
 	"fmt"
-	"slices"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"

@@ -248,6 +248,20 @@ spec: {clusterIP: %s, ports: [{name: http, port: 80}]}
 // clsact fallback, forced.
 var attachModes = []string{"tcx", "tc"}
 
+// eachMode runs f once per attach mode, each time on a new cluster whose
+// agent serves manifest as whoami.yaml.
+func eachMode(t *testing.T, backends int, manifest string, f func(t *testing.T, c *cluster)) {
+	for _, mode := range attachModes {
+		t.Run(mode, func(t *testing.T) {
+			requireMode(t, mode)
+			c := newCluster(t, backends, mode)
+			c.write("whoami.yaml", manifest)
+			c.startAgent()
+			f(t, c)
+		})
+	}
+}
+
 // requireMode skips the TCX runs on kernels older than 6.6, which have no
 // TCX; on newer kernels the agent must attach with it.
 func requireMode(t *testing.T, mode string) {

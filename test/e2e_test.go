@@ -18,54 +18,42 @@ import (
 // TCP and UDP from the client pod to the ClusterIP reach every programmed
 // backend and no other (backend 3 runs whoami but is not in the slice).
 func TestServiceTrafficReachesProgrammedBackends(t *testing.T) {
-	for _, mode := range attachModes {
-		t.Run(mode, func(t *testing.T) {
-			requireMode(t, mode)
-			c := newCluster(t, 3, mode)
-			c.write("whoami.yaml", whoamiManifest(1, 2))
-			c.startAgent()
-			for _, proto := range []string{"tcp", "udp"} {
-				hits := map[string]int{}
-				for range 40 {
-					who, err := c.ask(proto, vip+":80")
-					if err != nil {
-						t.Fatalf("%s request: %v", proto, err)
-					}
-					hits[who]++
+	eachMode(t, 3, whoamiManifest(1, 2), func(t *testing.T, c *cluster) {
+		for _, proto := range []string{"tcp", "udp"} {
+			hits := map[string]int{}
+			for range 40 {
+				who, err := c.ask(proto, vip+":80")
+				if err != nil {
+					t.Fatalf("%s request: %v", proto, err)
 				}
-				if len(hits) != 2 || hits["backend-1"] == 0 || hits["backend-2"] == 0 {
-					t.Errorf("%s answers %v: want backend-1 and backend-2 only", proto, hits)
-				}
+				hits[who]++
 			}
-		})
-	}
+			if len(hits) != 2 || hits["backend-1"] == 0 || hits["backend-2"] == 0 {
+				t.Errorf("%s answers %v: want backend-1 and backend-2 only", proto, hits)
+			}
+		}
+	})
 }
 
 // REJECT (rules 14, 15, 17): a TCP client of a service without endpoints,
 // or of a port the service IP does not serve, gets ECONNREFUSED at once.
 func TestRejectRefusesAtOnce(t *testing.T) {
-	for _, mode := range attachModes {
-		t.Run(mode, func(t *testing.T) {
-			requireMode(t, mode)
-			c := newCluster(t, 1, mode)
-			c.write("whoami.yaml", whoamiManifest(1))
-			c.startAgent()
-			for _, addr := range []string{emptyVIP + ":80", vip + ":81"} {
-				start := time.Now()
-				conn, err := c.dial(addr, 3*time.Second)
-				took := time.Since(start)
-				if conn != nil {
-					conn.Close()
-				}
-				if !errors.Is(err, syscall.ECONNREFUSED) {
-					t.Errorf("dial %s: %v, want ECONNREFUSED", addr, err)
-				}
-				if took > testenv.Scaled(50*time.Millisecond) {
-					t.Errorf("dial %s refused after %s, want under 50ms", addr, took)
-				}
+	eachMode(t, 1, whoamiManifest(1), func(t *testing.T, c *cluster) {
+		for _, addr := range []string{emptyVIP + ":80", vip + ":81"} {
+			start := time.Now()
+			conn, err := c.dial(addr, 3*time.Second)
+			took := time.Since(start)
+			if conn != nil {
+				conn.Close()
 			}
-		})
-	}
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("dial %s: %v, want ECONNREFUSED", addr, err)
+			}
+			if took > testenv.Scaled(50*time.Millisecond) {
+				t.Errorf("dial %s refused after %s, want under 50ms", addr, took)
+			}
+		}
+	})
 }
 
 // Adding and removing an endpoint in the manifests is followed within 1 s.
@@ -103,57 +91,51 @@ func TestEndpointChangesAreFollowed(t *testing.T) {
 // agent is SIGKILLed and restarted; connections made while it is down
 // succeed too: the datapath lives in the kernel, pinned.
 func TestConnectionSurvivesAgentKill(t *testing.T) {
-	for _, mode := range attachModes {
-		t.Run(mode, func(t *testing.T) {
-			requireMode(t, mode)
-			c := newCluster(t, 2, mode)
-			c.write("whoami.yaml", whoamiManifest(1, 2))
-			c.startAgent()
+	eachMode(t, 2, whoamiManifest(1, 2), func(t *testing.T, c *cluster) {
 
-			conn, err := c.dial(vip+":80", 2*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			r := bufio.NewReader(conn)
-			// whoami greets a silent raw TCP client, then echoes.
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
-			greeting := readGreeting(t, r)
-			n := 0
-			exchange := func(phase string) {
-				t.Helper()
-				for range 20 {
-					n++
-					msg := fmt.Sprintf("ping %d\n", n)
-					conn.SetDeadline(time.Now().Add(2 * time.Second))
-					if _, err := io.WriteString(conn, msg); err != nil {
-						t.Fatalf("%s: write: %v", phase, err)
-					}
-					got, err := r.ReadString('\n')
-					if err != nil || got != msg {
-						t.Fatalf("%s: echo %q (%v), want %q", phase, got, err, msg)
-					}
-					time.Sleep(5 * time.Millisecond)
+		conn, err := c.dial(vip+":80", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		// whoami greets a silent raw TCP client, then echoes.
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		greeting := readGreeting(t, r)
+		n := 0
+		exchange := func(phase string) {
+			t.Helper()
+			for range 20 {
+				n++
+				msg := fmt.Sprintf("ping %d\n", n)
+				conn.SetDeadline(time.Now().Add(2 * time.Second))
+				if _, err := io.WriteString(conn, msg); err != nil {
+					t.Fatalf("%s: write: %v", phase, err)
 				}
-			}
-			exchange("agent running")
-
-			c.killAgent()
-			exchange("agent killed")
-			for i := range 10 {
-				if who, err := c.ask("tcp", vip+":80"); err != nil {
-					t.Fatalf("new connection %d while the agent is down: %v (%s)", i, err, who)
+				got, err := r.ReadString('\n')
+				if err != nil || got != msg {
+					t.Fatalf("%s: echo %q (%v), want %q", phase, got, err, msg)
 				}
+				time.Sleep(5 * time.Millisecond)
 			}
+		}
+		exchange("agent running")
 
-			c.startAgent()
-			exchange("agent restarted")
-			if _, err := c.ask("tcp", vip+":80"); err != nil {
-				t.Fatalf("new connection after restart: %v", err)
+		c.killAgent()
+		exchange("agent killed")
+		for i := range 10 {
+			if who, err := c.ask("tcp", vip+":80"); err != nil {
+				t.Fatalf("new connection %d while the agent is down: %v (%s)", i, err, who)
 			}
-			t.Logf("connection to %s exchanged %d messages across the restart", greeting, n)
-		})
-	}
+		}
+
+		c.startAgent()
+		exchange("agent restarted")
+		if _, err := c.ask("tcp", vip+":80"); err != nil {
+			t.Fatalf("new connection after restart: %v", err)
+		}
+		t.Logf("connection to %s exchanged %d messages across the restart", greeting, n)
+	})
 }
 
 func readGreeting(t *testing.T, r *bufio.Reader) string {
@@ -216,30 +198,24 @@ func TestMalformedManifestLeavesOthersServing(t *testing.T) {
 // A pod veth that appears after the agent started is attached: replies
 // from a backend behind it are reverse-NATed.
 func TestNewDeviceIsAttached(t *testing.T) {
-	for _, mode := range attachModes {
-		t.Run(mode, func(t *testing.T) {
-			requireMode(t, mode)
-			c := newCluster(t, 1, mode)
-			c.write("whoami.yaml", whoamiManifest(1))
-			c.startAgent()
+	eachMode(t, 1, whoamiManifest(1), func(t *testing.T, c *cluster) {
 
-			be, err := c.topo.AddBackend()
-			if err != nil {
-				t.Fatal(err)
+		be, err := c.topo.AddBackend()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.serveWhoami(ctx(t), be, "backend-2"); err != nil {
+			t.Fatal(err)
+		}
+		c.write("whoami.yaml", whoamiManifest(2))
+		c.waitFor("the new pod to answer through the service", 3*time.Second, func() error {
+			who, err := c.ask("tcp", vip+":80")
+			if err != nil || who != "backend-2" {
+				return fmt.Errorf("%q %v", who, err)
 			}
-			if err := c.serveWhoami(ctx(t), be, "backend-2"); err != nil {
-				t.Fatal(err)
-			}
-			c.write("whoami.yaml", whoamiManifest(2))
-			c.waitFor("the new pod to answer through the service", 3*time.Second, func() error {
-				who, err := c.ask("tcp", vip+":80")
-				if err != nil || who != "backend-2" {
-					return fmt.Errorf("%q %v", who, err)
-				}
-				return nil
-			})
+			return nil
 		})
-	}
+	})
 }
 
 // A frame whose IPv4 header is cut short is dropped and counted, on the
