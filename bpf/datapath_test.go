@@ -458,3 +458,26 @@ func TestIngressDirectSYNClearsStaleReply(t *testing.T) {
 		t.Errorf("VIP tuple after the direct connection: counters %v, want a new flow", d)
 	}
 }
+
+// A TCP segment that is not a SYN and has no flow (conntrack lost, or a
+// flow older than the table) still gets a backend: new flows are not only
+// SYNs. A SYN of an existing flow (a retransmit) keeps its backend.
+func TestIngressNewFlowWithoutSYNAndSYNRetransmit(t *testing.T) {
+	w := standardWorld(t)
+	ack := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoTCP, TCPFlags: packet.TCPAck})
+	before := w.counts()
+	_, out := w.run(t, ack)
+	f := parse(t, out)
+	chosen := netip.AddrPortFrom(f.Dst, f.DstPort)
+	if d := delta(before, w.counts()); d["new-flow"] != 1 || !isBackend(chosen) {
+		t.Fatalf("ACK without a flow: counters %v, to %s", d, chosen)
+	}
+	before = w.counts()
+	_, out = w.run(t, tcpTo(vip)) // SYN of the same tuple
+	if f := parse(t, out); netip.AddrPortFrom(f.Dst, f.DstPort) != chosen {
+		t.Errorf("SYN of a tracked tuple went to %s:%d, want %s", f.Dst, f.DstPort, chosen)
+	}
+	if d := delta(before, w.counts()); d["established"] != 1 || len(d) != 1 {
+		t.Errorf("SYN of a tracked tuple: counters %v, want established", d)
+	}
+}

@@ -9,6 +9,8 @@
 
 #define __inline static __always_inline
 
+#define EEXIST 17 /* as helpers return it, negated */
+
 typedef _Bool bool;
 #define true 1
 #define false 0

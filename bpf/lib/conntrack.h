@@ -68,9 +68,12 @@ __inline void ct4_delete_flow(const struct ct4_key *fwd, const struct ct4_key *r
 }
 
 /* Records a new translated flow: client -> VIP forward entry and
- * backend -> client reply entry. Returns 0 or a negative error. */
+ * backend -> client reply entry. With BPF_NOEXIST in fwd_flags an existing
+ * forward entry is left alone and -EEXIST returned. Returns 0 or a negative
+ * error. */
 __inline int ct4_create(const struct ct4_key *fwd_key, const struct pkt4 *p,
-			const struct lb4_backend *be, __u32 backend_id, __u32 rev_nat_id)
+			const struct lb4_backend *be, __u32 backend_id, __u32 rev_nat_id,
+			__u64 fwd_flags)
 {
 	struct ct4_entry fwd = {
 		.backend_addr = be->address,
@@ -86,12 +89,16 @@ __inline int ct4_create(const struct ct4_key *fwd_key, const struct pkt4 *p,
 	};
 	struct ct4_key rk;
 
+	int err = bpf_map_update_elem(&ct4, fwd_key, &fwd, fwd_flags);
+	if (err)
+		return err;
+	/* Both entries exist before the packet leaves, so its answer finds
+	 * its way back; without a reply entry the flow must not exist. */
 	ct4_reply_key(&rk, p, be->address, be->port);
-	/* Reply entry first: once the forward packet leaves, its answer
-	 * must find its way back. */
-	if (bpf_map_update_elem(&ct4, &rk, &rev, BPF_ANY))
-		return -1;
-	return bpf_map_update_elem(&ct4, fwd_key, &fwd, BPF_ANY);
+	err = bpf_map_update_elem(&ct4, &rk, &rev, BPF_ANY);
+	if (err)
+		bpf_map_delete_elem(&ct4, fwd_key);
+	return err;
 }
 
 #endif

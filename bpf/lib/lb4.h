@@ -59,10 +59,27 @@ __inline void lb4_close_flow(const struct __sk_buff *skb, const struct pkt4 *p,
 	count(skb, REASON_CT_CLOSED);
 }
 
+/* Forward packet of a tracked flow: DNAT to its backend while that still
+ * exists; -1 when it is gone. */
+__inline int lb4_follow(struct __sk_buff *skb, const struct pkt4 *p, const struct ct4_key *ck,
+			const struct ct4_entry *ct)
+{
+	__be32 be_addr = ct->backend_addr;
+	__be16 be_port = ct->backend_port;
+
+	if (!lb4_backend_matches(ct->backend_id, be_addr, be_port))
+		return -1;
+	if (p->tcp_flags & TCP_F_RST)
+		lb4_close_flow(skb, p, ck, be_addr, be_port);
+	return lb4_dnat(skb, p, be_addr, be_port, REASON_ESTABLISHED);
+}
+
 /* New flow (or a flow whose backend left) to a served frontend: pick a
- * backend uniformly at random and record the flow. */
+ * backend uniformly at random and record the flow. opening: a TCP SYN,
+ * whose conntrack lookup was skipped; its forward entry is created only if
+ * absent, and a retransmitted SYN finds its flow that way. */
 __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
-			  const struct lb4_service *svc, const struct ct4_key *ck)
+			  const struct lb4_service *svc, const struct ct4_key *ck, bool opening)
 {
 	__u16 nslots = svc->count;
 	__u32 rev_nat_id = svc->rev_nat_id;
@@ -81,7 +98,18 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 	if (!be || !(be->flags & BE_F_ACTIVE))
 		return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
 
-	if (ct4_create(ck, p, be, backend_id, rev_nat_id))
+	int err = ct4_create(ck, p, be, backend_id, rev_nat_id, opening ? BPF_NOEXIST : BPF_ANY);
+	if (err == -EEXIST) {
+		struct ct4_entry *ct = ct4_lookup(ck);
+		if (ct && ct->kind == CT_FORWARD) {
+			int ret = lb4_follow(skb, p, ck, ct);
+			if (ret >= 0)
+				return ret;
+			count(skb, REASON_BACKEND_GONE);
+		}
+		err = ct4_create(ck, p, be, backend_id, rev_nat_id, BPF_ANY);
+	}
+	if (err)
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
 	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
 }
@@ -89,25 +117,24 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 /* Packet whose destination may be a service IP. Conntrack is looked up
  * first: an established flow needs nothing else (like kube-proxy's
  * conntrack, it outlives a change of its service while its backend
- * exists). Returns -1 when the destination is not a service IP after all. */
+ * exists). A TCP SYN skips the lookup, which would miss for a new
+ * connection: lb4_new_flow finds a retransmitted one. Returns -1 when the
+ * destination is not a service IP after all. */
 __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 {
+	bool opening = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
 	struct ct4_key ck;
-	struct ct4_entry *ct;
+	bool gone = false;
 
 	ct4_forward_key(&ck, p);
-	ct = ct4_lookup(&ck);
-	bool gone = false;
-	if (ct && ct->kind == CT_FORWARD) {
-		__be32 be_addr = ct->backend_addr;
-		__be16 be_port = ct->backend_port;
-
-		if (lb4_backend_matches(ct->backend_id, be_addr, be_port)) {
-			if (p->tcp_flags & TCP_F_RST)
-				lb4_close_flow(skb, p, &ck, be_addr, be_port);
-			return lb4_dnat(skb, p, be_addr, be_port, REASON_ESTABLISHED);
+	if (!opening) {
+		struct ct4_entry *ct = ct4_lookup(&ck);
+		if (ct && ct->kind == CT_FORWARD) {
+			int ret = lb4_follow(skb, p, &ck, ct);
+			if (ret >= 0)
+				return ret;
+			gone = true;
 		}
-		gone = true;
 	}
 
 	struct lb4_key key = {
@@ -119,7 +146,7 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 	if (svc) {
 		if (gone)
 			count(skb, REASON_BACKEND_GONE);
-		return lb4_new_flow(skb, p, &key, svc, &ck);
+		return lb4_new_flow(skb, p, &key, svc, &ck, opening);
 	}
 	if (lb4_is_service_ip(p->daddr))
 		return reject4(skb, REASON_REJECT_UNKNOWN_PORT);
