@@ -61,7 +61,8 @@ fetch_kernel() {
 	echo "deb [signed-by=$keyring] http://deb.debian.org/$mirror $suite main" >"$apt/sources.list"
 	local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
 		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1
-		-o APT::Architecture=amd64 -o Acquire::Languages=none -o APT::Sandbox::User=root)
+		-o APT::Architecture=amd64 -o Acquire::Languages=none -o APT::Sandbox::User=root
+		-o Acquire::Retries=3)
 	if [ -n "$ver" ]; then
 		dir="$CACHE/kernels/${pkg}_$ver"
 		if [ -f "$dir/.complete" ]; then
