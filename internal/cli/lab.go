@@ -128,7 +128,7 @@ func labUp(n int, attach string) error {
 		"--attach", attach); err != nil {
 		return err
 	}
-	if err := waitProgrammed(labPinDir, 10*time.Second); err != nil {
+	if err := waitServing(labPinDir, filepath.Join(labStateDir, "agent.log"), 10*time.Second); err != nil {
 		return fmt.Errorf("%w (agent log: %s)", err, filepath.Join(labStateDir, "agent.log"))
 	}
 	fmt.Printf(`lab up: node %[1]s-node, client %[1]s-client, %[2]d backends running whoami on :%[3]d
@@ -164,18 +164,21 @@ func labStart(ns *netlab.NS, name, bin string, args ...string) error {
 	return os.WriteFile(filepath.Join(labStateDir, name+".pid"), []byte(strconv.Itoa(pid)), 0o644)
 }
 
-func waitProgrammed(pinDir string, timeout time.Duration) error {
+// waitServing waits until the agent has programmed the maps and attached
+// to the node's devices (it logs "serving devices" once it has).
+func waitServing(pinDir, agentLog string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if dp, closeMaps, err := loader.OpenPinnedMaps(pinDir); err == nil {
 			views, err := control.Inspect(dp.LB4)
 			closeMaps()
-			if err == nil && len(views) > 0 {
+			log, _ := os.ReadFile(agentLog)
+			if err == nil && len(views) > 0 && strings.Contains(string(log), "serving devices") {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("agent did not program the datapath within %s", timeout)
+			return fmt.Errorf("agent did not program and attach the datapath within %s", timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
