@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fsnotify/fsnotify"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
@@ -44,6 +45,9 @@ type Dir struct {
 	// first one's definition counts.
 	owners map[objectKey][]string
 	names  []string // of files, sorted; nil when it must be rebuilt
+	// watcher is registered before the first read, so that no change
+	// between reading and watching is lost.
+	watcher *fsnotify.Watcher
 }
 
 type fileState struct {
@@ -52,11 +56,21 @@ type fileState struct {
 	problems []Problem            // of the most recent read
 }
 
-// Open reads every manifest in path.
+// Open starts watching path and reads every manifest in it. Close releases
+// the watch; Watch delivers the changes.
 func Open(path string) (*Dir, error) {
-	d := &Dir{path: path, files: map[string]*fileState{}, owners: map[objectKey][]string{}}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watch manifests: %w", err)
+	}
+	if err := w.Add(path); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("watch %s: %w", path, err)
+	}
+	d := &Dir{path: path, files: map[string]*fileState{}, owners: map[objectKey][]string{}, watcher: w}
 	entries, err := os.ReadDir(path)
 	if err != nil {
+		w.Close()
 		return nil, fmt.Errorf("read manifests dir: %w", err)
 	}
 	for _, e := range entries {
@@ -66,6 +80,9 @@ func Open(path string) (*Dir, error) {
 	}
 	return d, nil
 }
+
+// Close stops watching the directory.
+func (d *Dir) Close() error { return d.watcher.Close() }
 
 // Path returns the directory.
 func (d *Dir) Path() string { return d.path }

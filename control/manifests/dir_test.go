@@ -218,3 +218,26 @@ func TestWatchFollowsConfigMapSwap(t *testing.T) {
 		}
 	}
 }
+
+// A change made after Open but before Watch is delivered, not lost.
+func TestWatchSeesChangesMadeBeforeItStarted(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	write(t, dir, "a.yaml", svcA)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan Snapshot, 4)
+	go d.Watch(ctx, func(s Snapshot) { snaps <- s })
+	select {
+	case s := <-snaps:
+		if got := names(s); !slices.Equal(got, []string{"Service ns/a"}) {
+			t.Errorf("snapshot %v", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the change made before Watch was lost")
+	}
+}

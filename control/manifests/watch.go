@@ -35,16 +35,9 @@ func (d *Dir) rescan() {
 }
 
 // Watch calls onChange with a new snapshot after files in the directory
-// change, until ctx ends. Only the changed files are read again.
+// change since Open, until ctx ends. Only the changed files are read again.
 func (d *Dir) Watch(ctx context.Context, onChange func(Snapshot)) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch manifests: %w", err)
-	}
-	defer w.Close()
-	if err := w.Add(d.path); err != nil {
-		return fmt.Errorf("watch %s: %w", d.path, err)
-	}
+	w := d.watcher
 
 	dirty := map[string]bool{}
 	timer := time.NewTimer(time.Hour)

@@ -79,6 +79,7 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
+	defer dir.Close()
 	dp, err := loader.Load(loader.Options{PinDir: *pinDir, Attach: mode, ServiceCIDR: cidr, Log: log})
 	if err != nil {
 		return err
