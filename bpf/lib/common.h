@@ -17,9 +17,6 @@ typedef _Bool bool;
 
 /* Offsets from skb->data; the datapath handles Ethernet devices only. */
 #define IP4_OFF ETH_HLEN
-#define IP4_CSUM_OFF (IP4_OFF + __builtin_offsetof(struct iphdr, check))
-#define IP4_SADDR_OFF (IP4_OFF + __builtin_offsetof(struct iphdr, saddr))
-#define IP4_DADDR_OFF (IP4_OFF + __builtin_offsetof(struct iphdr, daddr))
 #define L4_OFF (IP4_OFF + sizeof(struct iphdr)) /* translated packets carry no IP options */
 
 __inline void *ctx_data(const struct __sk_buff *skb)

@@ -153,17 +153,28 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 	return -1;
 }
 
+/* Removes a flow known by its reply entry. The forward entry goes too
+ * (without its reply it could only translate half a connection); its key is
+ * the reply's client and the flow's frontend. */
+__inline void lb4_delete_flow_of_reply(const struct ct4_key *rk, __u32 rev_nat_id)
+{
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &rev_nat_id);
+	struct ct4_key fk;
+
+	if (rn) {
+		ct4_flow_key(&fk, rk->daddr, rk->dport, rn->address, rn->port, rk->proto);
+		bpf_map_delete_elem(&ct4, &fk);
+	}
+	bpf_map_delete_elem(&ct4, rk);
+}
+
 /* Not addressed to a frontend: a reply of a translated flow gets its source
  * restored to the frontend; anything else passes. */
 __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 {
-	struct ct4_key ck = {
-		.saddr = p->saddr,
-		.daddr = p->daddr,
-		.sport = p->sport,
-		.dport = p->dport,
-		.proto = p->proto,
-	};
+	struct ct4_key ck;
+
+	ct4_flow_key(&ck, p->saddr, p->sport, p->daddr, p->dport, p->proto);
 	struct ct4_entry *ct = ct4_lookup(&ck);
 
 	if (!ct || ct->kind != CT_REPLY)
@@ -176,10 +187,7 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 	__be32 vip = rn->address;
 	__be16 vport = rn->port;
 	if (p->tcp_flags & TCP_F_RST) {
-		struct ct4_key fk;
-
-		ct4_flow_key(&fk, p->daddr, p->dport, vip, vport, p->proto);
-		ct4_delete_flow(&fk, &ck);
+		lb4_delete_flow_of_reply(&ck, id);
 		count(skb, REASON_CT_CLOSED);
 	}
 	if (nat4_rewrite(skb, p, NAT_SRC, vip, vport))
@@ -197,17 +205,7 @@ __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct p
 	struct ct4_entry *ct = ct4_lookup(&rk);
 	if (!ct || ct->kind != CT_REPLY)
 		return;
-	/* The old flow's forward entry goes too: without its reply entry
-	 * it could only translate half a connection. */
-	__u32 id = ct->rev_nat_id;
-	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &id);
-	if (rn) {
-		struct ct4_key fk;
-
-		ct4_flow_key(&fk, p->saddr, p->sport, rn->address, rn->port, p->proto);
-		bpf_map_delete_elem(&ct4, &fk);
-	}
-	bpf_map_delete_elem(&ct4, &rk);
+	lb4_delete_flow_of_reply(&rk, ct->rev_nat_id);
 	count(skb, REASON_CT_STALE_REPLY);
 }
 
