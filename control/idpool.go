@@ -37,6 +37,3 @@ func (p *idPool) alloc() (uint32, bool) {
 }
 
 func (p *idPool) release(id uint32) { p.free = append(p.free, id) }
-
-// available is how many more ids alloc can return.
-func (p *idPool) available() int { return len(p.free) + int(p.max-p.next) }

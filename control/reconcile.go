@@ -32,10 +32,12 @@ type Reconciler struct {
 	backends   map[backendKey]uint32 // programmed backend -> id
 	backendKey map[uint32]backendKey // the inverse
 	backendRef map[uint32]int        // slots naming each backend id
-	// orphanBackends are adopted backends no slot names: removed by the
-	// next Apply.
+	// Left by an agent stopped part-way, found when adopting, fixed by the
+	// next Apply: backends no slot names, reverse-NAT entries no frontend
+	// owns, and service IPs whose marker entry is missing or superfluous.
 	orphanBackends []uint32
-	revNats        map[uint32]bool      // ids present in lb4_revnat
+	orphanRevNats  []uint32
+	markersToFix   []netip.Addr
 	markers        map[netip.Addr]bool  // marker entries present
 	ipRefs         map[netip.Addr]int   // frontends per service IP
 	filter         *bpf.SluiceLb4Filter // as programmed in lb4_prefilter
@@ -108,7 +110,6 @@ func (r *Reconciler) adopt() error {
 	r.backends = map[backendKey]uint32{}
 	r.backendKey = snap.backends
 	r.backendRef = map[uint32]int{}
-	r.revNats = map[uint32]bool{}
 	r.markers = snap.markers
 	r.ipRefs = map[netip.Addr]int{}
 	r.filter = snap.filter
@@ -127,14 +128,15 @@ func (r *Reconciler) adopt() error {
 	}
 	ids = ids[:0]
 	for id := range snap.revNats {
-		r.revNats[id] = true
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
 		r.revNatIDs.adopt(id)
 	}
+	owned := map[uint32]bool{}
 	for fe, p := range r.frontends {
+		owned[p.revNat] = true
 		r.ipRefs[fe.Addr]++
 		for i, id := range p.slots {
 			if id == 0 {
@@ -148,10 +150,25 @@ func (r *Reconciler) adopt() error {
 			}
 		}
 	}
-	r.orphanBackends = nil
+	r.orphanBackends, r.orphanRevNats, r.markersToFix = nil, nil, nil
 	for id := range r.backendKey {
 		if r.backendRef[id] == 0 {
 			r.orphanBackends = append(r.orphanBackends, id)
+		}
+	}
+	for _, id := range ids {
+		if !owned[id] {
+			r.orphanRevNats = append(r.orphanRevNats, id)
+		}
+	}
+	for a := range r.ipRefs {
+		if !r.markers[a] {
+			r.markersToFix = append(r.markersToFix, a)
+		}
+	}
+	for a := range r.markers {
+		if r.ipRefs[a] == 0 {
+			r.markersToFix = append(r.markersToFix, a)
 		}
 	}
 	r.serviceEntries = r.countServiceEntries()
@@ -243,9 +260,6 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	if err := r.lb.RevNat.PutAll(rnKeys, rnVals); err != nil {
 		return stats, problems, fmt.Errorf("add reverse NAT entries: %w", err)
 	}
-	for _, id := range rnKeys {
-		r.revNats[id] = true
-	}
 
 	// Phase 3: backend slots that differ, then phase 4: master entries.
 	var slotKeys, masterKeys []bpf.SluiceLb4Key
@@ -272,29 +286,33 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	stats.FrontendsWritten = len(masterKeys)
 
 	// Phase 5: markers of service IPs that gained their first frontend.
-	ipRefs := r.ipRefs
+	// Only an IP that gained or lost a frontend can change.
+	touched := map[netip.Addr]bool{}
+	for _, a := range r.markersToFix {
+		touched[a] = true
+	}
 	for _, pf := range plan {
 		if pf.old == nil {
-			ipRefs[pf.fe.Addr]++
+			r.ipRefs[pf.fe.Addr]++
+			touched[pf.fe.Addr] = true
 		}
 	}
 	for _, fe := range removed {
-		ipRefs[fe.Addr]--
+		r.ipRefs[fe.Addr]--
+		touched[fe.Addr] = true
 	}
 	var mkKeys, rmMarkers []bpf.SluiceLb4Key
 	var mkVals []bpf.SluiceLb4Service
-	for a, n := range ipRefs {
+	for a := range touched {
 		switch {
-		case n > 0 && !r.markers[a]:
+		case r.ipRefs[a] > 0 && !r.markers[a]:
 			mkKeys = append(mkKeys, markerKey(a))
 			mkVals = append(mkVals, bpf.SluiceLb4Service{Flags: bpf.SluiceLbServiceFlagsSVC_F_MARKER})
-		case n <= 0:
-			delete(ipRefs, a)
-		}
-	}
-	for a := range r.markers {
-		if ipRefs[a] == 0 {
-			rmMarkers = append(rmMarkers, markerKey(a))
+		case r.ipRefs[a] <= 0:
+			delete(r.ipRefs, a)
+			if r.markers[a] {
+				rmMarkers = append(rmMarkers, markerKey(a))
+			}
 		}
 	}
 	if err := r.lb.Services.PutAll(mkKeys, mkVals); err != nil {
@@ -344,6 +362,7 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 	for _, k := range rmMarkers {
 		delete(r.markers, maps.AddrFrom4(k.Address))
 	}
+	r.markersToFix = nil
 
 	// Reference counts of the new state; a backend can only have lost its
 	// last reference if one was dropped here (or it had none, after an
@@ -367,31 +386,26 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 			dropRefs(pf.old)
 		}
 	}
+	// Each frontend owns its reverse-NAT id: the removed ones free theirs.
+	rmRevNat := r.orphanRevNats
 	for _, fe := range removed {
 		dropRefs(r.frontends[fe])
+		if id := r.frontends[fe].revNat; id != 0 {
+			rmRevNat = append(rmRevNat, id)
+		}
 	}
 	r.frontends = next
 	r.serviceEntries = r.countServiceEntries()
 
 	// Phase 9: reverse NAT entries no frontend uses.
-	used := map[uint32]bool{}
-	for _, p := range next {
-		used[p.revNat] = true
-	}
-	var rmRevNat []uint32
-	for id := range r.revNats {
-		if !used[id] {
-			rmRevNat = append(rmRevNat, id)
-		}
-	}
 	if err := r.lb.RevNat.PutAll(rmRevNat, make([]bpf.SluiceLb4ReverseNat, len(rmRevNat))); err != nil {
 		return stats, problems, fmt.Errorf("clear reverse NAT entries: %w", err)
 	}
 	slices.Sort(rmRevNat)
 	for _, id := range rmRevNat {
-		delete(r.revNats, id)
 		r.revNatIDs.release(id)
 	}
+	r.orphanRevNats = nil
 	// Phase 10: backends no slot names.
 	for _, id := range r.orphanBackends {
 		candidates = append(candidates, id)
@@ -429,7 +443,7 @@ func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
 // by an agent stopped part-way), which an Apply must clear even when the
 // state is unchanged.
 func (r *Reconciler) hasOrphans() bool {
-	return len(r.orphanBackends) > 0 || len(r.revNats) != len(r.frontends) || len(r.markers) != len(r.ipRefs)
+	return len(r.orphanBackends) > 0 || len(r.orphanRevNats) > 0 || len(r.markersToFix) > 0
 }
 
 // plan decides, frontend by frontend in a stable order, which desired

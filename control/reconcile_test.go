@@ -247,3 +247,53 @@ func TestReconcilerFullMapKeepsOthers(t *testing.T) {
 		t.Errorf("programmed\n%s\nwant\n%s", got, want)
 	}
 }
+
+// Entries an interrupted agent left behind are fixed by the next Apply,
+// even when the desired state itself does not change: an orphan backend
+// and reverse-NAT entry go, a stale marker goes, a missing marker comes.
+func TestReconcilerFixesOrphansLeftByInterruptedApply(t *testing.T) {
+	lb := newMaps(t, nil)
+	s := state(port("10.96.0.1:80", TCP, "10.0.0.1:8080"))
+	r, _ := NewReconciler(lb, slog.Default())
+	mustApply(t, r, s)
+
+	vip := netip.MustParseAddr("10.96.0.1")
+	stale := netip.MustParseAddr("10.96.0.99")
+	if err := lb.Services.Delete(markerKey(vip)); err != nil {
+		t.Fatal(err)
+	}
+	if err := lb.Services.Put(markerKey(stale), bpf.SluiceLb4Service{Flags: bpf.SluiceLbServiceFlagsSVC_F_MARKER}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lb.Backends.Put(9, bpf.SluiceLb4Backend{Address: 1, Port: 1, Proto: 6, Flags: bpf.SluiceLbBackendFlagsBE_F_ACTIVE}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lb.RevNat.Put(9, bpf.SluiceLb4ReverseNat{Address: 1, Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	r2, err := NewReconciler(lb, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, r2, s)
+	if _, err := lb.Services.Lookup(markerKey(vip)); err != nil {
+		t.Errorf("missing marker not restored: %v", err)
+	}
+	if _, err := lb.Services.Lookup(markerKey(stale)); err == nil {
+		t.Error("stale marker not removed")
+	}
+	if be, _ := lb.Backends.Lookup(9); be.Flags != 0 {
+		t.Errorf("orphan backend left: %+v", be)
+	}
+	if rn, _ := lb.RevNat.Lookup(9); rn.Address != 0 {
+		t.Errorf("orphan reverse NAT entry left: %+v", rn)
+	}
+	if got := listing(t, lb); got != "10.96.0.1:80/TCP: 10.0.0.1:8080\n" {
+		t.Errorf("programmed\n%s", got)
+	}
+	// Fixed once: the next Apply of the same state writes nothing.
+	if stats := mustApply(t, r2, s); stats != (ApplyStats{}) {
+		t.Errorf("second apply changed %+v", stats)
+	}
+}
