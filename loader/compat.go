@@ -33,7 +33,7 @@ func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) er
 		err = ms.Compatible(old)
 		switch {
 		case err == nil:
-		case old.Type() == ms.Type && old.KeySize() == ms.KeySize && old.ValueSize() == ms.ValueSize && !perCPU(ms.Type):
+		case sameLayout(ms, old) && !perCPU(ms.Type):
 			var n int
 			n, err = migrateMap(ms, old, path)
 			if err == nil {
@@ -85,6 +85,12 @@ func migrateMap(ms *ebpf.MapSpec, old *ebpf.Map, path string) (int, error) {
 		return n, err
 	}
 	return n, os.Rename(tmp, path)
+}
+
+// sameLayout reports whether m holds entries of spec's kind: same type,
+// key size and value size, whatever its size.
+func sameLayout(spec *ebpf.MapSpec, m *ebpf.Map) bool {
+	return m.Type() == spec.Type && m.KeySize() == spec.KeySize && m.ValueSize() == spec.ValueSize
 }
 
 // perCPU maps (the counters) are recreated rather than migrated: their

@@ -141,28 +141,23 @@ func (d *Datapath) Close() error {
 func (d *Datapath) linkDir() string { return filepath.Join(d.pinDir, "links") }
 
 // OpenPinnedMaps opens the maps an agent pinned under dir, for inspection.
+// Which maps there are comes from the object; their sizes may differ from
+// it (the agent may have resized them), their layout may not.
 func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
 	spec, err := bpf.LoadSluice()
 	if err != nil {
 		return nil, nil, err
 	}
-	var m bpf.SluiceMaps
-	var closers []*ebpf.Map
-	opened := map[string]**ebpf.Map{
-		bpf.SluiceMapLb4Services:    &m.Lb4Services,
-		bpf.SluiceMapLb4Backends:    &m.Lb4Backends,
-		bpf.SluiceMapLb4Revnat:      &m.Lb4Revnat,
-		bpf.SluiceMapLb4Prefilter:   &m.Lb4Prefilter,
-		bpf.SluiceMapCt4:            &m.Ct4,
-		bpf.SluiceMapSluiceCounters: &m.SluiceCounters,
-		bpf.SluiceMapSluiceConfig:   &m.SluiceConfig,
-	}
+	coll := &ebpf.Collection{Maps: map[string]*ebpf.Map{}}
 	closeAll := func() {
-		for _, c := range closers {
-			c.Close()
+		for _, m := range coll.Maps {
+			m.Close()
 		}
 	}
-	for name, dst := range opened {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
 		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
 			closeAll()
@@ -171,12 +166,16 @@ func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
 			}
 			return nil, nil, fmt.Errorf("open %s: %w", name, err)
 		}
-		closers = append(closers, pm)
-		if ms := spec.Maps[name]; pm.Type() != ms.Type || pm.KeySize() != ms.KeySize || pm.ValueSize() != ms.ValueSize {
+		coll.Maps[name] = pm
+		if !sameLayout(ms, pm) {
 			closeAll()
 			return nil, nil, fmt.Errorf("map %s pinned at %s has another layout (made by another sluice version?)", name, dir)
 		}
-		*dst = pm
+	}
+	var m bpf.SluiceMaps
+	if err := coll.Assign(&m); err != nil {
+		closeAll()
+		return nil, nil, err
 	}
 	return maps.FromObjects(&m), closeAll, nil
 }

@@ -3,6 +3,7 @@ package maps
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf/btf"
 
@@ -43,8 +44,10 @@ func FromObjects(m *bpf.SluiceMaps) *Datapath {
 
 // ReasonNames names every reason code as the C enum does, without the
 // REASON_ prefix, lower case with dashes ("reject-no-endpoints"). Read from
-// the object's BTF so the names are never kept in a second list.
-func ReasonNames() (map[bpf.SluiceReason]string, error) {
+// the object's BTF, once, so the names are never kept in a second list.
+var ReasonNames = sync.OnceValues(reasonNames)
+
+func reasonNames() (map[bpf.SluiceReason]string, error) {
 	spec, err := bpf.LoadSluice()
 	if err != nil {
 		return nil, err
