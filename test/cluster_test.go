@@ -6,7 +6,6 @@ package test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/testenv"
@@ -148,22 +146,9 @@ func (c *cluster) startAgent() {
 		c.t.Fatal(err)
 	}
 	c.agent = cmd
-	c.waitFor("the agent to program the datapath and attach", 10*time.Second, func() error {
-		dp, closeMaps, err := loader.OpenPinnedMaps(c.pinDir)
-		if err != nil {
-			return err
-		}
-		defer closeMaps()
-		views, err := control.Inspect(dp.LB4)
-		if err != nil || len(views) == 0 {
-			return fmt.Errorf("no frontends (%v)", err)
-		}
-		b, _ := os.ReadFile(c.agentLog)
-		if !strings.Contains(string(b), "serving devices") {
-			return errors.New("devices not attached yet")
-		}
-		return nil
-	})
+	if err := cli.WaitServing(c.pinDir, c.agentLog, testenv.Scaled(10*time.Second)); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // killAgent kills the agent with SIGKILL, as a crash or OOM kill would.

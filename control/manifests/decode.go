@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -85,7 +86,7 @@ func decodeObject(raw json.RawMessage, depth int) ([]object, []objectError) {
 		return nil, []objectError{{key.String(), fmt.Sprintf(format, args...)}}
 	}
 	switch {
-	case tm.Kind == "List" || (len(tm.Kind) > 4 && tm.Kind[len(tm.Kind)-4:] == "List"):
+	case strings.HasSuffix(tm.Kind, "List"): // List, ServiceList...
 		if depth > 0 {
 			return fail("nested list")
 		}

@@ -17,6 +17,17 @@ func write(t *testing.T, dir, name, content string) {
 	}
 }
 
+// open opens dir for the test's duration.
+func open(t *testing.T, dir string) *Dir {
+	t.Helper()
+	d, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
 func names(s Snapshot) []string {
 	var out []string
 	for _, svc := range s.Services {
@@ -60,10 +71,7 @@ items:
 	write(t, dir, "c.json", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"c","namespace":"x"},"spec":{"clusterIP":"10.96.0.3","ports":[{"port":53,"protocol":"UDP"}]}}`)
 	write(t, dir, "notes.txt", "not a manifest")
 	write(t, dir, ".hidden.yaml", "{{{")
-	d, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := open(t, dir)
 	s := d.Snapshot()
 	want := []string{"EndpointSlice ns/a-1", "Service default/b", "Service ns/a", "Service x/c"}
 	if got := names(s); !slices.Equal(got, want) {
@@ -81,10 +89,7 @@ func TestBadContentKeepsLastGood(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "a.yaml", svcA+"---\n"+sliceA)
 	write(t, dir, "b.yaml", strings.ReplaceAll(svcA, "name: a,", "name: b,"))
-	d, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := open(t, dir)
 
 	write(t, dir, "a.yaml", "apiVersion: v1\nkind: Service\nmetadata: [unclosed\n")
 	d.Reload("a.yaml")
@@ -131,7 +136,7 @@ func TestDuplicateAcrossFilesFirstWins(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "1.yaml", svcA)
 	write(t, dir, "2.yaml", strings.ReplaceAll(svcA, "10.96.0.1", "10.96.0.9"))
-	d, _ := Open(dir)
+	d := open(t, dir)
 	s := d.Snapshot()
 	if len(s.Services) != 1 || s.Services[0].Spec.ClusterIP != "10.96.0.1" {
 		t.Errorf("services %+v", s.Services)
@@ -143,10 +148,7 @@ func TestDuplicateAcrossFilesFirstWins(t *testing.T) {
 
 func TestWatchSeesWritesRenamesAndRemoves(t *testing.T) {
 	dir := t.TempDir()
-	d, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := open(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	snaps := make(chan Snapshot, 16)
@@ -187,10 +189,7 @@ func TestWatchFollowsConfigMapSwap(t *testing.T) {
 	write(t, filepath.Join(dir, "..v1"), "a.yaml", svcA)
 	os.Symlink("..v1", filepath.Join(dir, "..data"))
 	os.Symlink("..data/a.yaml", filepath.Join(dir, "a.yaml"))
-	d, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := open(t, dir)
 	if got := names(d.Snapshot()); !slices.Equal(got, []string{"Service ns/a"}) {
 		t.Fatalf("initial %v", got)
 	}
@@ -222,11 +221,7 @@ func TestWatchFollowsConfigMapSwap(t *testing.T) {
 // A change made after Open but before Watch is delivered, not lost.
 func TestWatchSeesChangesMadeBeforeItStarted(t *testing.T) {
 	dir := t.TempDir()
-	d, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := open(t, dir)
 	write(t, dir, "a.yaml", svcA)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

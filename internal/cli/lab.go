@@ -128,7 +128,7 @@ func labUp(n int, attach string) error {
 		"--attach", attach); err != nil {
 		return err
 	}
-	if err := waitServing(labPinDir, filepath.Join(labStateDir, "agent.log"), 10*time.Second); err != nil {
+	if err := WaitServing(labPinDir, filepath.Join(labStateDir, "agent.log"), 10*time.Second); err != nil {
 		return fmt.Errorf("%w (agent log: %s)", err, filepath.Join(labStateDir, "agent.log"))
 	}
 	fmt.Printf(`lab up: node %[1]s-node, client %[1]s-client, %[2]d backends running whoami on :%[3]d
@@ -164,9 +164,10 @@ func labStart(ns *netlab.NS, name, bin string, args ...string) error {
 	return os.WriteFile(filepath.Join(labStateDir, name+".pid"), []byte(strconv.Itoa(pid)), 0o644)
 }
 
-// waitServing waits until the agent has programmed the maps and attached
-// to the node's devices (it logs "serving devices" once it has).
-func waitServing(pinDir, agentLog string, timeout time.Duration) error {
+// WaitServing waits until the agent pinning under pinDir and logging to
+// agentLog has programmed the maps and attached to the node's devices (it
+// logs "serving devices" once it has).
+func WaitServing(pinDir, agentLog string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if dp, closeMaps, err := loader.OpenPinnedMaps(pinDir); err == nil {
