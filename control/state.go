@@ -88,15 +88,37 @@ type State struct {
 	Ports map[Frontend]*ServicePort
 }
 
-// NodeInfo is what the desired state depends on about the node sluice runs on.
+// NodeInfo is what the desired state depends on about the node sluice runs
+// on: its name (endpoint locality, node hints), its
+// topology.kubernetes.io/zone label (zone hints) and its InternalIPs
+// (NodePort frontends, later). Comparable, so a change is one ==.
 type NodeInfo struct {
 	Name string
+	Zone string
+	// InternalIPs in the Node object's order, comma separated (a string
+	// keeps NodeInfo comparable).
+	InternalIPs string
 }
 
 // Problem is an object, or part of one, that was skipped, and why.
 type Problem struct {
 	Object string // "Service ns/name", "EndpointSlice ns/name"
 	Reason string
+	// Kind is the reason's class, a metric label: one of the Skip*
+	// constants.
+	Kind string
 }
+
+// Classes of skipped objects, the "reason" label of the skipped-objects
+// metric.
+const (
+	SkipInvalidIP       = "invalid-ip"
+	SkipInvalidPort     = "invalid-port"
+	SkipProtocol        = "unsupported-protocol"
+	SkipNoService       = "no-service"
+	SkipConflict        = "frontend-conflict"
+	SkipMapFull         = "map-full"
+	SkipInvalidManifest = "invalid-manifest"
+)
 
 func (p Problem) String() string { return p.Object + ": " + p.Reason }
