@@ -22,6 +22,8 @@
 # without a controller-manager no namespace gets its "default"
 # ServiceAccount, and the plugin would reject every pod that names none.
 # Tokens come from the TokenRequest API (issuer and signing key are set).
+# Privileged containers are allowed, as in kubeadm's clusters (the
+# DaemonSet's bpffs init container is one).
 # The "kubernetes" Service exists but has no endpoints (the reconciler is
 # off, as a loopback advertise address is not a valid endpoint).
 #
@@ -343,6 +345,7 @@ start_apiserver() {
 		--service-account-key-file="$dir/sa.pub" \
 		--service-account-signing-key-file="$dir/sa.key" \
 		--disable-admission-plugins=ServiceAccount \
+		--allow-privileged=true \
 		--enable-priority-and-fairness=true \
 		--endpoint-reconciler-type=none \
 		--profiling=false \
