@@ -7,15 +7,50 @@ export PATH := $(dir $(GO)):$(PATH)
 
 BIN := bin/sluice
 
-.PHONY: all deps build generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control demo lab-down clean
+# The release version: internal/version's default unless overridden
+# (make build VERSION=1.2.3), so that the binary, `sluice version` and the
+# image tag (deploy/daemonset.yaml) agree.
+VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"$$/\1/p' internal/version/version.go)
+VERSION_VAR := github.com/sluice-lb/sluice/internal/version.Version
+IMAGE ?= ghcr.io/sluice-lb/sluice
+
+# The test API server of hack/k8s/apiserver.sh (make k8s-up).
+K8S_DIR ?= /run/sluice-k8s
+
+.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control demo lab-down clean
 
 all: build
 
 deps:
 	@./hack/deps.sh
 
+# A static binary (the image has no libc), without local paths.
 build:
-	$(GO) build -o $(BIN) ./cmd/sluice
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X $(VERSION_VAR)=$(VERSION)" -o $(BIN) ./cmd/sluice
+
+version:
+	@echo $(VERSION)
+
+# The agent's image (Dockerfile), tagged with the version the DaemonSet runs.
+image:
+	docker build -t $(IMAGE):$(VERSION) .
+
+# kube-apiserver, kubectl and etcd, built from the Go module proxy into
+# /var/cache/sluice-k8s (about 12 minutes the first time).
+k8s-binaries:
+	@./hack/k8s/binaries.sh
+
+# A real API server on 127.0.0.1 for tests and experiments; then
+# `. $(K8S_DIR)/env` sets KUBECONFIG. Its data stays in K8S_DIR.
+k8s-up:
+	./hack/k8s/apiserver.sh start $(K8S_DIR)
+
+k8s-down:
+	./hack/k8s/apiserver.sh stop $(K8S_DIR)
+
+# deploy/ as a real API server validates it (server-side dry run).
+deploy-check:
+	./hack/k8s/deploy-check.sh
 
 # Regenerate the Go bindings and objects from bpf/*.c.
 generate: deps
