@@ -14,11 +14,13 @@ import (
 const (
 	LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 	LabelHeadless         = "service.kubernetes.io/headless"
+	// LabelSelector is rule 1 as a Kubernetes label selector, for the
+	// API source's list and watch calls.
+	LabelSelector = "!" + LabelServiceProxyName + ",!" + LabelHeadless
 )
 
 // Visible reports whether an object with these labels is one sluice serves
-// (rule 1): the label selector
-// "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless".
+// (rule 1): the label selector LabelSelector.
 func Visible(labels map[string]string) bool {
 	_, proxied := labels[LabelServiceProxyName]
 	_, headless := labels[LabelHeadless]
@@ -27,130 +29,173 @@ func Visible(labels map[string]string) bool {
 
 // Desired computes the IPv4 datapath state for a set of Services and
 // EndpointSlices. It is a pure function: same inputs, in any order, give the
-// same state and the same problems in the same order.
+// same state and the same problems in the same order. The agent computes
+// the same incrementally, with a Tracker.
 func Desired(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, node NodeInfo) (*State, []Problem) {
-	var c DesiredCache
-	return c.Compute(services, endpointSlices, node)
+	inputs := map[serviceRef]*serviceInputs{}
+	in := func(ref serviceRef) *serviceInputs {
+		if inputs[ref] == nil {
+			inputs[ref] = &serviceInputs{}
+		}
+		return inputs[ref]
+	}
+	for _, svc := range services {
+		in(serviceRef{svc.Namespace, svc.Name}).svc = svc
+	}
+	var problems []Problem
+	for _, es := range endpointSlices {
+		ref, ok, p := sliceOwner(es)
+		if p != nil {
+			problems = append(problems, *p)
+		}
+		if ok {
+			in(ref).slices = append(in(ref).slices, es)
+		}
+	}
+	t := NewTracker(node)
+	changes := make(map[serviceRef]serviceInputs, len(inputs))
+	for ref, i := range inputs {
+		sortSlices(i.slices)
+		changes[ref] = *i
+	}
+	t.Update(changes)
+	problems = append(problems, t.Problems()...)
+	sortProblems(problems)
+	return t.State(), problems
 }
 
-// DesiredCache computes what Desired computes, reusing the result of every
-// Service whose Service object, EndpointSlice objects (by identity) and node
-// are those of the previous call. A source that keeps unchanged objects
-// (the manifests directory, an informer's store) thus pays for what changed.
-// Objects must not be modified once passed in.
-type DesiredCache struct {
-	entries map[serviceRef]*serviceResult
-}
-
+// serviceRef names a Service: namespace and name.
 type serviceRef struct{ namespace, name string }
 
-// serviceResult is one Service's share of the state, a pure function of its
-// inputs.
+func (r serviceRef) String() string { return r.namespace + "/" + r.name }
+
+// serviceInputs is everything one Service's share of the state depends on
+// (besides the node): the Service (nil when absent) and its slices in name
+// order.
+type serviceInputs struct {
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
+}
+
+// sliceOwner is the Service a slice belongs to (rules 1, 3, 4): through its
+// service-name label in its namespace, for IPv4 slices only. ok is false
+// for a slice that counts for no Service; p says why when that is a
+// problem rather than a choice.
+func sliceOwner(es *discoveryv1.EndpointSlice) (ref serviceRef, ok bool, p *Problem) {
+	if !Visible(es.Labels) || es.AddressType != discoveryv1.AddressTypeIPv4 {
+		return ref, false, nil
+	}
+	name := es.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		pr := problemf("EndpointSlice", es.Namespace, es.Name, SkipNoService, "no %s label: belongs to no Service", discoveryv1.LabelServiceName)
+		return ref, false, &pr
+	}
+	return serviceRef{es.Namespace, name}, true, nil
+}
+
+func sortSlices(list []*discoveryv1.EndpointSlice) {
+	slices.SortFunc(list, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
+}
+
+func sortProblems(problems []Problem) {
+	slices.SortStableFunc(problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Object, b.Object), cmp.Compare(a.Reason, b.Reason))
+	})
+}
+
+func problemf(kind, ns, name, class, format string, args ...any) Problem {
+	return Problem{Object: kind + " " + ns + "/" + name, Kind: class, Reason: fmt.Sprintf(format, args...)}
+}
+
+// serviceResult is one Service's share of the state, a pure function of
+// its inputs and the node.
 type serviceResult struct {
-	svc      *corev1.Service
-	slices   []*discoveryv1.EndpointSlice
-	node     NodeInfo
+	in       serviceInputs
 	ports    []*ServicePort
 	problems []Problem
 }
 
-// Compute returns the same as Desired(services, endpointSlices, node).
-func (c *DesiredCache) Compute(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, node NodeInfo) (*State, []Problem) {
-	var problems []Problem
-	bySvc := make(map[serviceRef][]*discoveryv1.EndpointSlice, len(endpointSlices))
-	for _, es := range endpointSlices {
-		// A slice belongs to a Service through its service-name label
-		// in its namespace (rule 4); IPv4 slices only (rule 3).
-		if !Visible(es.Labels) || es.AddressType != discoveryv1.AddressTypeIPv4 {
-			continue
-		}
-		name := es.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			problems = append(problems, problemf("EndpointSlice", es.Namespace, es.Name, "no %s label: belongs to no Service", discoveryv1.LabelServiceName))
-			continue
-		}
-		ref := serviceRef{es.Namespace, name}
-		bySvc[ref] = append(bySvc[ref], es)
-	}
-	for _, list := range bySvc {
-		if len(list) > 1 {
-			slices.SortFunc(list, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
-		}
-	}
-
-	state := &State{Ports: make(map[Frontend]*ServicePort, len(services))}
-	next := make(map[serviceRef]*serviceResult, len(services))
-	for _, svc := range services {
-		ref := serviceRef{svc.Namespace, svc.Name}
-		r := c.entries[ref]
-		if r == nil || r.svc != svc || r.node != node || !slices.Equal(r.slices, bySvc[ref]) {
-			r = computeService(svc, bySvc[ref], node)
-		}
-		next[ref] = r
-		problems = append(problems, r.problems...)
-		// A frontend claimed twice goes to the first Service by
-		// namespace/name, whatever the input order.
-		for _, sp := range r.ports {
-			other, taken := state.Ports[sp.Frontend]
-			if !taken {
-				state.Ports[sp.Frontend] = sp
-				continue
-			}
-			winner, loser := other.Name, sp.Name
-			if cmp.Or(cmp.Compare(sp.Name.Namespace, other.Name.Namespace), cmp.Compare(sp.Name.Name, other.Name.Name)) < 0 {
-				winner, loser = sp.Name, other.Name
-				state.Ports[sp.Frontend] = sp
-			}
-			problems = append(problems, problemf("Service", loser.Namespace, loser.Name, "port %q: %s already served by %s", loser.Port, sp.Frontend, winner))
-		}
-	}
-	c.entries = next
-	slices.SortStableFunc(problems, func(a, b Problem) int {
-		return cmp.Or(cmp.Compare(a.Object, b.Object), cmp.Compare(a.Reason, b.Reason))
-	})
-	return state, problems
-}
-
-func problemf(kind, ns, name, format string, args ...any) Problem {
-	return Problem{Object: kind + " " + ns + "/" + name, Reason: fmt.Sprintf(format, args...)}
-}
-
 // computeService is one Service's frontends and their backends.
-func computeService(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, node NodeInfo) *serviceResult {
-	r := &serviceResult{svc: svc, slices: endpointSlices, node: node}
+func computeService(in serviceInputs, node NodeInfo) *serviceResult {
+	r := &serviceResult{in: in}
+	svc := in.svc
+	if svc == nil {
+		// Slices of a Service that does not exist (yet, or any more).
+		for _, es := range in.slices {
+			r.problems = append(r.problems, problemf("EndpointSlice", es.Namespace, es.Name, SkipNoService,
+				"Service %s/%s does not exist", es.Namespace, es.Labels[discoveryv1.LabelServiceName]))
+		}
+		return r
+	}
 	if !Visible(svc.Labels) || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return r
 	}
 	vip, ok, reason := clusterIPv4(svc)
 	if !ok {
 		if reason != "" {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "%s", reason))
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidIP, "%s", reason))
 		}
 		return r
 	}
+	affinity, problem := affinityOf(svc)
+	if problem != "" {
+		r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidPort, "%s", problem))
+	}
+	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 	seen := map[Frontend]bool{}
 	for _, sp := range svc.Spec.Ports {
 		proto, err := protocolOf(sp.Protocol)
 		if err != nil {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "port %q: %v", sp.Name, err))
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipProtocol, "port %q: %v", sp.Name, err))
 			continue
 		}
 		if sp.Port < 1 || sp.Port > 65535 {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "port %q: port %d out of range 1-65535", sp.Name, sp.Port))
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidPort, "port %q: port %d out of range 1-65535", sp.Name, sp.Port))
 			continue
 		}
 		fe := Frontend{Addr: vip, Port: uint16(sp.Port), Proto: proto}
 		if seen[fe] {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, "port %q: %s listed twice", sp.Name, fe))
+			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidPort, "port %q: %s listed twice", sp.Name, fe))
 			continue
 		}
 		seen[fe] = true
 		name := ServicePortName{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Proto: proto}
-		backends, bad := clusterSet(endpointSlices, name)
+		eps, bad := endpointsOf(in.slices, name, node)
 		r.problems = append(r.problems, bad...)
-		r.ports = append(r.ports, &ServicePort{Name: name, Frontend: fe, Backends: backends})
+		port := &ServicePort{Name: name, Frontend: fe, AffinityTimeout: affinity}
+		if itpLocal {
+			// Rule 12: ClusterIP traffic uses the Local set; rule 14:
+			// DROP when it is empty but endpoints exist elsewhere.
+			port.Backends = localSet(eps)
+			port.DropEmpty = len(port.Backends) == 0 && slices.ContainsFunc(eps, func(e endpoint) bool { return e.usable() })
+		} else {
+			port.Backends = clusterSet(eps, node)
+		}
+		slices.SortFunc(port.Backends, Backend.Compare)
+		r.ports = append(r.ports, port)
 	}
 	return r
+}
+
+// maxAffinitySeconds is the API server's limit on the affinity timeout.
+const maxAffinitySeconds = 86400
+
+// affinityOf is the ClientIP affinity timeout of a Service (rule 22), 0 for
+// none. An out-of-range timeout (the API server refuses it, a manifest may
+// not) is reported and the default used.
+func affinityOf(svc *corev1.Service) (timeout uint32, problem string) {
+	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+		return 0, ""
+	}
+	t := corev1.DefaultClientIPServiceAffinitySeconds
+	if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+		if v := *c.ClientIP.TimeoutSeconds; v >= 1 && v <= maxAffinitySeconds {
+			t = v
+		} else {
+			problem = fmt.Sprintf("sessionAffinityConfig.clientIP.timeoutSeconds %d out of range 1-%d, using %d", v, maxAffinitySeconds, t)
+		}
+	}
+	return uint32(t), problem
 }
 
 // clusterIPv4 picks the Service's IPv4 cluster IP (rules 2, 3). ok is false
@@ -186,96 +231,4 @@ func protocolOf(p corev1.Protocol) (Protocol, error) {
 		return SCTP, fmt.Errorf("protocol SCTP is not supported by the datapath yet")
 	}
 	return 0, fmt.Errorf("unknown protocol %q", p)
-}
-
-// endpointCandidate is one endpoint of a service port, before the ready /
-// serving / terminating selection of rule 9.
-type endpointCandidate struct {
-	backend     Backend
-	ready       bool
-	serving     bool
-	terminating bool
-}
-
-// clusterSet returns the backends of one service port (rules 5-9): the
-// union over the Service's slices, deduplicated by IP:port with the
-// non-terminating copy winning (else the first), then the ready endpoints,
-// or if there are none the serving-and-terminating ones.
-func clusterSet(endpointSlices []*discoveryv1.EndpointSlice, name ServicePortName) (backends []Backend, problems []Problem) {
-	var cands []endpointCandidate
-	for _, es := range endpointSlices {
-		port, ok := slicePort(es, name)
-		if !ok {
-			continue
-		}
-		for _, ep := range es.Endpoints {
-			if len(ep.Addresses) == 0 {
-				continue
-			}
-			addr, parsed := parseIPSloppy(ep.Addresses[0])
-			if !parsed || !addr.Is4() {
-				problems = append(problems, problemf("EndpointSlice", es.Namespace, es.Name, "endpoint address %q is not an IPv4 address", ep.Addresses[0]))
-				continue
-			}
-			cands = append(cands, endpointCandidate{
-				backend:     Backend{Addr: addr, Port: port},
-				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
-				serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
-				terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
-			})
-		}
-	}
-	// Stable sort by backend, non-terminating copies first: the first of
-	// each run is the copy that counts.
-	slices.SortStableFunc(cands, func(a, b endpointCandidate) int {
-		if c := a.backend.Compare(b.backend); c != 0 {
-			return c
-		}
-		switch {
-		case a.terminating == b.terminating:
-			return 0
-		case !a.terminating:
-			return -1
-		}
-		return 1
-	})
-	var ready, terminating []Backend
-	for i, c := range cands {
-		if i > 0 && cands[i-1].backend == c.backend {
-			continue
-		}
-		switch {
-		case c.ready:
-			ready = append(ready, c.backend)
-		case c.serving && c.terminating:
-			terminating = append(terminating, c.backend)
-		}
-	}
-	if len(ready) == 0 {
-		return terminating, problems
-	}
-	return ready, problems
-}
-
-// slicePort finds the slice port that applies to a service port: same name
-// and protocol (rule 5). Ports with a nil name or a nil or zero port number
-// are ignored (rule 6).
-func slicePort(es *discoveryv1.EndpointSlice, name ServicePortName) (uint16, bool) {
-	for _, p := range es.Ports {
-		if p.Name == nil || p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
-			continue
-		}
-		proto := corev1.ProtocolTCP
-		if p.Protocol != nil {
-			proto = *p.Protocol
-		}
-		pp, err := protocolOf(proto)
-		if err != nil && pp == 0 {
-			continue
-		}
-		if *p.Name == name.Port && pp == name.Proto {
-			return uint16(*p.Port), true
-		}
-	}
-	return 0, false
 }

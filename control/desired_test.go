@@ -159,7 +159,8 @@ func TestDesired(t *testing.T) {
 					return s
 				}(),
 			},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080", "10.96.0.2:80/TCP -> "},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080", "10.96.0.2:80/TCP -> "},
+			problems: []string{"EndpointSlice other/y: Service other/b does not exist"},
 		},
 		{
 			rule: "5: slice ports match service ports by name and protocol; the backend port is the slice's",
@@ -318,31 +319,69 @@ func TestParseIPSloppy(t *testing.T) {
 	}
 }
 
-// The cache gives what Desired gives, across replaced, added and removed
-// objects.
-func TestDesiredCacheMatchesDesired(t *testing.T) {
+// The store and tracker, fed the same objects as events, give what Desired
+// gives, across replaced, added and removed objects and a node change.
+func TestTrackerMatchesDesired(t *testing.T) {
 	services := []*corev1.Service{svc("a", "10.96.0.1"), svc("b", "10.96.0.2"), svc("c", "10.96.0.3")}
 	sl := []*discoveryv1.EndpointSlice{
 		slice("a-1", "a", httpPort(8080), ready("10.0.0.1")),
 		slice("b-1", "b", httpPort(8080), ready("10.0.0.2")),
 		slice("c-1", "c", httpPort(8080), ready("10.0.0.3")),
 	}
-	var c DesiredCache
+	node := NodeInfo{Name: "n"}
+	store := NewStore(nil)
+	tracker := NewTracker(node)
+	for _, s := range services {
+		store.UpsertService(s)
+	}
+	for _, es := range sl {
+		store.UpsertSlice(es)
+	}
 	check := func(step string) {
 		t.Helper()
-		got, gotProblems := c.Compute(services, sl, NodeInfo{Name: "n"})
-		want, wantProblems := Desired(services, sl, NodeInfo{Name: "n"})
+		ch := store.Take(false)
+		if ch.NodeChanged {
+			tracker.SetNode(ch.Node)
+		}
+		tracker.Update(ch.Services)
+		got, gotProblems := tracker.State(), append(tracker.Problems(), ch.Skipped...)
+		sortProblems(gotProblems)
+		want, wantProblems := Desired(services, sl, node)
 		if !slices.Equal(render(got), render(want)) || !slices.Equal(gotProblems, wantProblems) {
-			t.Errorf("%s: cache %v %v, Desired %v %v", step, render(got), gotProblems, render(want), wantProblems)
+			t.Errorf("%s: tracker %v %v, Desired %v %v", step, render(got), gotProblems, render(want), wantProblems)
 		}
 	}
 	check("first")
 	sl[1] = slice("b-1", "b", httpPort(8080), ready("10.0.0.9")) // slice replaced
+	store.UpsertSlice(sl[1])
 	check("slice replaced")
 	services[2] = svc("c", "10.96.0.1") // now conflicts with a
+	store.UpsertService(services[2])
 	check("service replaced")
 	sl = append(sl, slice("a-2", "a", httpPort(8080), ready("10.0.0.7")))
+	store.UpsertSlice(sl[3])
 	check("slice added")
 	services = services[:2]
-	check("service removed")
+	store.DeleteService("ns", "c")
+	check("service removed: its slice is reported")
+	orphan := slice("x-1", "", httpPort(8080), ready("10.0.0.8"))
+	orphan.Labels = nil
+	sl = append(sl, orphan)
+	store.UpsertSlice(orphan)
+	check("slice without service label")
+	sl = slices.DeleteFunc(sl, func(es *discoveryv1.EndpointSlice) bool { return es.Name == "c-1" || es.Name == "x-1" })
+	store.DeleteSlice("ns", "c-1")
+	store.DeleteSlice("ns", "x-1")
+	check("slices deleted")
+	local := slice("b-1", "b", httpPort(8080), ep{addrs: []string{"10.0.0.9"}, node: "m"}, ep{addrs: []string{"10.0.0.10"}, node: "n"})
+	sl[1] = local
+	store.UpsertSlice(local)
+	services[1] = svc("b", "10.96.0.2", func(s *corev1.Service) {
+		s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal)
+	})
+	store.UpsertService(services[1])
+	check("internal traffic policy Local")
+	node = NodeInfo{Name: "m"}
+	store.SetNode(node)
+	check("node renamed: locality follows")
 }

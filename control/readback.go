@@ -15,6 +15,7 @@ type lb4Snapshot struct {
 	revNats   map[uint32]Frontend // address and port only
 	markers   map[netip.Addr]bool
 	frontends map[Frontend]*programmed
+	matches   map[bpf.SluiceLb4AffinityMatchKey]bool
 	filter    *bpf.SluiceLb4Filter
 }
 
@@ -24,6 +25,7 @@ func readLB4(lb maps.LB4) (*lb4Snapshot, error) {
 		revNats:   map[uint32]Frontend{},
 		markers:   map[netip.Addr]bool{},
 		frontends: map[Frontend]*programmed{},
+		matches:   map[bpf.SluiceLb4AffinityMatchKey]bool{},
 		filter:    &bpf.SluiceLb4Filter{},
 	}
 	if f, err := lb.Prefilter.Lookup(0); err == nil {
@@ -61,7 +63,7 @@ func readLB4(lb maps.LB4) (*lb4Snapshot, error) {
 			s.frontends[fe] = p
 		}
 		if k.BackendSlot == 0 {
-			p.revNat, p.count = v.RevNatId, int(v.Count)
+			p.master, p.hasMaster = v, true
 			return true
 		}
 		for len(p.slots) < int(k.BackendSlot) {
@@ -73,6 +75,13 @@ func readLB4(lb maps.LB4) (*lb4Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read lb4_services: %w", err)
 	}
+	err = lb.AffinityMatch.Each(func(k bpf.SluiceLb4AffinityMatchKey, _ uint8) bool {
+		s.matches[k] = true
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read lb4_affinity_match: %w", err)
+	}
 	return s, nil
 }
 
@@ -81,7 +90,11 @@ type FrontendView struct {
 	Frontend string        `json:"frontend"`
 	Protocol string        `json:"protocol"`
 	RevNatID uint32        `json:"revNatId"`
-	Backends []BackendView `json:"backends"`
+	// Empty is what a new flow gets without backends: "reject" or "drop".
+	Empty string `json:"whenEmpty"`
+	// AffinitySeconds is the ClientIP session affinity timeout, 0 = none.
+	AffinitySeconds uint32        `json:"affinitySeconds,omitempty"`
+	Backends        []BackendView `json:"backends"`
 }
 
 // BackendView is one backend slot of a frontend.
@@ -108,10 +121,17 @@ func Inspect(lb maps.LB4) ([]FrontendView, error) {
 		v := FrontendView{
 			Frontend: netip.AddrPortFrom(fe.Addr, fe.Port).String(),
 			Protocol: fe.Proto.String(),
-			RevNatID: p.revNat,
+			RevNatID: p.revNat(),
+			Empty:    "reject",
 			Backends: []BackendView{},
 		}
-		for i := 0; i < p.count && i < len(p.slots); i++ {
+		if p.master.Flags&bpf.SluiceLbServiceFlagsSVC_F_DROP_EMPTY != 0 {
+			v.Empty = "drop"
+		}
+		if p.affinity() {
+			v.AffinitySeconds = p.master.AffinityTimeout
+		}
+		for i := 0; i < p.count() && i < len(p.slots); i++ {
 			bv := BackendView{ID: p.slots[i], Address: "?"}
 			if k, ok := s.backends[p.slots[i]]; ok {
 				bv.Address = k.backend().String()

@@ -76,11 +76,18 @@ func (n ServicePortName) String() string {
 }
 
 // ServicePort is one frontend and the backends new flows to it are spread
-// over. An empty Backends means REJECT.
+// over. An empty Backends means REJECT, or DROP with DropEmpty.
 type ServicePort struct {
 	Name     ServicePortName
 	Frontend Frontend
-	Backends []Backend // sorted, unique
+	Backends []Backend // sorted, unique: the set that applies (rules 9-12)
+	// DropEmpty: Backends is empty although the Service has usable
+	// endpoints elsewhere: the set its policy asks for (the Local set of
+	// internalTrafficPolicy: Local) is empty, so DROP, not REJECT (rule 14).
+	DropEmpty bool
+	// AffinityTimeout is the ClientIP session affinity timeout in seconds
+	// (rule 22); 0 means no affinity.
+	AffinityTimeout uint32
 }
 
 // State is the whole desired datapath state.

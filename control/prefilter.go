@@ -1,0 +1,72 @@
+package control
+
+import (
+	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/maps"
+)
+
+// prefilter keeps lb4_prefilter in step with the programmed frontends by
+// reference-counting its bits, so a change costs its own bits, not a
+// recount of the state. want is the bitmap the state needs; programmed is
+// what the map holds. Bits are set before the entries that need them are
+// written and cleared after those entries are gone.
+type prefilter struct {
+	programmed *bpf.SluiceLb4Filter
+	want       *bpf.SluiceLb4Filter
+	refs       map[uint32]int32
+	// grow: want has bits programmed lacks; shrink: programmed has bits
+	// want lacks.
+	grow, shrink bool
+}
+
+func newPrefilter(programmed *bpf.SluiceLb4Filter) prefilter {
+	return prefilter{programmed: programmed, want: &bpf.SluiceLb4Filter{}, refs: map[uint32]int32{}}
+}
+
+func (f *prefilter) dirty() bool { return f.grow || f.shrink }
+
+func bitSet(m *bpf.SluiceLb4Filter, bit uint32) bool { return m.Words[bit>>6]&(1<<(bit&63)) != 0 }
+
+func (f *prefilter) ref(bit uint32) {
+	f.refs[bit]++
+	if f.refs[bit] == 1 {
+		filterSet(f.want, bit)
+		if !bitSet(f.programmed, bit) {
+			f.grow = true
+		}
+	}
+}
+
+func (f *prefilter) unref(bit uint32) {
+	f.refs[bit]--
+	if f.refs[bit] <= 0 {
+		delete(f.refs, bit)
+		f.want.Words[bit>>6] &^= 1 << (bit & 63)
+		if bitSet(f.programmed, bit) {
+			f.shrink = true
+		}
+	}
+}
+
+// frontend adds (delta 1) or removes (-1) the bits of one frontend: its
+// service IP and every backend.
+func (f *prefilter) frontend(fe Frontend, backends []Backend, delta int) {
+	apply := f.ref
+	if delta < 0 {
+		apply = f.unref
+	}
+	apply(filterDst(maps.Addr4(fe.Addr)))
+	for _, b := range backends {
+		if b != (Backend{}) {
+			apply(filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(fe.Proto)))
+		}
+	}
+}
+
+// widened is what the map must hold while old and new entries coexist:
+// programmed | want. shrink is updated for what that leaves to clear.
+func (f *prefilter) widened() *bpf.SluiceLb4Filter {
+	u, _ := filterUnion(f.programmed, f.want)
+	f.shrink = *u != *f.want
+	return u
+}

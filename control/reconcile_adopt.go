@@ -1,0 +1,118 @@
+package control
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/sluice-lb/sluice/bpf"
+)
+
+// adopt reads the maps and takes what they hold as programmed: the ids
+// conntrack entries name stay in use, and whatever is incomplete or
+// orphaned is fixed by the next apply.
+func (r *Reconciler) adopt() error {
+	snap, err := readLB4(r.lb)
+	if err != nil {
+		return err
+	}
+	r.frontends = snap.frontends
+	r.backends = map[backendKey]uint32{}
+	r.backendKey = snap.backends
+	r.backendRef = map[uint32]int{}
+	r.matches = snap.matches
+	r.markers = snap.markers
+	r.ipRefs = map[netip.Addr]int{}
+	r.prefilter = newPrefilter(snap.filter)
+	r.backendIDs = newIDPool(r.lb.Backends.Raw().MaxEntries())
+	r.revNatIDs = newIDPool(r.lb.RevNat.Raw().MaxEntries())
+	r.serviceCapacity = int(r.lb.Services.Raw().MaxEntries())
+
+	ids := make([]uint32, 0, len(snap.backends))
+	for id, k := range snap.backends {
+		r.backends[k] = id
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		r.backendIDs.adopt(id)
+	}
+	ids = ids[:0]
+	for id := range snap.revNats {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		r.revNatIDs.adopt(id)
+	}
+	owned := map[uint32]bool{}
+	wantedMatches := map[bpf.SluiceLb4AffinityMatchKey]bool{}
+	r.serviceEntries = len(r.markers)
+	for fe, p := range r.frontends {
+		if p.hasMaster {
+			owned[p.revNat()] = true
+			r.serviceEntries++
+		}
+		r.ipRefs[fe.Addr]++
+		p.backends = make([]Backend, 0, min(p.count(), len(p.slots)))
+		for i, id := range p.slots {
+			if id == 0 {
+				continue
+			}
+			r.serviceEntries++
+			r.backendRef[id]++
+			if i < p.count() {
+				if k, ok := r.backendKey[id]; ok {
+					p.backends = append(p.backends, k.backend())
+				} else {
+					p.backends = append(p.backends, Backend{})
+				}
+				if p.affinity() {
+					wantedMatches[matchKey(id, p.revNat())] = true
+				}
+			}
+		}
+		r.prefilter.frontend(fe, p.backends, 1)
+	}
+	// The prefilter the map holds may lack bits the adopted state needs
+	// (or carry extra ones): the next apply writes it either way.
+	r.prefilter.grow = false
+	r.prefilter.shrink = false
+	for i, w := range r.prefilter.want.Words {
+		p := r.prefilter.programmed.Words[i]
+		if w&^p != 0 {
+			r.prefilter.grow = true
+		}
+		if p&^w != 0 {
+			r.prefilter.shrink = true
+		}
+	}
+
+	r.orphanBackends, r.orphanRevNats, r.orphanMatches, r.markersToFix = nil, nil, nil, nil
+	for id := range r.backendKey {
+		if r.backendRef[id] == 0 {
+			r.orphanBackends = append(r.orphanBackends, id)
+		}
+	}
+	for _, id := range ids {
+		if !owned[id] {
+			r.orphanRevNats = append(r.orphanRevNats, id)
+		}
+	}
+	for k := range r.matches {
+		if !wantedMatches[k] {
+			r.orphanMatches = append(r.orphanMatches, k)
+		}
+	}
+	for a := range r.ipRefs {
+		if !r.markers[a] {
+			r.markersToFix = append(r.markersToFix, a)
+		}
+	}
+	for a := range r.markers {
+		if r.ipRefs[a] == 0 {
+			r.markersToFix = append(r.markersToFix, a)
+		}
+	}
+	r.stale = false
+	return nil
+}

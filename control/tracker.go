@@ -1,0 +1,129 @@
+package control
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Tracker holds the desired state and updates it Service by Service, so a
+// sync pays for the Services that changed, not for all of them. What it
+// holds is always what Desired computes from the same objects.
+type Tracker struct {
+	node    NodeInfo
+	results map[serviceRef]*serviceResult
+	// claims lists every service port that claims a frontend, the winner
+	// (first by namespace/name) first: a frontend claimed twice goes to
+	// the same Service whatever the order of events.
+	claims map[Frontend][]*ServicePort
+	state  *State
+}
+
+// NewTracker starts with an empty state.
+func NewTracker(node NodeInfo) *Tracker {
+	return &Tracker{
+		node:    node,
+		results: map[serviceRef]*serviceResult{},
+		claims:  map[Frontend][]*ServicePort{},
+		state:   &State{Ports: map[Frontend]*ServicePort{}},
+	}
+}
+
+// State is the desired state. It is updated in place by Update and
+// SetNode; callers read it between those calls.
+func (t *Tracker) State() *State { return t.state }
+
+// Services counts the Services that have at least one frontend.
+func (t *Tracker) Services() int {
+	n := 0
+	for _, r := range t.results {
+		if len(r.ports) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Update recomputes the given Services (a nil Service with no slices:
+// gone) and returns the frontends whose desired value may have changed.
+func (t *Tracker) Update(changes map[serviceRef]serviceInputs) []Frontend {
+	touched := map[Frontend]bool{}
+	for ref, in := range changes {
+		old := t.results[ref]
+		if old != nil {
+			for _, sp := range old.ports {
+				t.unclaim(sp)
+				touched[sp.Frontend] = true
+			}
+		}
+		if in.svc == nil && len(in.slices) == 0 {
+			delete(t.results, ref)
+			continue
+		}
+		r := computeService(in, t.node)
+		t.results[ref] = r
+		for _, sp := range r.ports {
+			t.claim(sp)
+			touched[sp.Frontend] = true
+		}
+	}
+	out := make([]Frontend, 0, len(touched))
+	for fe := range touched {
+		if c := t.claims[fe]; len(c) > 0 {
+			t.state.Ports[fe] = c[0]
+		} else {
+			delete(t.state.Ports, fe)
+		}
+		out = append(out, fe)
+	}
+	return out
+}
+
+// SetNode recomputes every Service when the node changed (locality and
+// hints depend on it) and returns the frontends that may have changed.
+func (t *Tracker) SetNode(node NodeInfo) []Frontend {
+	if node == t.node {
+		return nil
+	}
+	t.node = node
+	all := make(map[serviceRef]serviceInputs, len(t.results))
+	for ref, r := range t.results {
+		all[ref] = r.in
+	}
+	return t.Update(all)
+}
+
+func claimOrder(a, b *ServicePort) int {
+	return cmp.Or(cmp.Compare(a.Name.Namespace, b.Name.Namespace), cmp.Compare(a.Name.Name, b.Name.Name))
+}
+
+func (t *Tracker) claim(sp *ServicePort) {
+	c := t.claims[sp.Frontend]
+	i, _ := slices.BinarySearchFunc(c, sp, claimOrder)
+	t.claims[sp.Frontend] = slices.Insert(c, i, sp)
+}
+
+func (t *Tracker) unclaim(sp *ServicePort) {
+	c := slices.DeleteFunc(t.claims[sp.Frontend], func(o *ServicePort) bool { return o == sp })
+	if len(c) == 0 {
+		delete(t.claims, sp.Frontend)
+		return
+	}
+	t.claims[sp.Frontend] = c
+}
+
+// Problems lists what was skipped, sorted: each Service's own problems and
+// every frontend claimed by more than one Service.
+func (t *Tracker) Problems() []Problem {
+	var out []Problem
+	for _, r := range t.results {
+		out = append(out, r.problems...)
+	}
+	for fe, c := range t.claims {
+		for _, loser := range c[1:] {
+			out = append(out, problemf("Service", loser.Name.Namespace, loser.Name.Name, SkipConflict,
+				"port %q: %s already served by %s", loser.Name.Port, fe, c[0].Name))
+		}
+	}
+	sortProblems(out)
+	return out
+}
