@@ -87,9 +87,9 @@ func readLB4(lb maps.LB4) (*lb4Snapshot, error) {
 
 // FrontendView is one programmed frontend as `sluice lb list` shows it.
 type FrontendView struct {
-	Frontend string        `json:"frontend"`
-	Protocol string        `json:"protocol"`
-	RevNatID uint32        `json:"revNatId"`
+	Frontend string `json:"frontend"`
+	Protocol string `json:"protocol"`
+	RevNatID uint32 `json:"revNatId"`
 	// Empty is what a new flow gets without backends: "reject" or "drop".
 	Empty string `json:"whenEmpty"`
 	// AffinitySeconds is the ClientIP session affinity timeout, 0 = none.
