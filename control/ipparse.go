@@ -2,36 +2,25 @@ package control
 
 import (
 	"net/netip"
-	"strconv"
 	"strings"
+
+	netutils "k8s.io/utils/net"
 )
 
 // parseIPSloppy parses an address the way Kubernetes' API validation
-// historically accepted it (rule 6): surrounding spaces are trimmed and IPv4
+// historically accepted it (rule 6), with k8s.io/utils' parser: IPv4
 // octets may carry leading zeros, read as decimal ("10.180.00.001" is
-// 10.180.0.1). A CIDR yields its address part.
+// 10.180.0.1). Surrounding spaces are trimmed; a CIDR yields its address
+// part.
 func parseIPSloppy(s string) (netip.Addr, bool) {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '/'); i >= 0 {
 		s = s[:i]
 	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), true
-	}
-	parts := strings.Split(s, ".")
-	if len(parts) != 4 {
+	ip := netutils.ParseIPSloppy(s)
+	if ip == nil {
 		return netip.Addr{}, false
 	}
-	var b [4]byte
-	for i, p := range parts {
-		if p == "" {
-			return netip.Addr{}, false
-		}
-		n, err := strconv.ParseUint(p, 10, 8)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		b[i] = byte(n)
-	}
-	return netip.AddrFrom4(b), true
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
 }
