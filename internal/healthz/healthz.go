@@ -1,7 +1,8 @@
 // Package healthz is the proxy health server of rule 29, as kube-proxy's
 // (pkg/proxy/healthcheck, port 10256): /healthz answers 503 when a change
 // has waited unprogrammed for longer than the health timeout or when the
-// node is going away, /livez the same ignoring the node.
+// node is going away (and, stricter than kube-proxy, until the first sync),
+// /livez the same ignoring the node.
 //
 // The agent calls QueuedUpdate when a change arrives (and once at start,
 // so that an agent that never completes its first sync turns unhealthy)
@@ -91,9 +92,14 @@ func (s *Server) Healthy() bool { return s.status().synced }
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		// Deliberately stricter than kube-proxy before the first sync:
+		// /healthz (the readiness probe) says 200 only once the datapath
+		// has been programmed, so a node is never taken as ready while it
+		// serves nothing. /livez keeps kube-proxy's rule, so a slow first
+		// list does not get the agent killed.
 		st := s.status()
 		eligible := st.nodeEligible
-		write(w, st, st.synced && eligible, &eligible)
+		write(w, st, st.synced && eligible && !st.lastUpdated.IsZero(), &eligible)
 	})
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
 		st := s.status()

@@ -58,13 +58,18 @@ func TestHealth(t *testing.T) {
 		lastUpdated time.Duration
 		eligible    bool
 	}{
-		{name: "healthy at start", healthz: 200, livez: 200, eligible: true},
-		{name: "long after start, nothing queued", steps: []step{wait(time.Hour)},
+		// Before the first sync /healthz (readiness) says 503, /livez 200.
+		{name: "not ready at start", healthz: 503, livez: 200, lastUpdated: -1, eligible: true},
+		{name: "long after start, never synced", steps: []step{wait(time.Hour)},
+			healthz: 503, livez: 200, lastUpdated: -1, eligible: true},
+		{name: "synced once, nothing queued", steps: []step{updated, wait(time.Hour)},
 			healthz: 200, livez: 200, eligible: true},
-		{name: "queued within timeout", steps: []step{queued, wait(timeout - time.Second)},
+		{name: "queued within timeout", steps: []step{updated, queued, wait(timeout - time.Second)},
 			healthz: 200, livez: 200, eligible: true},
-		{name: "queued exactly the timeout ago", steps: []step{queued, wait(timeout)},
+		{name: "queued exactly the timeout ago", steps: []step{updated, queued, wait(timeout)},
 			healthz: 200, livez: 200, eligible: true},
+		{name: "queued within timeout, never synced", steps: []step{queued, wait(timeout - time.Second)},
+			healthz: 503, livez: 200, lastUpdated: -1, eligible: true},
 		{name: "queued past timeout, never synced", steps: []step{queued, wait(timeout + time.Millisecond)},
 			healthz: 503, livez: 503, lastUpdated: -1, eligible: true},
 		{name: "second queue keeps the oldest",
@@ -83,7 +88,7 @@ func TestHealth(t *testing.T) {
 			healthz: 200, livez: 200, eligible: true},
 		{name: "node not eligible", steps: []step{eligible(false)},
 			healthz: 503, livez: 200, lastUpdated: -1, eligible: false},
-		{name: "node eligible again", steps: []step{eligible(false), eligible(true)},
+		{name: "node eligible again", steps: []step{updated, eligible(false), eligible(true)},
 			healthz: 200, livez: 200, eligible: true},
 		{name: "node not eligible and late", steps: []step{updated, eligible(false), queued, wait(time.Minute)},
 			healthz: 503, livez: 503, lastUpdated: 0, eligible: false},
@@ -189,6 +194,7 @@ func TestServeListener(t *testing.T) {
 	go func() { done <- s.ServeListener(ctx, ln) }()
 
 	base := "http://" + ln.Addr().String()
+	s.Updated()
 	for _, tc := range []struct {
 		before func()
 		path   string
