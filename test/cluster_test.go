@@ -139,14 +139,17 @@ func (c *cluster) startAgent() {
 	}
 	defer logf.Close()
 	cmd := exec.Command(self, "agent", "--manifests", c.manifests, "--pin-dir", c.pinDir,
-		"--node-name", c.topo.Prefix+"-node", "--service-cidr", "10.96.0.0/12", "--attach", c.mode)
+		"--node-name", c.topo.Prefix+"-node", "--service-cidr", "10.96.0.0/12", "--attach", c.mode,
+		// The tests time how fast a change is followed, not the
+		// coalescing of the production default (1 s).
+		"--min-sync-period", "10ms")
 	cmd.Env = append(os.Environ(), runAsSluice+"=1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := c.topo.Node.Start(cmd); err != nil {
 		c.t.Fatal(err)
 	}
 	c.agent = cmd
-	if err := cli.WaitServing(c.pinDir, c.agentLog, testenv.Scaled(10*time.Second)); err != nil {
+	if err := cli.WaitServing(c.topo.Node, cli.DefaultHealthzAddr, testenv.Scaled(10*time.Second)); err != nil {
 		c.t.Fatal(err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/whoami"
 	"github.com/sluice-lb/sluice/loader"
@@ -128,7 +127,7 @@ func labUp(n int, attach string) error {
 		"--attach", attach); err != nil {
 		return err
 	}
-	if err := WaitServing(labPinDir, filepath.Join(labStateDir, "agent.log"), 10*time.Second); err != nil {
+	if err := WaitServing(topo.Node, DefaultHealthzAddr, 10*time.Second); err != nil {
 		return fmt.Errorf("%w (agent log: %s)", err, filepath.Join(labStateDir, "agent.log"))
 	}
 	fmt.Printf(`lab up: node %[1]s-node, client %[1]s-client, %[2]d backends running whoami on :%[3]d
@@ -162,27 +161,6 @@ func labStart(ns *netlab.NS, name, bin string, args ...string) error {
 	pid := cmd.Process.Pid
 	cmd.Process.Release()
 	return os.WriteFile(filepath.Join(labStateDir, name+".pid"), []byte(strconv.Itoa(pid)), 0o644)
-}
-
-// WaitServing waits until the agent pinning under pinDir and logging to
-// agentLog has programmed the maps and attached to the node's devices (it
-// logs "serving devices" once it has).
-func WaitServing(pinDir, agentLog string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if dp, closeMaps, err := loader.OpenPinnedMaps(pinDir); err == nil {
-			views, err := control.Inspect(dp.LB4)
-			closeMaps()
-			log, _ := os.ReadFile(agentLog)
-			if err == nil && len(views) > 0 && strings.Contains(string(log), "serving devices") {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agent did not program and attach the datapath within %s", timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func labDown() error {

@@ -49,6 +49,11 @@ func NewTopology(prefix string, backends int) (t *Topology, err error) {
 	if t.Node, err = NewNS(prefix + "-node"); err != nil {
 		return t, err
 	}
+	// The agent's health and metrics servers answer on the node's
+	// loopback, as a hostNetwork pod's do.
+	if err = t.Node.LoopbackUp(); err != nil {
+		return t, err
+	}
 	if t.Client, err = NewNS(prefix + "-client"); err != nil {
 		return t, err
 	}
