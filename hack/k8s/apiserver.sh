@@ -24,6 +24,10 @@
 # Tokens come from the TokenRequest API (issuer and signing key are set).
 # Privileged containers are allowed, as in kubeadm's clusters (the
 # DaemonSet's bpffs init container is one).
+# On TERM the API server closes open watches within 2 s
+# (--shutdown-watch-termination-grace-period), as in a rolling restart;
+# otherwise it would wait for every watch to end and be killed, clients'
+# watches hanging until then.
 # The "kubernetes" Service exists but has no endpoints (the reconciler is
 # off, as a loopback advertise address is not a valid endpoint).
 #
@@ -348,6 +352,7 @@ start_apiserver() {
 		--allow-privileged=true \
 		--enable-priority-and-fairness=true \
 		--endpoint-reconciler-type=none \
+		--shutdown-watch-termination-grace-period=2s \
 		--profiling=false \
 		</dev/null >>"$dir/apiserver.log" 2>&1 &
 	pid=$!
@@ -390,7 +395,10 @@ start_watchdog() {
 
 [ $# -eq 2 ] || usage
 cmd=$1
-mkdir -p "$2"
+case $cmd in
+start) mkdir -p "$2" ;;
+*) [ -d "$2" ] || die "$2: no such directory" ;;
+esac
 dir=$(cd "$2" && pwd)
 load_ports
 
