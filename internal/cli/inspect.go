@@ -16,16 +16,45 @@ import (
 	"github.com/sluice-lb/sluice/maps"
 )
 
-func inspectFlags(name string) (*flag.FlagSet, *string, *string) {
+// outputFormat is the value of -o: table or json, and nothing else, so
+// that a format sluice does not have is refused rather than answered with
+// a table.
+type outputFormat string
+
+const (
+	outputTable outputFormat = "table"
+	outputJSON  outputFormat = "json"
+)
+
+func (o *outputFormat) String() string { return string(*o) }
+
+func (o *outputFormat) Set(s string) error {
+	switch f := outputFormat(s); f {
+	case outputTable, outputJSON:
+		*o = f
+		return nil
+	}
+	return errors.New("want table or json")
+}
+
+// outputFlag registers -o on fs, table by default.
+func outputFlag(fs *flag.FlagSet) *outputFormat {
+	o := outputTable
+	fs.Var(&o, "o", "output `format`: table or json")
+	return &o
+}
+
+const lbUsage = "usage: sluice lb list [--pin-dir DIR] [-o table|json]"
+
+func inspectFlags(name string) (*flag.FlagSet, *string, *outputFormat) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	pinDir := fs.String("pin-dir", loader.DefaultPinDir, "bpffs directory of the agent to inspect")
-	output := fs.String("o", "table", "output format: table or json")
-	return fs, pinDir, output
+	return fs, pinDir, outputFlag(fs)
 }
 
 func runLB(args []string) error {
 	if len(args) == 0 || args[0] != "list" {
-		return errors.New("usage: sluice lb list [--pin-dir DIR] [-o json]")
+		return errors.New(lbUsage)
 	}
 	fs, pinDir, output := inspectFlags("lb list")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -40,7 +69,7 @@ func runLB(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if *output == outputJSON {
 		return printJSON(views)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -73,7 +102,7 @@ func runStats(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if *output == outputJSON {
 		return printJSON(counts)
 	}
 	slices.SortStableFunc(counts, func(a, b maps.ReasonCount) int { return strings.Compare(a.Reason, b.Reason) })
