@@ -17,7 +17,7 @@ IMAGE ?= ghcr.io/sluice-lb/sluice
 # The test API server of hack/k8s/apiserver.sh (make k8s-up).
 K8S_DIR ?= /run/sluice-k8s
 
-.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control demo lab-down clean
+.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control bench-k8s demo lab-down clean
 
 all: build
 
@@ -64,8 +64,7 @@ check-generate: generate
 # Everything, privileged suites included (run as root). With CI=true a
 # privileged test that cannot run fails instead of skipping.
 test: deps
-	$(GO) vet ./...
-	$(GO) test -count=1 -p 1 -timeout 20m ./...
+	GO=$(GO) ./hack/test.sh
 
 # The privileged suites in a VM on another kernel: KERNEL=5.10|6.1|6.12|bpo|sid,
 # or KERNEL_IMAGE=path/to/bzImage [KERNEL_MODULES=path/to/lib/modules/VER].
@@ -81,13 +80,17 @@ vmtest-all:
 test-unit:
 	$(GO) test -count=1 ./control/... ./internal/packet/...
 
-bench: bench-datapath bench-control bench-lab
+bench: bench-datapath bench-control bench-k8s bench-lab
 
 bench-datapath: deps
 	$(GO) test -run '^$$' -bench Ingress -benchtime 2000000x ./bpf/
 
 bench-control: deps
 	$(GO) test -run '^$$' -bench Control -benchtime 1x ./test/ -timeout 20m
+
+# The agent against a real API server with 10,000 Services.
+bench-k8s: deps
+	$(GO) test -run '^$$' -bench K8s -benchtime 1x ./test/k8s/ -timeout 30m
 
 bench-lab: deps
 	$(GO) test -run '^$$' -bench Lab -benchtime 1x ./test/ -timeout 20m
