@@ -69,7 +69,8 @@ func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDat
 		bd.ingress, bd.empty = objs.SluiceIngress, objs.SluiceEmpty
 		m := objs.SluiceBenchMaps
 		sm = bpf.SluiceMaps{Ct4: m.Ct4, Lb4Backends: m.Lb4Backends, Lb4Revnat: m.Lb4Revnat,
-			Lb4Services: m.Lb4Services, Lb4Prefilter: m.Lb4Prefilter, SluiceConfig: m.SluiceConfig, SluiceCounters: m.SluiceCounters}
+			Lb4Services: m.Lb4Services, Lb4Prefilter: m.Lb4Prefilter, SluiceConfig: m.SluiceConfig, SluiceCounters: m.SluiceCounters,
+			Lb4Affinity: m.Lb4Affinity, Lb4AffinityMatch: m.Lb4AffinityMatch}
 	} else {
 		spec, err := bpf.LoadSluice()
 		if err != nil {

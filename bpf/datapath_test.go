@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/internal/packet"
+	"github.com/sluice-lb/sluice/maps"
 )
 
 var (
@@ -483,4 +484,339 @@ func TestIngressNewFlowWithoutSYNAndSYNRetransmit(t *testing.T) {
 	if d := delta(before, w.counts()); d["established"] != 1 || len(d) != 1 {
 		t.Errorf("SYN of a tracked tuple: counters %v, want established", d)
 	}
+}
+
+// Rule 14: a frontend whose policy's endpoint set is empty while endpoints
+// exist (master entry flagged SVC_F_DROP_EMPTY) drops; without the flag an
+// empty frontend rejects; with endpoints the flag changes nothing.
+func TestIngressDropEmpty(t *testing.T) {
+	cases := []struct {
+		name    string
+		dst     string
+		flags   bpf.SluiceLbServiceFlags
+		verdict uint32
+		reason  string
+	}{
+		{"no endpoints, no flag: reject", emptyVIP, 0, tcActRedirect, "reject-no-endpoints"},
+		{"empty policy set: drop", emptyVIP, bpf.SluiceLbServiceFlagsSVC_F_DROP_EMPTY, tcActShot, "drop-no-local-endpoints"},
+		{"flag with endpoints: translated", vip, bpf.SluiceLbServiceFlagsSVC_F_DROP_EMPTY, tcActOK, "new-flow"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := standardWorld(t)
+			w.editMaster(frontend(c.dst, control.TCP), func(s *bpf.SluiceLb4Service) { s.Flags = c.flags })
+			in := tcpTo(c.dst)
+			before := w.counts()
+			verdict, out := w.run(t, in)
+			if verdict != c.verdict {
+				t.Errorf("verdict %d, want %d", verdict, c.verdict)
+			}
+			if d := delta(before, w.counts()); len(d) != 1 || d[c.reason] != 1 {
+				t.Errorf("counters moved %v, want only %s +1", d, c.reason)
+			}
+			if c.verdict == tcActShot && !bytes.Equal(out, in) {
+				t.Errorf("dropped packet was changed")
+			}
+		})
+	}
+}
+
+// Session affinity (rule 22) of the tests below: scope affID, timeout
+// affTimeout seconds, four backends so that an accidental match is rare.
+const (
+	affID      = 7
+	affTimeout = 10
+)
+
+var affBackends = []string{"10.244.1.2:8080", "10.244.2.2:8080", "10.244.3.2:8080", "10.244.4.2:8080"}
+
+// setAffinity turns on ClientIP affinity for fe in scope id and puts every
+// backend of fe in the scope's set, as the control plane will.
+func (w *world) setAffinity(fe control.Frontend, id, timeout uint32) {
+	w.t.Helper()
+	w.editMaster(fe, func(s *bpf.SluiceLb4Service) {
+		s.Flags |= bpf.SluiceLbServiceFlagsSVC_F_AFFINITY
+		s.AffinityId, s.AffinityTimeout = id, timeout
+	})
+	for _, be := range w.slotBackends(fe) {
+		if err := w.dp.LB4.AffinityMatch.Put(bpf.SluiceLb4AffinityMatchKey{BackendId: be, AffinityId: id}, 1); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+// affinityWorld serves vip over TCP with affBackends, under affinity
+// written straight into the maps (after the apply, which would undo it).
+func affinityWorld(t *testing.T) (*world, control.Frontend) {
+	w := newWorld(t)
+	fe := frontend(vip, control.TCP)
+	w.serve(fe, backends(affBackends...))
+	w.setAffinity(fe, affID, affTimeout)
+	return w, fe
+}
+
+func affKey(id uint32, c netip.Addr) bpf.SluiceLb4AffinityKey {
+	return bpf.SluiceLb4AffinityKey{AffinityId: id, Client: maps.Addr4(c)}
+}
+
+// connect sends a SYN from src to dst, a new connection, and returns where
+// it went and the counters it moved.
+func (w *world) connect(t *testing.T, src netip.AddrPort, dst string) (netip.AddrPort, map[string]uint64) {
+	t.Helper()
+	before := w.counts()
+	verdict, out := w.run(t, packet.Build(packet.Spec{Src: src, Dst: netip.MustParseAddrPort(dst), Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn}))
+	if verdict != tcActOK {
+		t.Fatalf("connect %s -> %s: verdict %d", src, dst, verdict)
+	}
+	f := parse(t, out)
+	return netip.AddrPortFrom(f.Dst, f.DstPort), delta(before, w.counts())
+}
+
+// checkEntry fails unless the client's entry names backend id and was
+// written at a time in [from, to].
+func (w *world) checkEntry(t *testing.T, k bpf.SluiceLb4AffinityKey, id uint32, from, to uint64) {
+	t.Helper()
+	a, err := w.dp.LB4.Affinity.Lookup(k)
+	if err != nil {
+		t.Fatalf("affinity entry %+v: %v", k, err)
+	}
+	if a.BackendId != id || a.LastUsed < from || a.LastUsed > to {
+		t.Fatalf("affinity entry {backend %d, last used %d}, want {backend %d, last used in [%d, %d]}", a.BackendId, a.LastUsed, id, from, to)
+	}
+}
+
+// A client's new connections all go to the backend of its first one, on
+// every frontend of the scope, each counted as a hit and refreshing the
+// entry.
+func TestIngressAffinitySticksToClient(t *testing.T) {
+	w := newWorld(t)
+	fe := frontend(vip, control.TCP)
+	const otherVIP = "10.96.0.11:8000" // another frontend of the same service port
+	other := frontend(otherVIP, control.TCP)
+	w.serve(fe, backends(affBackends...))
+	w.serve(other, backends(affBackends...))
+	w.setAffinity(fe, affID, affTimeout)
+	w.setAffinity(other, affID, affTimeout)
+	ids := w.slotBackends(fe)
+	k := affKey(affID, client.Addr())
+
+	t0 := monoNow(t)
+	first, d := w.connect(t, client, vip)
+	if _, ok := ids[first]; !ok || len(d) != 1 || d["new-flow"] != 1 {
+		t.Fatalf("first connection to %s, counters %v; want a backend, new-flow only", first, d)
+	}
+	w.checkEntry(t, k, ids[first], t0, monoNow(t))
+
+	for i := range 60 {
+		src := netip.AddrPortFrom(client.Addr(), uint16(20000+i))
+		dst := vip
+		if i%2 == 1 {
+			dst = otherVIP
+		}
+		t0 := monoNow(t)
+		got, d := w.connect(t, src, dst)
+		if got != first {
+			t.Fatalf("connection %d (to %s) went to %s, want the sticky %s", i, dst, got, first)
+		}
+		if len(d) != 2 || d["new-flow"] != 1 || d["affinity-hit"] != 1 {
+			t.Fatalf("connection %d: counters %v, want new-flow and affinity-hit", i, d)
+		}
+		w.checkEntry(t, k, ids[first], t0, monoNow(t))
+	}
+}
+
+// Affinity is keyed on the client's address: other clients choose at
+// random, each getting its own entry, whatever the first client's is.
+func TestIngressAffinityPerClient(t *testing.T) {
+	w, fe := affinityWorld(t)
+	ids := w.slotBackends(fe)
+	first, _ := w.connect(t, client, vip)
+	seen := map[netip.AddrPort]int{}
+	for i := range 64 {
+		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 244, 0, byte(10 + i)}), 40000)
+		t0 := monoNow(t)
+		got, d := w.connect(t, c, vip)
+		if _, ok := ids[got]; !ok || len(d) != 1 || d["new-flow"] != 1 {
+			t.Fatalf("client %s: to %s, counters %v; want a backend, new-flow only", c.Addr(), got, d)
+		}
+		w.checkEntry(t, affKey(affID, c.Addr()), ids[got], t0, monoNow(t))
+		seen[got]++
+	}
+	// If every client were sent to the first client's backend, 64 in a
+	// row would be chance once in 4^64.
+	if seen[first] == 64 {
+		t.Errorf("every other client went to the first client's backend %s", first)
+	}
+}
+
+// An entry is used only while fresh, in its scope, with its backend in the
+// scope's set and active. Otherwise the connection chooses at random and
+// the entry is rewritten with its choice. Each case runs many connections
+// whose entry names the same backend: one that is used sends them all
+// there; one that is not sends some elsewhere (all there by chance: 4^-40).
+func TestIngressAffinityEntryUse(t *testing.T) {
+	const tries = 40
+	sec := uint64(1e9)
+	cases := []struct {
+		name string
+		// setup writes the state before each connection; it returns the
+		// backend id the entry names.
+		setup func(w *world, sticky uint32, now uint64) uint32
+		used  bool
+	}{
+		{"fresh entry: used", func(w *world, sticky uint32, now uint64) uint32 {
+			return w.putEntry(affID, sticky, now-(affTimeout-1)*sec)
+		}, true},
+		{"expired entry", func(w *world, sticky uint32, now uint64) uint32 {
+			return w.putEntry(affID, sticky, now-(affTimeout+1)*sec)
+		}, false},
+		{"sticky backend not in the set", func(w *world, sticky uint32, now uint64) uint32 {
+			if err := w.dp.LB4.AffinityMatch.Delete(bpf.SluiceLb4AffinityMatchKey{BackendId: sticky, AffinityId: affID}); err != nil {
+				w.t.Fatal(err)
+			}
+			return w.putEntry(affID, sticky, now)
+		}, false},
+		{"sticky backend inactive", func(w *world, _ uint32, now uint64) uint32 {
+			const gone = 999 // never programmed: its lb4_backends slot is zero
+			if err := w.dp.LB4.AffinityMatch.Put(bpf.SluiceLb4AffinityMatchKey{BackendId: gone, AffinityId: affID}, 1); err != nil {
+				w.t.Fatal(err)
+			}
+			return w.putEntry(affID, gone, now)
+		}, false},
+		{"entry of another scope", func(w *world, sticky uint32, now uint64) uint32 {
+			if err := w.dp.LB4.Affinity.Delete(affKey(affID, client.Addr())); err != nil {
+				w.t.Fatal(err)
+			}
+			if err := w.dp.LB4.AffinityMatch.Put(bpf.SluiceLb4AffinityMatchKey{BackendId: sticky, AffinityId: affID + 1}, 1); err != nil {
+				w.t.Fatal(err)
+			}
+			return w.putEntry(affID+1, sticky, now)
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w, fe := affinityWorld(t)
+			ids := w.slotBackends(fe)
+			byID := map[uint32]netip.AddrPort{}
+			for a, id := range ids {
+				byID[id] = a
+			}
+			stickyAddr := netip.MustParseAddrPort(affBackends[0])
+			elsewhere := 0
+			for i := range tries {
+				src := netip.AddrPortFrom(client.Addr(), uint16(20000+i))
+				t0 := monoNow(t)
+				named := c.setup(w, ids[stickyAddr], t0)
+				got, d := w.connect(t, src, vip)
+				id, ok := ids[got]
+				if !ok {
+					t.Fatalf("connection %d went to %s, not a backend", i, got)
+				}
+				if c.used {
+					if got != byID[named] || len(d) != 2 || d["new-flow"] != 1 || d["affinity-hit"] != 1 {
+						t.Fatalf("connection %d: to %s, counters %v; want the sticky %s, new-flow and affinity-hit", i, got, d, byID[named])
+					}
+				} else if len(d) != 1 || d["new-flow"] != 1 {
+					t.Fatalf("connection %d: counters %v, want new-flow only (no hit)", i, d)
+				}
+				if got != stickyAddr {
+					elsewhere++
+				}
+				// Used or not, the entry now names this connection's
+				// backend, as of this connection.
+				w.checkEntry(t, affKey(affID, client.Addr()), id, t0, monoNow(t))
+			}
+			if !c.used && elsewhere == 0 {
+				t.Errorf("all %d connections went to %s, which the entry named: the entry was used", tries, stickyAddr)
+			}
+		})
+	}
+}
+
+// putEntry writes the client's affinity entry in scope id.
+func (w *world) putEntry(id, backend uint32, lastUsed uint64) uint32 {
+	w.t.Helper()
+	if err := w.dp.LB4.Affinity.Put(affKey(id, client.Addr()), bpf.SluiceLb4Affinity{LastUsed: lastUsed, BackendId: backend}); err != nil {
+		w.t.Fatal(err)
+	}
+	return backend
+}
+
+// Packets of established flows neither read nor write the affinity map:
+// conntrack keeps them on their backend.
+func TestIngressAffinityLeavesEstablishedFlows(t *testing.T) {
+	w, fe := affinityWorld(t)
+	chosen, _ := w.connect(t, client, vip)
+	ack := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoTCP, TCPFlags: packet.TCPAck})
+	k := affKey(affID, client.Addr())
+
+	// An entry naming another backend, fresh: the flow stays, the entry
+	// is not refreshed.
+	var otherID uint32
+	for a, id := range w.slotBackends(fe) {
+		if a != chosen {
+			otherID = id
+		}
+	}
+	written := monoNow(t) - 1e9
+	w.putEntry(affID, otherID, written)
+	for range 5 {
+		before := w.counts()
+		_, out := w.run(t, ack)
+		f := parse(t, out)
+		if got := netip.AddrPortFrom(f.Dst, f.DstPort); got != chosen {
+			t.Fatalf("established packet went to %s, want its flow's %s", got, chosen)
+		}
+		if d := delta(before, w.counts()); len(d) != 1 || d["established"] != 1 {
+			t.Fatalf("established: counters %v", d)
+		}
+	}
+	w.checkEntry(t, k, otherID, written, written)
+
+	// No entry: none is created.
+	if err := w.dp.LB4.Affinity.Delete(k); err != nil {
+		t.Fatal(err)
+	}
+	w.run(t, ack)
+	if n := w.affinityEntries(); n != 0 {
+		t.Errorf("an established packet wrote %d affinity entries", n)
+	}
+}
+
+// Without SVC_F_AFFINITY the affinity fields of a master entry are inert:
+// no entry is written or used.
+func TestIngressNoAffinityWithoutFlag(t *testing.T) {
+	w, fe := affinityWorld(t)
+	w.editMaster(fe, func(s *bpf.SluiceLb4Service) { s.Flags &^= bpf.SluiceLbServiceFlagsSVC_F_AFFINITY })
+	sticky := w.slotBackends(fe)[netip.MustParseAddrPort(affBackends[0])]
+	w.putEntry(affID, sticky, monoNow(t))
+	elsewhere := 0
+	for i := range 40 {
+		got, d := w.connect(t, netip.AddrPortFrom(client.Addr(), uint16(20000+i)), vip)
+		if len(d) != 1 || d["new-flow"] != 1 {
+			t.Fatalf("counters %v, want new-flow only", d)
+		}
+		if got.String() != affBackends[0] {
+			elsewhere++
+		}
+	}
+	if elsewhere == 0 {
+		t.Error("every connection went to the backend of an affinity entry the frontend does not use")
+	}
+	if err := w.dp.LB4.Affinity.Delete(affKey(affID, client.Addr())); err != nil {
+		t.Fatal(err)
+	}
+	w.connect(t, netip.AddrPortFrom(client.Addr(), 30000), vip)
+	if n := w.affinityEntries(); n != 0 {
+		t.Errorf("a frontend without affinity wrote %d affinity entries", n)
+	}
+}
+
+func (w *world) affinityEntries() int {
+	w.t.Helper()
+	n := 0
+	if err := w.dp.LB4.Affinity.Each(func(bpf.SluiceLb4AffinityKey, bpf.SluiceLb4Affinity) bool { n++; return true }); err != nil {
+		w.t.Fatal(err)
+	}
+	return n
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/control"
@@ -109,6 +110,56 @@ func (w *world) setServiceCIDR(p netip.Prefix) {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+}
+
+// editMaster rewrites the master entry of a programmed frontend, so that a
+// test sets flags and affinity fields as the datapath's contract has them,
+// whatever the control plane derives them from. An apply rewrites masters:
+// edit after the last serve.
+func (w *world) editMaster(fe control.Frontend, edit func(*bpf.SluiceLb4Service)) {
+	w.t.Helper()
+	k := lbKeyOf(fe, 0)
+	v, err := w.dp.LB4.Services.Lookup(k)
+	if err != nil {
+		w.t.Fatalf("master entry of %s: %v", fe, err)
+	}
+	edit(&v)
+	if err := w.dp.LB4.Services.Put(k, v); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// slotBackends returns the backend id of every slot of a frontend, by the
+// backend's address.
+func (w *world) slotBackends(fe control.Frontend) map[netip.AddrPort]uint32 {
+	w.t.Helper()
+	m, err := w.dp.LB4.Services.Lookup(lbKeyOf(fe, 0))
+	if err != nil {
+		w.t.Fatalf("master entry of %s: %v", fe, err)
+	}
+	ids := map[netip.AddrPort]uint32{}
+	for slot := uint16(1); slot <= m.Count; slot++ {
+		s, err := w.dp.LB4.Services.Lookup(lbKeyOf(fe, slot))
+		if err != nil {
+			w.t.Fatalf("slot %d of %s: %v", slot, fe, err)
+		}
+		be, err := w.dp.LB4.Backends.Lookup(s.BackendId)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		ids[netip.AddrPortFrom(maps.AddrFrom4(be.Address), maps.PortFrom(be.Port))] = s.BackendId
+	}
+	return ids
+}
+
+// monoNow is the clock bpf_ktime_get_ns reads (CLOCK_MONOTONIC), in ns.
+func monoNow(t testing.TB) uint64 {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(ts.Nano())
 }
 
 // run feeds one frame through the ingress program.

@@ -52,6 +52,25 @@ type SluiceDatapathConfig struct {
 	ServiceCidr4Mask uint32
 }
 
+type SluiceLb4Affinity struct {
+	_         structs.HostLayout
+	LastUsed  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type SluiceLb4AffinityKey struct {
+	_          structs.HostLayout
+	AffinityId uint32
+	Client     uint32
+}
+
+type SluiceLb4AffinityMatchKey struct {
+	_          structs.HostLayout
+	BackendId  uint32
+	AffinityId uint32
+}
+
 type SluiceLb4Backend struct {
 	_       structs.HostLayout
 	Address uint32
@@ -83,12 +102,14 @@ type SluiceLb4ReverseNat struct {
 }
 
 type SluiceLb4Service struct {
-	_         structs.HostLayout
-	BackendId uint32
-	RevNatId  uint32
-	Count     uint16
-	Flags     SluiceLbServiceFlags
-	Pad       uint8
+	_               structs.HostLayout
+	BackendId       uint32
+	RevNatId        uint32
+	Count           uint16
+	Flags           SluiceLbServiceFlags
+	Pad             uint8
+	AffinityTimeout uint32
+	AffinityId      uint32
 }
 
 type SluiceLbBackendFlags uint8
@@ -100,47 +121,54 @@ const (
 type SluiceLbServiceFlags uint8
 
 const (
-	SluiceLbServiceFlagsSVC_F_MARKER SluiceLbServiceFlags = 1
+	SluiceLbServiceFlagsSVC_F_MARKER     SluiceLbServiceFlags = 1
+	SluiceLbServiceFlagsSVC_F_DROP_EMPTY SluiceLbServiceFlags = 2
+	SluiceLbServiceFlagsSVC_F_AFFINITY   SluiceLbServiceFlags = 4
 )
 
 type SluiceReason uint32
 
 const (
-	SluiceReasonREASON_PASS                 SluiceReason = 0
-	SluiceReasonREASON_NEW_FLOW             SluiceReason = 1
-	SluiceReasonREASON_ESTABLISHED          SluiceReason = 2
-	SluiceReasonREASON_REPLY                SluiceReason = 3
-	SluiceReasonREASON_BACKEND_GONE         SluiceReason = 4
-	SluiceReasonREASON_CT_CLOSED            SluiceReason = 5
-	SluiceReasonREASON_CT_STALE_REPLY       SluiceReason = 6
-	SluiceReasonREASON_REPLY_NO_REVNAT      SluiceReason = 7
-	SluiceReasonREASON_REJECT_NO_ENDPOINTS  SluiceReason = 8
-	SluiceReasonREASON_REJECT_UNKNOWN_PORT  SluiceReason = 9
-	SluiceReasonREASON_DROP_SERVICE_CIDR    SluiceReason = 10
-	SluiceReasonREASON_DROP_MALFORMED_IP    SluiceReason = 11
-	SluiceReasonREASON_DROP_MALFORMED_L4    SluiceReason = 12
-	SluiceReasonREASON_DROP_FRAGMENT        SluiceReason = 13
-	SluiceReasonREASON_DROP_IP_OPTIONS      SluiceReason = 14
-	SluiceReasonREASON_DROP_NO_BACKEND_SLOT SluiceReason = 15
-	SluiceReasonREASON_DROP_CT_FULL         SluiceReason = 16
-	SluiceReasonREASON_DROP_NAT_FAILED      SluiceReason = 17
-	SluiceReasonREASON_DROP_REJECT_FAILED   SluiceReason = 18
-	SluiceReasonREASON_MAX                  SluiceReason = 19
+	SluiceReasonREASON_PASS                    SluiceReason = 0
+	SluiceReasonREASON_NEW_FLOW                SluiceReason = 1
+	SluiceReasonREASON_ESTABLISHED             SluiceReason = 2
+	SluiceReasonREASON_REPLY                   SluiceReason = 3
+	SluiceReasonREASON_BACKEND_GONE            SluiceReason = 4
+	SluiceReasonREASON_CT_CLOSED               SluiceReason = 5
+	SluiceReasonREASON_CT_STALE_REPLY          SluiceReason = 6
+	SluiceReasonREASON_REPLY_NO_REVNAT         SluiceReason = 7
+	SluiceReasonREASON_REJECT_NO_ENDPOINTS     SluiceReason = 8
+	SluiceReasonREASON_REJECT_UNKNOWN_PORT     SluiceReason = 9
+	SluiceReasonREASON_DROP_SERVICE_CIDR       SluiceReason = 10
+	SluiceReasonREASON_DROP_MALFORMED_IP       SluiceReason = 11
+	SluiceReasonREASON_DROP_MALFORMED_L4       SluiceReason = 12
+	SluiceReasonREASON_DROP_FRAGMENT           SluiceReason = 13
+	SluiceReasonREASON_DROP_IP_OPTIONS         SluiceReason = 14
+	SluiceReasonREASON_DROP_NO_BACKEND_SLOT    SluiceReason = 15
+	SluiceReasonREASON_DROP_CT_FULL            SluiceReason = 16
+	SluiceReasonREASON_DROP_NAT_FAILED         SluiceReason = 17
+	SluiceReasonREASON_DROP_REJECT_FAILED      SluiceReason = 18
+	SluiceReasonREASON_DROP_NO_LOCAL_ENDPOINTS SluiceReason = 19
+	SluiceReasonREASON_AFFINITY_HIT            SluiceReason = 20
+	SluiceReasonREASON_AFFINITY_WRITE_FAILED   SluiceReason = 21
+	SluiceReasonREASON_MAX                     SluiceReason = 22
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceMapCt4            = "ct4"
-	SluiceMapLb4Backends    = "lb4_backends"
-	SluiceMapLb4Prefilter   = "lb4_prefilter"
-	SluiceMapLb4Revnat      = "lb4_revnat"
-	SluiceMapLb4Services    = "lb4_services"
-	SluiceMapSluiceConfig   = "sluice_config"
-	SluiceMapSluiceCounters = "sluice_counters"
-	SluiceProgSluiceEmpty   = "sluice_empty"
-	SluiceProgSluiceIngress = "sluice_ingress"
+	SluiceMapCt4              = "ct4"
+	SluiceMapLb4Affinity      = "lb4_affinity"
+	SluiceMapLb4AffinityMatch = "lb4_affinity_match"
+	SluiceMapLb4Backends      = "lb4_backends"
+	SluiceMapLb4Prefilter     = "lb4_prefilter"
+	SluiceMapLb4Revnat        = "lb4_revnat"
+	SluiceMapLb4Services      = "lb4_services"
+	SluiceMapSluiceConfig     = "sluice_config"
+	SluiceMapSluiceCounters   = "sluice_counters"
+	SluiceProgSluiceEmpty     = "sluice_empty"
+	SluiceProgSluiceIngress   = "sluice_ingress"
 )
 
 // LoadSluice returns the embedded CollectionSpec for Sluice.
@@ -193,13 +221,15 @@ type SluiceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceMapSpecs struct {
-	Ct4            *ebpf.MapSpec `ebpf:"ct4"`
-	Lb4Backends    *ebpf.MapSpec `ebpf:"lb4_backends"`
-	Lb4Prefilter   *ebpf.MapSpec `ebpf:"lb4_prefilter"`
-	Lb4Revnat      *ebpf.MapSpec `ebpf:"lb4_revnat"`
-	Lb4Services    *ebpf.MapSpec `ebpf:"lb4_services"`
-	SluiceConfig   *ebpf.MapSpec `ebpf:"sluice_config"`
-	SluiceCounters *ebpf.MapSpec `ebpf:"sluice_counters"`
+	Ct4              *ebpf.MapSpec `ebpf:"ct4"`
+	Lb4Affinity      *ebpf.MapSpec `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
+	Lb4Backends      *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Prefilter     *ebpf.MapSpec `ebpf:"lb4_prefilter"`
+	Lb4Revnat        *ebpf.MapSpec `ebpf:"lb4_revnat"`
+	Lb4Services      *ebpf.MapSpec `ebpf:"lb4_services"`
+	SluiceConfig     *ebpf.MapSpec `ebpf:"sluice_config"`
+	SluiceCounters   *ebpf.MapSpec `ebpf:"sluice_counters"`
 }
 
 // SluiceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -228,18 +258,22 @@ func (o *SluiceObjects) Close() error {
 //
 // It can be passed to LoadSluiceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceMaps struct {
-	Ct4            *ebpf.Map `ebpf:"ct4"`
-	Lb4Backends    *ebpf.Map `ebpf:"lb4_backends"`
-	Lb4Prefilter   *ebpf.Map `ebpf:"lb4_prefilter"`
-	Lb4Revnat      *ebpf.Map `ebpf:"lb4_revnat"`
-	Lb4Services    *ebpf.Map `ebpf:"lb4_services"`
-	SluiceConfig   *ebpf.Map `ebpf:"sluice_config"`
-	SluiceCounters *ebpf.Map `ebpf:"sluice_counters"`
+	Ct4              *ebpf.Map `ebpf:"ct4"`
+	Lb4Affinity      *ebpf.Map `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch *ebpf.Map `ebpf:"lb4_affinity_match"`
+	Lb4Backends      *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Prefilter     *ebpf.Map `ebpf:"lb4_prefilter"`
+	Lb4Revnat        *ebpf.Map `ebpf:"lb4_revnat"`
+	Lb4Services      *ebpf.Map `ebpf:"lb4_services"`
+	SluiceConfig     *ebpf.Map `ebpf:"sluice_config"`
+	SluiceCounters   *ebpf.Map `ebpf:"sluice_counters"`
 }
 
 func (m *SluiceMaps) Close() error {
 	return _SluiceClose(
 		m.Ct4,
+		m.Lb4Affinity,
+		m.Lb4AffinityMatch,
 		m.Lb4Backends,
 		m.Lb4Prefilter,
 		m.Lb4Revnat,

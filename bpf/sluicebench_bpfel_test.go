@@ -16,16 +16,18 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceBenchMapCt4            = "ct4"
-	SluiceBenchMapLb4Backends    = "lb4_backends"
-	SluiceBenchMapLb4Prefilter   = "lb4_prefilter"
-	SluiceBenchMapLb4Revnat      = "lb4_revnat"
-	SluiceBenchMapLb4Services    = "lb4_services"
-	SluiceBenchMapSluiceConfig   = "sluice_config"
-	SluiceBenchMapSluiceCounters = "sluice_counters"
-	SluiceBenchProgSluiceEmpty   = "sluice_empty"
-	SluiceBenchProgSluiceIngress = "sluice_ingress"
-	SluiceBenchVarBenchFlowSeq   = "bench_flow_seq"
+	SluiceBenchMapCt4              = "ct4"
+	SluiceBenchMapLb4Affinity      = "lb4_affinity"
+	SluiceBenchMapLb4AffinityMatch = "lb4_affinity_match"
+	SluiceBenchMapLb4Backends      = "lb4_backends"
+	SluiceBenchMapLb4Prefilter     = "lb4_prefilter"
+	SluiceBenchMapLb4Revnat        = "lb4_revnat"
+	SluiceBenchMapLb4Services      = "lb4_services"
+	SluiceBenchMapSluiceConfig     = "sluice_config"
+	SluiceBenchMapSluiceCounters   = "sluice_counters"
+	SluiceBenchProgSluiceEmpty     = "sluice_empty"
+	SluiceBenchProgSluiceIngress   = "sluice_ingress"
+	SluiceBenchVarBenchFlowSeq     = "bench_flow_seq"
 )
 
 // LoadSluiceBench returns the embedded CollectionSpec for SluiceBench.
@@ -78,13 +80,15 @@ type SluiceBenchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchMapSpecs struct {
-	Ct4            *ebpf.MapSpec `ebpf:"ct4"`
-	Lb4Backends    *ebpf.MapSpec `ebpf:"lb4_backends"`
-	Lb4Prefilter   *ebpf.MapSpec `ebpf:"lb4_prefilter"`
-	Lb4Revnat      *ebpf.MapSpec `ebpf:"lb4_revnat"`
-	Lb4Services    *ebpf.MapSpec `ebpf:"lb4_services"`
-	SluiceConfig   *ebpf.MapSpec `ebpf:"sluice_config"`
-	SluiceCounters *ebpf.MapSpec `ebpf:"sluice_counters"`
+	Ct4              *ebpf.MapSpec `ebpf:"ct4"`
+	Lb4Affinity      *ebpf.MapSpec `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
+	Lb4Backends      *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Prefilter     *ebpf.MapSpec `ebpf:"lb4_prefilter"`
+	Lb4Revnat        *ebpf.MapSpec `ebpf:"lb4_revnat"`
+	Lb4Services      *ebpf.MapSpec `ebpf:"lb4_services"`
+	SluiceConfig     *ebpf.MapSpec `ebpf:"sluice_config"`
+	SluiceCounters   *ebpf.MapSpec `ebpf:"sluice_counters"`
 }
 
 // SluiceBenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -114,18 +118,22 @@ func (o *SluiceBenchObjects) Close() error {
 //
 // It can be passed to LoadSluiceBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchMaps struct {
-	Ct4            *ebpf.Map `ebpf:"ct4"`
-	Lb4Backends    *ebpf.Map `ebpf:"lb4_backends"`
-	Lb4Prefilter   *ebpf.Map `ebpf:"lb4_prefilter"`
-	Lb4Revnat      *ebpf.Map `ebpf:"lb4_revnat"`
-	Lb4Services    *ebpf.Map `ebpf:"lb4_services"`
-	SluiceConfig   *ebpf.Map `ebpf:"sluice_config"`
-	SluiceCounters *ebpf.Map `ebpf:"sluice_counters"`
+	Ct4              *ebpf.Map `ebpf:"ct4"`
+	Lb4Affinity      *ebpf.Map `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch *ebpf.Map `ebpf:"lb4_affinity_match"`
+	Lb4Backends      *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Prefilter     *ebpf.Map `ebpf:"lb4_prefilter"`
+	Lb4Revnat        *ebpf.Map `ebpf:"lb4_revnat"`
+	Lb4Services      *ebpf.Map `ebpf:"lb4_services"`
+	SluiceConfig     *ebpf.Map `ebpf:"sluice_config"`
+	SluiceCounters   *ebpf.Map `ebpf:"sluice_counters"`
 }
 
 func (m *SluiceBenchMaps) Close() error {
 	return _SluiceBenchClose(
 		m.Ct4,
+		m.Lb4Affinity,
+		m.Lb4AffinityMatch,
 		m.Lb4Backends,
 		m.Lb4Prefilter,
 		m.Lb4Revnat,

@@ -17,6 +17,12 @@ type LB4 struct {
 	RevNat   *Map[uint32, bpf.SluiceLb4ReverseNat]
 	// Prefilter has one entry, key 0.
 	Prefilter *Map[uint32, bpf.SluiceLb4Filter]
+	// Affinity is written by the datapath only: per affinity scope and
+	// client, the sticky backend and the time of the last new connection.
+	Affinity *Map[bpf.SluiceLb4AffinityKey, bpf.SluiceLb4Affinity]
+	// AffinityMatch holds value 1 for every backend currently in the set
+	// of an affinity scope.
+	AffinityMatch *Map[bpf.SluiceLb4AffinityMatchKey, uint8]
 }
 
 // Datapath is every map of the datapath, typed.
@@ -31,10 +37,12 @@ type Datapath struct {
 func FromObjects(m *bpf.SluiceMaps) *Datapath {
 	return &Datapath{
 		LB4: LB4{
-			Services:  New[bpf.SluiceLb4Key, bpf.SluiceLb4Service](m.Lb4Services),
-			Backends:  New[uint32, bpf.SluiceLb4Backend](m.Lb4Backends),
-			RevNat:    New[uint32, bpf.SluiceLb4ReverseNat](m.Lb4Revnat),
-			Prefilter: New[uint32, bpf.SluiceLb4Filter](m.Lb4Prefilter),
+			Services:      New[bpf.SluiceLb4Key, bpf.SluiceLb4Service](m.Lb4Services),
+			Backends:      New[uint32, bpf.SluiceLb4Backend](m.Lb4Backends),
+			RevNat:        New[uint32, bpf.SluiceLb4ReverseNat](m.Lb4Revnat),
+			Prefilter:     New[uint32, bpf.SluiceLb4Filter](m.Lb4Prefilter),
+			Affinity:      New[bpf.SluiceLb4AffinityKey, bpf.SluiceLb4Affinity](m.Lb4Affinity),
+			AffinityMatch: New[bpf.SluiceLb4AffinityMatchKey, uint8](m.Lb4AffinityMatch),
 		},
 		CT4:      New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4),
 		Counters: NewPerCPU[bpf.SluiceReason, bpf.SluiceCounter](m.SluiceCounters),

@@ -12,6 +12,7 @@
 #include "conntrack.h"
 #include "reject.h"
 #include "filter.h"
+#include "affinity.h"
 
 __inline bool lb4_is_service_ip(__be32 addr)
 {
@@ -74,29 +75,68 @@ __inline int lb4_follow(struct __sk_buff *skb, const struct pkt4 *p, const struc
 	return lb4_dnat(skb, p, be_addr, be_port, REASON_ESTABLISHED);
 }
 
-/* New flow (or a flow whose backend left) to a served frontend: pick a
- * backend uniformly at random and record the flow. opening: a TCP SYN,
- * whose conntrack lookup was skipped; its forward entry is created only if
- * absent, and a retransmitted SYN finds its flow that way. */
-__inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
-			  const struct lb4_service *svc, const struct ct4_key *ck, bool opening)
+/* Backend of slot 1..count of a frontend, picked uniformly at random; NULL
+ * when the master entry counts a slot the map does not hold, or one naming
+ * an inactive backend. */
+__inline struct lb4_backend *lb4_pick(struct lb4_key *key, __u16 nslots, __u32 *backend_id)
 {
-	__u16 nslots = svc->count;
-	__u32 rev_nat_id = svc->rev_nat_id;
-
-	if (nslots == 0)
-		return reject4(skb, REASON_REJECT_NO_ENDPOINTS);
-
 	/* Multiply-shift maps the random word onto [0, count) without a
 	 * division and with the same uniformity as a modulo. */
 	key->backend_slot = 1 + (__u16)(((__u64)bpf_get_prandom_u32() * nslots) >> 32);
 	struct lb4_service *slot = bpf_map_lookup_elem(&lb4_services, key);
 	if (!slot)
-		return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
-	__u32 backend_id = slot->backend_id;
-	struct lb4_backend *be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+		return NULL;
+	*backend_id = slot->backend_id;
+	struct lb4_backend *be = bpf_map_lookup_elem(&lb4_backends, backend_id);
 	if (!be || !(be->flags & BE_F_ACTIVE))
-		return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
+		return NULL;
+	return be;
+}
+
+/* New flow (or a flow whose backend left) to a served frontend: pick a
+ * backend (the client's sticky one under session affinity, else uniformly
+ * at random) and record the flow. opening: a TCP SYN, whose conntrack
+ * lookup was skipped; its forward entry is created only if absent, and a
+ * retransmitted SYN finds its flow that way (and leaves affinity alone). */
+__inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
+			  const struct lb4_service *svc, const struct ct4_key *ck, bool opening)
+{
+	__u16 nslots = svc->count;
+	__u32 rev_nat_id = svc->rev_nat_id;
+	__u8 flags = svc->flags;
+
+	if (nslots == 0) {
+		/* Endpoints exist, but none in the set the policy asks for
+		 * (rule 14): dropped, not rejected. */
+		if (flags & SVC_F_DROP_EMPTY)
+			return verdict_drop(skb, REASON_DROP_NO_LOCAL_ENDPOINTS);
+		return reject4(skb, REASON_REJECT_NO_ENDPOINTS);
+	}
+
+	struct lb4_backend *be = NULL;
+	struct lb4_affinity *sticky = NULL;
+	struct lb4_affinity_key ak = {}; /* initialized on every path, for the verifier */
+	__u32 backend_id;
+	__u64 now = 0;
+
+	if (flags & SVC_F_AFFINITY) {
+		ak.affinity_id = svc->affinity_id;
+		ak.client = p->saddr;
+		now = bpf_ktime_get_ns();
+		sticky = lb4_affinity_sticky(&ak, svc->affinity_timeout, now, &backend_id);
+		if (sticky) {
+			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+			if (!be || !(be->flags & BE_F_ACTIVE)) {
+				be = NULL;
+				sticky = NULL;
+			}
+		}
+	}
+	if (!be) {
+		be = lb4_pick(key, nslots, &backend_id);
+		if (!be)
+			return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
+	}
 
 	int err = ct4_create(ck, p, be, backend_id, rev_nat_id, opening ? BPF_NOEXIST : BPF_ANY);
 	if (err == -EEXIST) {
@@ -111,6 +151,8 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 	}
 	if (err)
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
+	if (flags & SVC_F_AFFINITY)
+		lb4_affinity_record(skb, &ak, sticky, backend_id, now);
 	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
 }
 

@@ -21,6 +21,9 @@
 #ifndef CT4_MAX
 #define CT4_MAX 262144
 #endif
+#ifndef LB4_AFFINITY_MAX
+#define LB4_AFFINITY_MAX 65536
+#endif
 
 /* Frontends: master, backend-slot and address-marker entries (types.h). */
 struct {
@@ -61,6 +64,28 @@ struct {
 	__uint(max_entries, CT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct4 SEC(".maps");
+
+/* Session affinity: the backend of each client's last new connection, per
+ * affinity scope (lib/affinity.h). Written by the datapath only. LRU, so
+ * the oldest clients go when it is full; a common LRU list, since a
+ * client's next connection may arrive on any CPU and must find its entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_affinity_key);
+	__type(value, struct lb4_affinity);
+	__uint(max_entries, LB4_AFFINITY_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_affinity SEC(".maps");
+
+/* Backends currently in the set of an affinity scope, written by the
+ * control plane: a sticky backend is used only while it has an entry here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_affinity_match_key);
+	__type(value, __u8);
+	__uint(max_entries, LB4_BACKENDS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_affinity_match SEC(".maps");
 
 /* The prefilter bitmap (struct lb4_filter in types.h), one entry. */
 struct {

@@ -25,7 +25,10 @@ struct lb4_key {
 };
 
 enum lb_service_flags : __u8 {
-	SVC_F_MARKER = 1 << 0, /* address-only entry of an active service IP */
+	SVC_F_MARKER = 1 << 0,     /* address-only entry of an active service IP */
+	SVC_F_DROP_EMPTY = 1 << 1, /* master entry: no usable endpoint in the set that
+				    * applies: drop, do not reject */
+	SVC_F_AFFINITY = 1 << 2,   /* master entry: ClientIP session affinity */
 };
 
 struct lb4_service {
@@ -34,6 +37,30 @@ struct lb4_service {
 	__u16 count;       /* master entry: number of backend slots (0 = no endpoints) */
 	enum lb_service_flags flags;
 	__u8 pad;
+	__u32 affinity_timeout; /* master entry with SVC_F_AFFINITY: seconds */
+	__u32 affinity_id; /* master entry with SVC_F_AFFINITY: the service port's
+			    * affinity scope (shared by its frontends) */
+};
+
+/* Session affinity (rule 22), per service port and client address. Key and
+ * value of lb4_affinity, which only the datapath writes. */
+struct lb4_affinity_key {
+	__u32 affinity_id;
+	__be32 client;
+};
+
+struct lb4_affinity {
+	__u64 last_used; /* bpf_ktime_get_ns of the client's last new connection */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Key of lb4_affinity_match, which the control plane writes: one entry
+ * (value 1) per backend currently in the set of an affinity service port.
+ * A sticky backend without one is no longer in that set. */
+struct lb4_affinity_match_key {
+	__u32 backend_id;
+	__u32 affinity_id;
 };
 
 enum lb_backend_flags : __u8 {
@@ -105,6 +132,14 @@ enum reason {
 	REASON_DROP_CT_FULL,         /* conntrack insert failed */
 	REASON_DROP_NAT_FAILED,      /* a rewrite helper failed */
 	REASON_DROP_REJECT_FAILED,   /* the ICMP error could not be built */
+	/* New reasons go here, before REASON_MAX: a counter's index keeps its
+	 * meaning across versions. */
+	REASON_DROP_NO_LOCAL_ENDPOINTS, /* service port whose policy's endpoint set is empty
+					 * (internalTrafficPolicy Local): dropped */
+	REASON_AFFINITY_HIT,         /* event: a new flow went to its client's sticky backend */
+	REASON_AFFINITY_WRITE_FAILED, /* event: a new flow's affinity entry could not be
+				       * written (the flow was translated; the client is
+				       * not sticky until its next new connection) */
 	REASON_MAX,
 };
 
