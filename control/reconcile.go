@@ -53,6 +53,9 @@ type Reconciler struct {
 	// stale is set when an apply failed part-way: the next apply reads
 	// the maps again instead of trusting the in-memory copy.
 	stale bool
+	// justAdopted: the maps were read and nothing applied since, so a
+	// full apply need not read them again (the agent's first sync).
+	justAdopted bool
 	// afterWrite, when set (tests), is called after every map write
 	// with the phase's name.
 	afterWrite func(phase string)
@@ -146,7 +149,9 @@ func (r *Reconciler) Backends() int { return len(r.backendKey) }
 // they had; an error means a map write failed and the next apply starts
 // from what the maps hold.
 func (r *Reconciler) Apply(s *State) (ApplyStats, []Problem, error) {
-	r.stale = true
+	if !r.justAdopted {
+		r.stale = true
+	}
 	return r.apply(s, nil, true)
 }
 
@@ -157,6 +162,7 @@ func (r *Reconciler) ApplyFrontends(s *State, changed []Frontend) (ApplyStats, [
 }
 
 func (r *Reconciler) apply(s *State, changed []Frontend, full bool) (ApplyStats, []Problem, error) {
+	defer func() { r.justAdopted = false }()
 	if r.stale {
 		if err := r.adopt(); err != nil {
 			return ApplyStats{}, nil, err

@@ -114,5 +114,6 @@ func (r *Reconciler) adopt() error {
 		}
 	}
 	r.stale = false
+	r.justAdopted = true
 	return nil
 }
