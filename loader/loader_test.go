@@ -227,30 +227,50 @@ func TestPinnedMapResizedIsMigrated(t *testing.T) {
 	}
 }
 
+// A pinned map whose entries this binary cannot read is recreated empty and
+// logged: another key size, or lb4_services as agents before session
+// affinity made it (value 12 bytes, now 20).
 func TestIncompatiblePinnedMapIsRecreated(t *testing.T) {
-	testenv.Privileged(t)
-	dir := pinDir(t)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Pin(filepath.Join(dir, bpf.SluiceMapLb4Services)); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
-	var logs bytes.Buffer
-	dp, err := Load(Options{PinDir: dir, Log: quietLog(&logs)})
-	if err != nil {
-		t.Fatalf("load over an incompatible pin: %v", err)
-	}
-	defer dp.Close()
-	if dp.Objs.Lb4Services.KeySize() != 12 {
-		t.Errorf("lb4_services key size %d", dp.Objs.Lb4Services.KeySize())
-	}
-	if !strings.Contains(logs.String(), "layout changed: recreating it empty") || !strings.Contains(logs.String(), "lb4_services") {
-		t.Errorf("no clear log line:\n%s", logs.String())
+	for _, c := range []struct {
+		name             string
+		keySize, valSize uint32
+	}{
+		{"other key size", 4, 4},
+		{"lb4_services before affinity", 12, 12},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			testenv.Privileged(t)
+			dir := pinDir(t)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: c.keySize, ValueSize: c.valSize, MaxEntries: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Put(make([]byte, c.keySize), make([]byte, c.valSize)); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Pin(filepath.Join(dir, bpf.SluiceMapLb4Services)); err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+			var logs bytes.Buffer
+			dp, err := Load(Options{PinDir: dir, Log: quietLog(&logs)})
+			if err != nil {
+				t.Fatalf("load over an incompatible pin: %v", err)
+			}
+			defer dp.Close()
+			if ks, vs := dp.Objs.Lb4Services.KeySize(), dp.Objs.Lb4Services.ValueSize(); ks != 12 || vs != 20 {
+				t.Errorf("lb4_services key size %d, value size %d; want 12, 20", ks, vs)
+			}
+			n := 0
+			if err := dp.Maps.LB4.Services.Each(func(bpf.SluiceLb4Key, bpf.SluiceLb4Service) bool { n++; return true }); err != nil || n != 0 {
+				t.Errorf("recreated lb4_services holds %d entries (%v), want none", n, err)
+			}
+			if !strings.Contains(logs.String(), "layout changed: recreating it empty") || !strings.Contains(logs.String(), "lb4_services") {
+				t.Errorf("no clear log line:\n%s", logs.String())
+			}
+		})
 	}
 }
