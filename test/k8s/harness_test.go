@@ -54,7 +54,7 @@ const (
 // node is one lab node running the agent against the API server, a client
 // and N backends serving whoami.
 type node struct {
-	t          *testing.T
+	t          testing.TB
 	api        *kubetest.APIServer
 	admin      kubernetes.Interface
 	topo       *netlab.Topology
@@ -67,7 +67,7 @@ type node struct {
 	stop       context.CancelFunc
 }
 
-func newNode(t *testing.T, api *kubetest.APIServer, backends int, agentArgs ...string) *node {
+func newNode(t testing.TB, api *kubetest.APIServer, backends int, agentArgs ...string) *node {
 	t.Helper()
 	testenv.Privileged(t)
 	prefix := fmt.Sprintf("slk%d", os.Getpid()%100000)
@@ -107,7 +107,7 @@ func newNode(t *testing.T, api *kubetest.APIServer, backends int, agentArgs ...s
 	return n
 }
 
-func repoFile(t *testing.T, rel string) string {
+func repoFile(t testing.TB, rel string) string {
 	t.Helper()
 	p, err := filepath.Abs(filepath.Join("..", "..", rel))
 	if err != nil {
@@ -216,6 +216,37 @@ func (n *node) health(path string) int {
 		return 0
 	}
 	return code
+}
+
+// metric is one sample of the agent's /metrics (first line whose name
+// and labels start with name), as a scraper in the node would read it.
+func (n *node) metric(name string) float64 {
+	n.t.Helper()
+	var body string
+	err := n.topo.Node.Do(func() error {
+		c, err := net.Dial("tcp", "127.0.0.1:10249")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+		b, err := io.ReadAll(c)
+		body = string(b)
+		return err
+	})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, name+" ") || strings.HasPrefix(l, name+"{") {
+			var v float64
+			if _, err := fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v); err == nil {
+				return v
+			}
+		}
+	}
+	n.t.Fatalf("no metric %s", name)
+	return 0
 }
 
 // waitFor polls cond until it holds or the (scaled) timeout passes.
