@@ -186,7 +186,7 @@ func TestMalformedManifestLeavesOthersServing(t *testing.T) {
 	}
 	c.waitFor("the agent to report both files", time.Second, func() error {
 		log := c.readAgentLog()
-		for _, want := range []string{"broken.yaml: does not parse", "whoami.yaml: does not parse"} {
+		for _, want := range []string{`object="manifest broken.yaml" reason="does not parse`, `object="manifest whoami.yaml" reason="does not parse`} {
 			if !strings.Contains(log, want) {
 				return fmt.Errorf("no %q in the agent log", want)
 			}
