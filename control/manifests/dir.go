@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fsnotify/fsnotify"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
@@ -47,7 +46,13 @@ type Dir struct {
 	names  []string // of files, sorted; nil when it must be rebuilt
 	// watcher is registered before the first read, so that no change
 	// between reading and watching is lost.
-	watcher *fsnotify.Watcher
+	watcher *watcher
+	// dirty holds the names changed and not read yet, rescanAll among
+	// them, kept from one Watch to the next.
+	dirty map[string]bool
+	// writing holds the files written to and not closed since: they are
+	// read when their writer closes them, not half written.
+	writing map[string]bool
 }
 
 type fileState struct {
@@ -59,18 +64,15 @@ type fileState struct {
 // Open starts watching path and reads every manifest in it. Close releases
 // the watch; Watch delivers the changes.
 func Open(path string) (*Dir, error) {
-	w, err := fsnotify.NewWatcher()
+	w, err := newWatcher(path)
 	if err != nil {
-		return nil, fmt.Errorf("watch manifests: %w", err)
-	}
-	if err := w.Add(path); err != nil {
-		w.Close()
 		return nil, fmt.Errorf("watch %s: %w", path, err)
 	}
-	d := &Dir{path: path, files: map[string]*fileState{}, owners: map[objectKey][]string{}, watcher: w}
+	d := &Dir{path: path, files: map[string]*fileState{}, owners: map[objectKey][]string{}, watcher: w,
+		dirty: map[string]bool{}, writing: map[string]bool{}}
 	entries, err := os.ReadDir(path)
 	if err != nil {
-		w.Close()
+		w.close()
 		return nil, fmt.Errorf("read manifests dir: %w", err)
 	}
 	for _, e := range entries {
@@ -82,7 +84,7 @@ func Open(path string) (*Dir, error) {
 }
 
 // Close stops watching the directory.
-func (d *Dir) Close() error { return d.watcher.Close() }
+func (d *Dir) Close() error { return d.watcher.close() }
 
 // Path returns the directory.
 func (d *Dir) Path() string { return d.path }
