@@ -17,7 +17,6 @@ import (
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/testenv"
 	"github.com/sluice-lb/sluice/loader"
-	"github.com/sluice-lb/sluice/maps"
 )
 
 const (
@@ -115,7 +114,7 @@ func BenchmarkControlPlane(b *testing.B) {
 	}
 	initial := syncs()[0].took
 	startToSynced := time.Since(start)
-	rssAfterSync := rssKiB(b, cmd.Process.Pid)
+	rssAfterSync := testenv.RSSKiB(b, cmd.Process.Pid)
 
 	dp, closeMaps, err := loader.OpenPinnedMaps(pinDir)
 	if err != nil {
@@ -144,7 +143,7 @@ func BenchmarkControlPlane(b *testing.B) {
 	if err := os.Rename(tmp, changed); err != nil {
 		b.Fatal(err)
 	}
-	for !hasBackend(dp, benchVIP(0), moved) {
+	for !testenv.HasBackend(dp, benchVIP(0), 80, moved) {
 		if time.Since(written) > 10*time.Second {
 			b.Fatal("the changed file was never applied")
 		}
@@ -173,7 +172,7 @@ func BenchmarkControlPlane(b *testing.B) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	rssAfterChange := rssKiB(b, cmd.Process.Pid)
+	rssAfterChange := testenv.RSSKiB(b, cmd.Process.Pid)
 
 	b.ReportMetric(float64(initial.Milliseconds()), "initial-sync-ms")
 	b.ReportMetric(float64(startToSynced.Milliseconds()), "start-to-synced-ms")
@@ -181,39 +180,4 @@ func BenchmarkControlPlane(b *testing.B) {
 	b.ReportMetric(float64(changeVisible.Microseconds())/1000, "write-to-map-ms")
 	b.ReportMetric(float64(rssAfterSync)/1024, "rss-MiB")
 	b.ReportMetric(float64(rssAfterChange)/1024, "rss-after-change-MiB")
-}
-
-// hasBackend looks a frontend's slots up in the maps for a backend address.
-func hasBackend(dp *maps.Datapath, vip, backend netip.Addr) bool {
-	key := bpf.SluiceLb4Key{Address: maps.Addr4(vip), Dport: maps.Port(80), Proto: 6}
-	master, err := dp.LB4.Services.Lookup(key)
-	if err != nil {
-		return false
-	}
-	for slot := uint16(1); slot <= master.Count; slot++ {
-		key.BackendSlot = slot
-		s, err := dp.LB4.Services.Lookup(key)
-		if err != nil {
-			continue
-		}
-		if be, err := dp.LB4.Backends.Lookup(s.BackendId); err == nil && maps.AddrFrom4(be.Address) == backend {
-			return true
-		}
-	}
-	return false
-}
-
-func rssKiB(b *testing.B, pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
 }

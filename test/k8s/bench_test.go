@@ -1,14 +1,10 @@
 package k8s
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +17,7 @@ import (
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/internal/kubetest"
 	"github.com/sluice-lb/sluice/internal/netlab"
+	"github.com/sluice-lb/sluice/internal/testenv"
 	"github.com/sluice-lb/sluice/loader"
 	"github.com/sluice-lb/sluice/maps"
 )
@@ -129,7 +126,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 	n := newNode(b, api, 1)
 	n.startAgent(true)
 	first := n.metric("sluice_sync_full_proxy_rules_duration_seconds_sum")
-	rss := rssKiB(b, n.agent.Process.Pid)
+	rss := testenv.RSSKiB(b, n.agent.Process.Pid)
 
 	dp, closeMaps, err := loader.OpenPinnedMaps(n.pinDir)
 	if err != nil {
@@ -141,7 +138,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 	}
 
 	// EndpointSlice changes: service i's first endpoint moves.
-	cpu0 := cpuSeconds(b, n.agent.Process.Pid)
+	cpu0 := testenv.CPUSeconds(b, n.agent.Process.Pid)
 	var lat []time.Duration
 	for c := range benchChanges {
 		i := (c * 37) % benchServices
@@ -160,7 +157,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 			b.Fatal(err)
 		}
 		returned := time.Now()
-		for !hasBackend(dp, benchVIP(i), moved) {
+		for !testenv.HasBackend(dp, benchVIP(i), 80, moved) {
 			if time.Since(returned) > 10*time.Second {
 				b.Fatalf("change %d never reached the map", c)
 			}
@@ -168,7 +165,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 		}
 		lat = append(lat, time.Since(returned))
 	}
-	cpu := cpuSeconds(b, n.agent.Process.Pid) - cpu0
+	cpu := testenv.CPUSeconds(b, n.agent.Process.Pid) - cpu0
 	slices.Sort(lat)
 
 	// A new Service, reachable through its ClusterIP.
@@ -210,55 +207,4 @@ func countFrontends(dp *maps.Datapath) int {
 		return true
 	})
 	return n
-}
-
-// hasBackend looks a frontend's slots up in the maps for a backend address.
-func hasBackend(dp *maps.Datapath, vip, backend netip.Addr) bool {
-	key := bpf.SluiceLb4Key{Address: maps.Addr4(vip), Dport: maps.Port(80), Proto: 6}
-	master, err := dp.LB4.Services.Lookup(key)
-	if err != nil {
-		return false
-	}
-	for slot := uint16(1); slot <= master.Count; slot++ {
-		key.BackendSlot = slot
-		s, err := dp.LB4.Services.Lookup(key)
-		if err != nil {
-			continue
-		}
-		if be, err := dp.LB4.Backends.Lookup(s.BackendId); err == nil && maps.AddrFrom4(be.Address) == backend {
-			return true
-		}
-	}
-	return false
-}
-
-func procStatus(b *testing.B, pid int, field string) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	b.Fatalf("no %s", field)
-	return ""
-}
-
-func rssKiB(b *testing.B, pid int) int {
-	n, _ := strconv.Atoi(strings.TrimSuffix(procStatus(b, pid, "VmRSS"), " kB"))
-	return n
-}
-
-// cpuSeconds is the process's user+system time.
-func cpuSeconds(b *testing.B, pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100 // USER_HZ
 }

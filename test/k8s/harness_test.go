@@ -252,18 +252,7 @@ func (n *node) metric(name string) float64 {
 // waitFor polls cond until it holds or the (scaled) timeout passes.
 func (n *node) waitFor(what string, timeout time.Duration, cond func() error) {
 	n.t.Helper()
-	timeout = testenv.Scaled(timeout)
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("waited %s for %s: %v", timeout, what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(n.t, what, timeout, cond)
 }
 
 // ask sends one whoami request from the client pod.
