@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-lb/sluice/internal/httpserve"
 )
 
 // Handler serves reg on /metrics. A collector that fails (a map that
@@ -29,19 +29,11 @@ func Handler(reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
-// shutdownGrace is how long scrapes in flight may take to finish once the
-// context ends.
-const shutdownGrace = 2 * time.Second
+const serverName = "metrics server"
 
 // Listen opens a TCP listener on addr (":9100"; "127.0.0.1:0" for a free
 // port, read back with Addr). The error names the address.
-func Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics server: listen on %s: %w", addr, err)
-	}
-	return ln, nil
-}
+func Listen(addr string) (net.Listener, error) { return httpserve.Listen(serverName, addr) }
 
 // Serve serves h on addr until ctx ends, then returns nil. It returns an
 // error naming addr when it cannot listen there.
@@ -54,30 +46,8 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 }
 
 // ServeListener serves h on ln, which it closes, until ctx ends, then
-// returns nil.
+// returns nil. A scrape of a full conntrack table takes a few hundred
+// milliseconds: the write timeout is generous.
 func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		// A scrape of a full conntrack table takes a few hundred
-		// milliseconds; this bounds a client that stops reading.
-		WriteTimeout: 30 * time.Second,
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
-		return fmt.Errorf("metrics server on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("metrics server on %s: %w", ln.Addr(), err)
-	}
-	return nil
+	return httpserve.Serve(ctx, serverName, ln, h, 30*time.Second)
 }
