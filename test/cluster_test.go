@@ -30,6 +30,14 @@ const runAsSluice = "SLUICE_TEST_RUN_AS_SLUICE"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(runAsSluice) == "1" {
+		// The test process runs without RLIMIT_MEMLOCK (testenv.Privileged
+		// lifts it); an agent asked to starts under a system's default.
+		if v := os.Getenv(memlockEnv); v != "" {
+			if err := setMemlock(v); err != nil {
+				fmt.Fprintf(os.Stderr, "%s=%s: %v\n", memlockEnv, v, err)
+				os.Exit(2)
+			}
+		}
 		os.Exit(cli.Main(os.Args[1:]))
 	}
 	os.Exit(m.Run())
@@ -51,6 +59,7 @@ type cluster struct {
 	mode      string
 	agent     *exec.Cmd
 	agentLog  string
+	agentEnv  []string // added to the agent's environment
 	stop      context.CancelFunc
 }
 
@@ -143,7 +152,7 @@ func (c *cluster) startAgent() {
 		// The tests time how fast a change is followed, not the
 		// coalescing of the production default (1 s).
 		"--min-sync-period", "10ms")
-	cmd.Env = append(os.Environ(), runAsSluice+"=1")
+	cmd.Env = append(append(os.Environ(), runAsSluice+"=1"), c.agentEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := c.topo.Node.Start(cmd); err != nil {
 		c.t.Fatal(err)
@@ -167,18 +176,7 @@ func (c *cluster) killAgent() {
 // waitFor polls cond until it holds or the (scaled) timeout passes.
 func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error) {
 	c.t.Helper()
-	timeout = testenv.Scaled(timeout)
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("waited %s for %s: %v", timeout, what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(c.t, what, timeout, cond)
 }
 
 // ask sends one whoami request from the client pod.
