@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/maps"
@@ -64,6 +65,14 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
+	}
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, whose default
+	// (64 KiB, 8 MiB on newer systems) is far below what the maps take.
+	// Newer kernels charge the memory cgroup: this is then a no-op.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("lift RLIMIT_MEMLOCK: %w: kernels before 5.11 charge BPF maps to it, and this one "+
+			"refused a map under it; the agent needs CAP_SYS_RESOURCE (besides CAP_BPF or root), "+
+			"or to be started without the limit (ulimit -l unlimited, systemd LimitMEMLOCK=infinity)", err)
 	}
 	if err := ensureBPFFS(opts.PinDir); err != nil {
 		return nil, err
