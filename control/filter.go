@@ -31,16 +31,3 @@ func filterSrc(addr uint32, port uint16, proto uint8) uint32 {
 func filterSet(f *bpf.SluiceLb4Filter, bit uint32) {
 	f.Words[bit>>6] |= 1 << (bit & 63)
 }
-
-// filterUnion returns a | b and whether it differs from a.
-func filterUnion(a, b *bpf.SluiceLb4Filter) (*bpf.SluiceLb4Filter, bool) {
-	u := *a
-	changed := false
-	for i, w := range b.Words {
-		if u.Words[i]|w != u.Words[i] {
-			u.Words[i] |= w
-			changed = true
-		}
-	}
-	return &u, changed
-}

@@ -13,14 +13,17 @@ import (
 type prefilter struct {
 	programmed *bpf.SluiceLb4Filter
 	want       *bpf.SluiceLb4Filter
-	refs       map[uint32]int32
+	// scratch holds the widened bitmap while it is written; the three
+	// buffers are reused, as a change must not cost 512 KiB of garbage.
+	scratch *bpf.SluiceLb4Filter
+	refs    map[uint32]int32
 	// grow: want has bits programmed lacks; shrink: programmed has bits
 	// want lacks.
 	grow, shrink bool
 }
 
 func newPrefilter(programmed *bpf.SluiceLb4Filter) prefilter {
-	return prefilter{programmed: programmed, want: &bpf.SluiceLb4Filter{}, refs: map[uint32]int32{}}
+	return prefilter{programmed: programmed, want: &bpf.SluiceLb4Filter{}, scratch: &bpf.SluiceLb4Filter{}, refs: map[uint32]int32{}}
 }
 
 func (f *prefilter) dirty() bool { return f.grow || f.shrink }
@@ -64,9 +67,27 @@ func (f *prefilter) frontend(fe Frontend, backends []Backend, delta int) {
 }
 
 // widened is what the map must hold while old and new entries coexist:
-// programmed | want. shrink is updated for what that leaves to clear.
+// programmed | want, in scratch. shrink is updated for what that leaves
+// to clear. Once written, widenedWritten makes it the programmed bitmap.
 func (f *prefilter) widened() *bpf.SluiceLb4Filter {
-	u, _ := filterUnion(f.programmed, f.want)
-	f.shrink = *u != *f.want
-	return u
+	f.shrink = false
+	for i, w := range f.want.Words {
+		u := f.programmed.Words[i] | w
+		f.scratch.Words[i] = u
+		if u != w {
+			f.shrink = true
+		}
+	}
+	return f.scratch
+}
+
+func (f *prefilter) widenedWritten() {
+	f.programmed, f.scratch = f.scratch, f.programmed
+	f.grow = false
+}
+
+// narrowed records that want was written.
+func (f *prefilter) narrowed() {
+	*f.programmed = *f.want
+	f.shrink = false
 }

@@ -66,11 +66,10 @@ func (r *Reconciler) widenPrefilter(*plan) error {
 	if !r.prefilter.grow {
 		return nil
 	}
-	u := r.prefilter.widened()
-	if err := r.write("widen prefilter", r.lb.Prefilter.Put(0, *u)); err != nil {
+	if err := r.write("widen prefilter", r.lb.Prefilter.PutRef(0, r.prefilter.widened())); err != nil {
 		return err
 	}
-	r.prefilter.programmed, r.prefilter.grow = u, false
+	r.prefilter.widenedWritten()
 	return nil
 }
 
@@ -425,10 +424,9 @@ func (r *Reconciler) narrowPrefilter(*plan) error {
 	if !r.prefilter.shrink {
 		return nil
 	}
-	want := *r.prefilter.want
-	if err := r.write("narrow prefilter", r.lb.Prefilter.Put(0, want)); err != nil {
+	if err := r.write("narrow prefilter", r.lb.Prefilter.PutRef(0, r.prefilter.want)); err != nil {
 		return err
 	}
-	r.prefilter.programmed, r.prefilter.shrink = &want, false
+	r.prefilter.narrowed()
 	return nil
 }

@@ -38,6 +38,13 @@ func (m *Map[K, V]) Put(k K, v V) error {
 	return m.m.Put(&k, &v)
 }
 
+// PutRef is Put for a large value: v is written from where it is, not
+// copied (the prefilter's 512 KiB would otherwise be allocated anew on
+// every write).
+func (m *Map[K, V]) PutRef(k K, v *V) error {
+	return m.m.Put(&k, v)
+}
+
 // Delete removes k; a missing key is not an error.
 func (m *Map[K, V]) Delete(k K) error {
 	if err := m.m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
