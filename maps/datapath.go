@@ -2,6 +2,7 @@ package maps
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -115,4 +116,27 @@ func (d *Datapath) Packets() (map[string]uint64, error) {
 		m[c.Reason] = c.Packets
 	}
 	return m, nil
+}
+
+// BackendAddrs returns the addresses a new flow to one frontend can be
+// sent to, in slot order, looked up entry by entry: cheap for one
+// frontend, where reading lb4_services whole is not.
+func (lb LB4) BackendAddrs(vip netip.Addr, port uint16, proto uint8) []netip.Addr {
+	key := bpf.SluiceLb4Key{Address: Addr4(vip), Dport: Port(port), Proto: proto}
+	master, err := lb.Services.Lookup(key)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for slot := uint16(1); slot <= master.Count; slot++ {
+		key.BackendSlot = slot
+		s, err := lb.Services.Lookup(key)
+		if err != nil {
+			continue
+		}
+		if be, err := lb.Backends.Lookup(s.BackendId); err == nil {
+			out = append(out, AddrFrom4(be.Address))
+		}
+	}
+	return out
 }

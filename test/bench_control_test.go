@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -143,7 +144,7 @@ func BenchmarkControlPlane(b *testing.B) {
 	if err := os.Rename(tmp, changed); err != nil {
 		b.Fatal(err)
 	}
-	for !testenv.HasBackend(dp, benchVIP(0), 80, moved) {
+	for !slices.Contains(dp.LB4.BackendAddrs(benchVIP(0), 80, 6), moved) {
 		if time.Since(written) > 10*time.Second {
 			b.Fatal("the changed file was never applied")
 		}

@@ -3,15 +3,11 @@ package testenv
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sluice-lb/sluice/bpf"
-	"github.com/sluice-lb/sluice/maps"
 )
 
 // WaitFor polls cond until it returns nil, failing t with cond's last
@@ -30,27 +26,6 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() error
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// HasBackend looks the TCP frontend vip:port up in the maps, slot by slot,
-// for a backend address: what a packet could be sent to.
-func HasBackend(dp *maps.Datapath, vip netip.Addr, port uint16, backend netip.Addr) bool {
-	key := bpf.SluiceLb4Key{Address: maps.Addr4(vip), Dport: maps.Port(port), Proto: 6}
-	master, err := dp.LB4.Services.Lookup(key)
-	if err != nil {
-		return false
-	}
-	for slot := uint16(1); slot <= master.Count; slot++ {
-		key.BackendSlot = slot
-		s, err := dp.LB4.Services.Lookup(key)
-		if err != nil {
-			continue
-		}
-		if be, err := dp.LB4.Backends.Lookup(s.BackendId); err == nil && maps.AddrFrom4(be.Address) == backend {
-			return true
-		}
-	}
-	return false
 }
 
 // RSSKiB is a process's resident set size.

@@ -157,7 +157,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 			b.Fatal(err)
 		}
 		returned := time.Now()
-		for !testenv.HasBackend(dp, benchVIP(i), 80, moved) {
+		for !slices.Contains(dp.LB4.BackendAddrs(benchVIP(i), 80, 6), moved) {
 			if time.Since(returned) > 10*time.Second {
 				b.Fatalf("change %d never reached the map", c)
 			}
@@ -176,6 +176,14 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 	}
 	if _, err := fast.DiscoveryV1().EndpointSlices(benchNS).Create(ctx, benchSlice(benchServices, netlab.BackendAddr(1)), metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
+	}
+	// A connection tried before the frontend exists waits out its SYN's
+	// timeout: try once the map has the backend, then until it answers.
+	for !slices.Contains(dp.LB4.BackendAddrs(newVIP, 80, 6), netlab.BackendAddr(1)) {
+		if time.Since(created) > 10*time.Second {
+			b.Fatal("the new Service was never programmed")
+		}
+		time.Sleep(50 * time.Microsecond)
 	}
 	for {
 		if who, err := n.ask("tcp", newVIP.String()+":80"); err == nil && who == "backend-1" {
