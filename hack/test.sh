@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every suite. The suites that need a real API server (test/k8s,
+# Every suite. The suites that need a real API server (test/k8s, control/kube,
 # internal/kubetest, deploy-check) wait for its binaries, which
 # hack/k8s/binaries.sh builds in the background on a fresh machine (about
 # 12 minutes, cached outside the checkout) while the other suites run.
