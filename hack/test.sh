@@ -13,7 +13,7 @@ trap 'rm -f "$build_log"' EXIT
 build=$!
 
 "$GO" vet ./...
-needs_api='/test/k8s$|/internal/kubetest$'
+needs_api='/test/k8s$|/internal/kubetest$|/control/kube$'
 "$GO" test -count=1 -p 1 -timeout 20m $("$GO" list ./... | grep -Ev "$needs_api")
 
 if ! wait "$build"; then
