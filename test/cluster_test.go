@@ -7,17 +7,15 @@ package test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/testenv"
@@ -25,8 +23,7 @@ import (
 	"github.com/sluice-lb/sluice/loader"
 )
 
-// runAsSluice makes the re-executed test binary the sluice command.
-const runAsSluice = "SLUICE_TEST_RUN_AS_SLUICE"
+const runAsSluice = agenttest.RunAsSluice
 
 func TestMain(m *testing.M) {
 	if os.Getenv(runAsSluice) == "1" {
@@ -57,7 +54,7 @@ type cluster struct {
 	pinDir    string
 	manifests string
 	mode      string
-	agent     *exec.Cmd
+	agent     *agenttest.Agent
 	agentLog  string
 	agentEnv  []string // added to the agent's environment
 	stop      context.CancelFunc
@@ -104,15 +101,7 @@ func (c *cluster) serveWhoami(ctx context.Context, ns *netlab.NS, name string) e
 func (c *cluster) close() {
 	c.stop()
 	c.killAgent()
-	if err := c.topo.Node.Do(func() error { return loader.Uninstall(c.pinDir, slog.Default()) }); err != nil {
-		c.t.Errorf("uninstall: %v", err)
-	}
-	c.topo.Delete()
-	if c.t.Failed() {
-		if b, err := os.ReadFile(c.agentLog); err == nil {
-			c.t.Logf("agent log:\n%s", b)
-		}
-	}
+	agenttest.Teardown(c.t, c.topo, c.pinDir, c.agentLog)
 }
 
 func (c *cluster) write(name, content string) {
@@ -138,26 +127,12 @@ func (c *cluster) writeRaw(name, content string) {
 // programmed at least one frontend.
 func (c *cluster) startAgent() {
 	c.t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	logf, err := os.OpenFile(c.agentLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(self, "agent", "--manifests", c.manifests, "--pin-dir", c.pinDir,
+	c.agent = agenttest.Start(c.t, c.topo.Node, c.agentLog, c.agentEnv,
+		"agent", "--manifests", c.manifests, "--pin-dir", c.pinDir,
 		"--node-name", c.topo.Prefix+"-node", "--service-cidr", "10.96.0.0/12", "--attach", c.mode,
 		// The tests time how fast a change is followed, not the
 		// coalescing of the production default (1 s).
 		"--min-sync-period", "10ms")
-	cmd.Env = append(append(os.Environ(), runAsSluice+"=1"), c.agentEnv...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := c.topo.Node.Start(cmd); err != nil {
-		c.t.Fatal(err)
-	}
-	c.agent = cmd
 	if err := cli.WaitServing(c.topo.Node, cli.DefaultHealthzAddr, testenv.Scaled(10*time.Second)); err != nil {
 		c.t.Fatal(err)
 	}
@@ -165,11 +140,7 @@ func (c *cluster) startAgent() {
 
 // killAgent kills the agent with SIGKILL, as a crash or OOM kill would.
 func (c *cluster) killAgent() {
-	if c.agent == nil {
-		return
-	}
-	c.agent.Process.Signal(syscall.SIGKILL)
-	c.agent.Wait()
+	c.agent.Kill()
 	c.agent = nil
 }
 
@@ -181,12 +152,7 @@ func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error)
 
 // ask sends one whoami request from the client pod.
 func (c *cluster) ask(proto, addr string) (string, error) {
-	var who string
-	err := c.topo.Client.Do(func() (err error) {
-		who, err = whoami.Ask(proto, addr, testenv.Scaled(500*time.Millisecond))
-		return err
-	})
-	return who, err
+	return agenttest.Ask(c.topo.Client, proto, addr, 500*time.Millisecond)
 }
 
 // dial opens a TCP connection from the client pod.

@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/netlab"
-	"github.com/sluice-lb/sluice/loader"
 )
 
 // ctx is cancelled when the test ends.
@@ -27,20 +27,7 @@ func (c *cluster) readAgentLog() string {
 // counter reads one datapath counter, by reason name, from the pinned maps.
 func (c *cluster) counter(reason string) uint64 {
 	c.t.Helper()
-	dp, closeMaps, err := loader.OpenPinnedMaps(c.pinDir)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer closeMaps()
-	packets, err := dp.Packets()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	n, ok := packets[reason]
-	if !ok {
-		c.t.Fatalf("no counter %q", reason)
-	}
-	return n
+	return agenttest.Counter(c.t, c.pinDir, reason)
 }
 
 // sendRawFrame sends an Ethernet frame as it is, n times, out of a device

@@ -65,7 +65,7 @@ func TestAgentWithDefaultMemlock(t *testing.T) {
 				t.Fatalf("request through the VIP: answered by %q (%v), want backend-1", who, err)
 			}
 			major, minor := testenv.KernelVersion()
-			t.Logf("kernel %d.%d, agent started under %d bytes of memlock, now: %s", major, minor, limit.bytes, memlockOf(c.agent.Process.Pid))
+			t.Logf("kernel %d.%d, agent started under %d bytes of memlock, now: %s", major, minor, limit.bytes, memlockOf(c.agent.Pid()))
 		})
 	}
 }

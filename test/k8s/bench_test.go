@@ -126,7 +126,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 	n := newNode(b, api, 1)
 	n.startAgent(true)
 	first := n.metric("sluice_sync_full_proxy_rules_duration_seconds_sum")
-	rss := testenv.RSSKiB(b, n.agent.Process.Pid)
+	rss := testenv.RSSKiB(b, n.agent.Pid())
 
 	dp, closeMaps, err := loader.OpenPinnedMaps(n.pinDir)
 	if err != nil {
@@ -138,7 +138,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 	}
 
 	// EndpointSlice changes: service i's first endpoint moves.
-	cpu0 := testenv.CPUSeconds(b, n.agent.Process.Pid)
+	cpu0 := testenv.CPUSeconds(b, n.agent.Pid())
 	var lat []time.Duration
 	for c := range benchChanges {
 		i := (c * 37) % benchServices
@@ -165,7 +165,7 @@ func BenchmarkK8sControlPlane(b *testing.B) {
 		}
 		lat = append(lat, time.Since(returned))
 	}
-	cpu := testenv.CPUSeconds(b, n.agent.Process.Pid) - cpu0
+	cpu := testenv.CPUSeconds(b, n.agent.Pid()) - cpu0
 	slices.Sort(lat)
 
 	// A new Service, reachable through its ClusterIP.

@@ -11,11 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -28,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/kubetest"
 	"github.com/sluice-lb/sluice/internal/netlab"
@@ -36,7 +35,7 @@ import (
 	"github.com/sluice-lb/sluice/loader"
 )
 
-const runAsSluice = "SLUICE_TEST_RUN_AS_SLUICE"
+const runAsSluice = agenttest.RunAsSluice
 
 func TestMain(m *testing.M) {
 	if os.Getenv(runAsSluice) == "1" {
@@ -61,7 +60,7 @@ type node struct {
 	name       string
 	pinDir     string
 	kubeconfig string // the agent's: the ServiceAccount's token, via the proxy
-	agent      *exec.Cmd
+	agent      *agenttest.Agent
 	agentLog   string
 	agentArgs  []string
 	stop       context.CancelFunc
@@ -160,39 +159,16 @@ func (n *node) proxyAPI(ctx context.Context, kubeconfig string) string {
 func (n *node) close() {
 	n.stop()
 	n.killAgent()
-	if err := n.topo.Node.Do(func() error { return loader.Uninstall(n.pinDir, slog.Default()) }); err != nil {
-		n.t.Errorf("uninstall: %v", err)
-	}
-	n.topo.Delete()
-	if n.t.Failed() {
-		if b, err := os.ReadFile(n.agentLog); err == nil {
-			n.t.Logf("agent log:\n%s", b)
-		}
-	}
+	agenttest.Teardown(n.t, n.topo, n.pinDir, n.agentLog)
 }
 
 // startAgent starts the agent in the node namespace; wait says whether to
 // wait until /healthz says it serves.
 func (n *node) startAgent(wait bool) {
 	n.t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	logf, err := os.OpenFile(n.agentLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer logf.Close()
 	args := append([]string{"agent", "--kubeconfig", n.kubeconfig, "--pin-dir", n.pinDir,
 		"--node-name", n.name, "--service-cidr", "10.96.0.0/12", "--min-sync-period", "0"}, n.agentArgs...)
-	cmd := exec.Command(self, args...)
-	cmd.Env = append(os.Environ(), runAsSluice+"=1")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := n.topo.Node.Start(cmd); err != nil {
-		n.t.Fatal(err)
-	}
-	n.agent = cmd
+	n.agent = agenttest.Start(n.t, n.topo.Node, n.agentLog, nil, args...)
 	if wait {
 		if err := cli.WaitServing(n.topo.Node, cli.DefaultHealthzAddr, testenv.Scaled(20*time.Second)); err != nil {
 			n.t.Fatal(err)
@@ -201,11 +177,7 @@ func (n *node) startAgent(wait bool) {
 }
 
 func (n *node) killAgent() {
-	if n.agent == nil {
-		return
-	}
-	n.agent.Process.Signal(syscall.SIGKILL)
-	n.agent.Wait()
+	n.agent.Kill()
 	n.agent = nil
 }
 
@@ -257,12 +229,7 @@ func (n *node) waitFor(what string, timeout time.Duration, cond func() error) {
 
 // ask sends one whoami request from the client pod.
 func (n *node) ask(proto, addr string) (string, error) {
-	var who string
-	err := n.topo.Client.Do(func() (err error) {
-		who, err = whoami.Ask(proto, addr, testenv.Scaled(300*time.Millisecond))
-		return err
-	})
-	return who, err
+	return agenttest.Ask(n.topo.Client, proto, addr, 300*time.Millisecond)
 }
 
 // answers sends count TCP requests and counts who answered; failures
@@ -305,20 +272,7 @@ func (n *node) waitAnswers(what string, count int, want ...string) {
 // counter reads one datapath counter from the pinned maps.
 func (n *node) counter(reason string) uint64 {
 	n.t.Helper()
-	dp, closeMaps, err := loader.OpenPinnedMaps(n.pinDir)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer closeMaps()
-	packets, err := dp.Packets()
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	v, ok := packets[reason]
-	if !ok {
-		n.t.Fatalf("no counter %q", reason)
-	}
-	return v
+	return agenttest.Counter(n.t, n.pinDir, reason)
 }
 
 // service is the whoami Service on vip: selector-less, its endpoints in

@@ -1,0 +1,103 @@
+// Package agenttest runs the sluice agent for the end-to-end suites: the
+// test binary re-executed as the sluice command (its TestMain checks
+// RunAsSluice), inside a lab node's network namespace, so the suites need
+// no other binary.
+package agenttest
+
+import (
+	"log/slog"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/netlab"
+	"github.com/sluice-lb/sluice/internal/testenv"
+	"github.com/sluice-lb/sluice/internal/whoami"
+	"github.com/sluice-lb/sluice/loader"
+)
+
+// RunAsSluice, set to 1, makes a re-executed test binary the sluice command.
+const RunAsSluice = "SLUICE_TEST_RUN_AS_SLUICE"
+
+// Agent is one running agent.
+type Agent struct{ cmd *exec.Cmd }
+
+// Start runs `sluice args...` in ns with env added to the test's own,
+// appending its output to logPath.
+func Start(t testing.TB, ns *netlab.NS, logPath string, env []string, args ...string) *Agent {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(append(os.Environ(), RunAsSluice+"=1"), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := ns.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	return &Agent{cmd: cmd}
+}
+
+// Pid is the agent's process id.
+func (a *Agent) Pid() int { return a.cmd.Process.Pid }
+
+// Kill kills the agent with SIGKILL, as a crash or OOM kill would. A nil
+// agent is none.
+func (a *Agent) Kill() {
+	if a == nil {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+}
+
+// Teardown removes what a lab node's agent left (its pins, from inside the
+// node) and the topology, and shows the agent's log when t failed.
+func Teardown(t testing.TB, topo *netlab.Topology, pinDir, agentLog string) {
+	if err := topo.Node.Do(func() error { return loader.Uninstall(pinDir, slog.Default()) }); err != nil {
+		t.Errorf("uninstall: %v", err)
+	}
+	topo.Delete()
+	if t.Failed() {
+		if b, err := os.ReadFile(agentLog); err == nil {
+			t.Logf("agent log:\n%s", b)
+		}
+	}
+}
+
+// Counter reads one datapath counter, by reason name, from the pinned maps.
+func Counter(t testing.TB, pinDir, reason string) uint64 {
+	t.Helper()
+	dp, closeMaps, err := loader.OpenPinnedMaps(pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeMaps()
+	packets, err := dp.Packets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := packets[reason]
+	if !ok {
+		t.Fatalf("no counter %q", reason)
+	}
+	return n
+}
+
+// Ask sends one whoami request from inside ns.
+func Ask(ns *netlab.NS, proto, addr string, timeout time.Duration) (string, error) {
+	var who string
+	err := ns.Do(func() (err error) {
+		who, err = whoami.Ask(proto, addr, testenv.Scaled(timeout))
+		return err
+	})
+	return who, err
+}
