@@ -40,7 +40,9 @@ func Desired(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointS
 		return inputs[ref]
 	}
 	for _, svc := range services {
-		in(serviceRef{svc.Namespace, svc.Name}).svc = svc
+		if Visible(svc.Labels) { // rule 1: a hidden Service is absent, as in the Store
+			in(serviceRef{svc.Namespace, svc.Name}).svc = svc
+		}
 	}
 	var problems []Problem
 	for _, es := range endpointSlices {

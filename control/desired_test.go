@@ -1,6 +1,9 @@
 package control
 
 import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -46,6 +49,7 @@ type ep struct {
 	addrs                       []string
 	ready, serving, terminating *bool
 	node                        string
+	zones, nodes                []string // hints; nil for none
 }
 
 func slice(name, service string, ports []discoveryv1.EndpointPort, eps ...ep) *discoveryv1.EndpointSlice {
@@ -59,6 +63,15 @@ func slice(name, service string, ports []discoveryv1.EndpointPort, eps ...ep) *d
 		if e.node != "" {
 			d.NodeName = ptr(e.node)
 		}
+		if e.zones != nil || e.nodes != nil {
+			d.Hints = &discoveryv1.EndpointHints{}
+			for _, z := range e.zones {
+				d.Hints.ForZones = append(d.Hints.ForZones, discoveryv1.ForZone{Name: z})
+			}
+			for _, n := range e.nodes {
+				d.Hints.ForNodes = append(d.Hints.ForNodes, discoveryv1.ForNode{Name: n})
+			}
+		}
 		es.Endpoints = append(es.Endpoints, d)
 	}
 	return es
@@ -70,7 +83,54 @@ func httpPort(port int32) []discoveryv1.EndpointPort {
 
 func ready(addr string) ep { return ep{addrs: []string{addr}} }
 
-// render turns a state into "frontend -> backends" lines, sorted.
+// term is a serving, terminating, not ready endpoint.
+func term(addr string) ep {
+	return ep{addrs: []string{addr}, ready: ptr(false), serving: ptr(true), terminating: ptr(true)}
+}
+
+func (e ep) on(node string) ep            { e.node = node; return e }
+func (e ep) inZones(z ...string) ep       { e.zones = z; return e }
+func (e ep) forNodes(n ...string) ep      { e.nodes = n; return e }
+func (e ep) cond(r, s, t *bool) ep        { e.ready, e.serving, e.terminating = r, s, t; return e }
+func addrs(a ...string) ep                { return ep{addrs: a} }
+func withClusterIPs(ips ...string) svcOpt { return func(s *corev1.Service) { s.Spec.ClusterIPs = ips } }
+
+func withITP(p corev1.ServiceInternalTrafficPolicy) svcOpt {
+	return func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = &p }
+}
+
+// withAffinity sets sessionAffinity ClientIP, with the timeout when not nil.
+func withAffinity(timeout *int32) svcOpt {
+	return func(s *corev1.Service) {
+		s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		if timeout != nil {
+			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: timeout}}
+		}
+	}
+}
+
+func addressType(t discoveryv1.AddressType, es *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+	es.AddressType = t
+	return es
+}
+
+// esPort is a slice port; proto "" leaves the protocol nil.
+func esPort(name string, port int32, proto corev1.Protocol) discoveryv1.EndpointPort {
+	p := discoveryv1.EndpointPort{Name: &name, Port: &port}
+	if proto != "" {
+		p.Protocol = &proto
+	}
+	return p
+}
+
+func esPorts(ps ...discoveryv1.EndpointPort) []discoveryv1.EndpointPort { return ps }
+
+// render turns a state into "frontend -> backends" lines, sorted. A line
+// ends in "drop" when its empty backend set means DROP rather than REJECT
+// (rule 14), and in "affinity=N" for ClientIP affinity (rule 22), each
+// after one space: "10.96.0.1:80/TCP -> drop affinity=10800". It
+// also checks what every ServicePort must satisfy: keyed by its own
+// frontend, backends sorted and unique.
 func render(s *State) []string {
 	var out []string
 	for fe, sp := range s.Ports {
@@ -78,7 +138,27 @@ func render(s *State) []string {
 		for _, b := range sp.Backends {
 			bs = append(bs, b.String())
 		}
-		out = append(out, fe.String()+" -> "+strings.Join(bs, ","))
+		var attrs []string
+		if sp.DropEmpty {
+			attrs = append(attrs, "drop")
+		}
+		if sp.AffinityTimeout != 0 {
+			attrs = append(attrs, fmt.Sprintf("affinity=%d", sp.AffinityTimeout))
+		}
+		line := fe.String() + " -> " + strings.Join(bs, ",")
+		for _, a := range attrs {
+			if !strings.HasSuffix(line, " ") {
+				line += " "
+			}
+			line += a
+		}
+		if sp.Frontend != fe {
+			line += " (keyed by another frontend: " + sp.Frontend.String() + ")"
+		}
+		if !slices.IsSortedFunc(sp.Backends, Backend.Compare) || len(slices.Compact(slices.Clone(sp.Backends))) != len(sp.Backends) {
+			line += " (backends not sorted and unique)"
+		}
+		out = append(out, line)
 	}
 	slices.Sort(out)
 	return out
@@ -90,13 +170,15 @@ func TestDesired(t *testing.T) {
 		rule     string
 		services []*corev1.Service
 		slices   []*discoveryv1.EndpointSlice
+		node     *NodeInfo // nil: node-1, no zone
 		want     []string
 		problems []string // substrings, in order
 	}{
 		{
-			rule:     "1: a service-proxy-name label hides the Service",
+			rule:     "1: a service-proxy-name label hides the Service: its visible slices belong to no Service",
 			services: []*corev1.Service{svc("a", "10.96.0.1", withLabels(LabelServiceProxyName, "other"))},
 			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.1"))},
+			problems: []string{"EndpointSlice ns/a-1: Service ns/a does not exist"},
 		},
 		{
 			rule:     "1: a headless label hides the Service, whatever its value",
@@ -261,10 +343,456 @@ func TestDesired(t *testing.T) {
 			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
 			problems: []string{"Service ns/b: port \"http\": 10.96.0.1:80/TCP already served by ns/a:http/TCP"},
 		},
+		{
+			rule:     "2, 3: an IPv6-only Service and its IPv6 slices get nothing on the IPv4 node, and no problem",
+			services: []*corev1.Service{svc("a", "fd00::1", withClusterIPs("fd00::1"))},
+			slices:   []*discoveryv1.EndpointSlice{addressType(discoveryv1.AddressTypeIPv6, slice("a-1", "a", httpPort(8080), ready("fd00::5")))},
+		},
+		{
+			rule:     "3: dual-stack with IPv4 first: the IPv4 entry, backends from the IPv4 slices only",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withClusterIPs("10.96.0.1", "fd00::1"))},
+			slices: []*discoveryv1.EndpointSlice{
+				addressType(discoveryv1.AddressTypeIPv6, slice("a-0", "a", httpPort(8080), ready("fd00::5"))),
+				slice("a-1", "a", httpPort(8080), ready("10.0.0.1")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "3: a dual-stack Service with only IPv6 slices has no IPv4 backends (REJECT)",
+			services: []*corev1.Service{svc("a", "fd00::1", withClusterIPs("fd00::1", "10.96.0.1"))},
+			slices:   []*discoveryv1.EndpointSlice{addressType(discoveryv1.AddressTypeIPv6, slice("a-1", "a", httpPort(8080), ready("fd00::5")))},
+			want:     []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "3, 6: an IPv6 address in an IPv4 slice is skipped with a problem, the rest programmed",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("fd00::5"), ready("10.0.0.1"))},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+			problems: []string{`EndpointSlice ns/a-1: endpoint address "fd00::5" is not an IPv4 address`},
+		},
+		{
+			rule: "5: two named ports map to the slice ports of the same names, whatever their order",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withPorts(
+				corev1.ServicePort{Name: "web", Port: 80, Protocol: corev1.ProtocolTCP},
+				corev1.ServicePort{Name: "admin", Port: 81, Protocol: corev1.ProtocolTCP},
+			))},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", esPorts(
+				esPort("admin", 9091, corev1.ProtocolTCP),
+				esPort("web", 9090, corev1.ProtocolTCP),
+			), ready("10.0.0.1"))},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:9090", "10.96.0.1:81/TCP -> 10.0.0.1:9091"},
+		},
+		{
+			rule: "5: a slice port with the right name but another protocol does not apply (nil protocol is TCP)",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withPorts(
+				corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}))},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", esPorts(esPort("dns", 53, corev1.ProtocolTCP)), ready("10.0.0.1")),
+				slice("a-2", "a", esPorts(esPort("dns", 5353, "")), ready("10.0.0.2")),
+			},
+			want: []string{"10.96.0.1:53/UDP -> "},
+		},
+		{
+			rule:     "5: a slice port without protocol is TCP",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", esPorts(esPort("http", 8080, "")), ready("10.0.0.1"))},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule: "5, 6: the unnamed service port takes the slice port named \"\"; a nil name never applies",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withPorts(
+				corev1.ServicePort{Port: 80, Protocol: corev1.ProtocolTCP}))},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", esPorts(esPort("", 8080, corev1.ProtocolTCP)), ready("10.0.0.1")),
+				slice("a-2", "a", []discoveryv1.EndpointPort{{Port: ptr(int32(8081)), Protocol: ptr(corev1.ProtocolTCP)}}, ready("10.0.0.2")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "6: a port-0 entry before a valid one of the same name is ignored: the valid one applies",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", esPorts(
+				esPort("http", 0, corev1.ProtocolTCP),
+				esPort("http", 8080, corev1.ProtocolTCP),
+			), ready("10.0.0.1"))},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "6: empty addresses are skipped; only addresses[0] counts, even when it is unparsable",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				addrs(),
+				addrs("10.0.0.1", "10.0.0.2"),
+				addrs("bogus", "10.0.0.3"),
+			)},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+			problems: []string{`EndpointSlice ns/a-1: endpoint address "bogus"`},
+		},
+		{
+			rule:     "6: lenient parsing: leading zeros are decimal, spaces and a CIDR suffix are trimmed",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("010.000.000.010"), ready("10.180.00.001"), ready(" 10.0.0.7/32 "), ready("0010.0.0.1"),
+			)},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.7:8080,10.0.0.10:8080,10.180.0.1:8080"},
+		},
+		{
+			rule:     "6: a leniently parsed clusterIP is the IP it reads as",
+			services: []*corev1.Service{svc("a", "10.096.000.01")},
+			want:     []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "6, 7: spellings of one IP are one endpoint",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), ready("10.0.0.1"), ready("10.000.0.01")),
+				slice("a-2", "a", httpPort(8080), ready("10.0.0.001")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "6: unparsable IPs are skipped with a problem naming their slice; the rest is programmed",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), ready("10.0.0.1"), ready("10.0.0.2")),
+				slice("a-2", "a", httpPort(8080), ready("10.0.0.256"), ready("10.0.0.3"), ready("1.2.3")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080"},
+			problems: []string{
+				`EndpointSlice ns/a-2: endpoint address "1.2.3" is not an IPv4 address`,
+				`EndpointSlice ns/a-2: endpoint address "10.0.0.256" is not an IPv4 address`,
+			},
+		},
+		{
+			rule:     "7: a duplicate across slices, terminating copy in the first slice: the non-terminating copy wins",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), ready("10.0.0.1"), term("10.0.0.2")),
+				slice("a-2", "a", httpPort(8080), ready("10.0.0.2")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080"},
+		},
+		{
+			rule:     "7: a duplicate across slices, terminating copy in the second slice: the non-terminating copy wins",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), ready("10.0.0.2")),
+				slice("a-2", "a", httpPort(8080), ready("10.0.0.1"), term("10.0.0.2")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080"},
+		},
+		{
+			rule:     "7: the non-terminating copy wins even when it is not ready: no terminating fallback to it",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), term("10.0.0.2")),
+				slice("a-2", "a", httpPort(8080), ready("10.0.0.2").cond(f, f, f)),
+			},
+			want: []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "7, 12: the winning copy's node counts (terminating local copy first)",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), term("10.0.0.2").on("node-1")),
+				slice("a-2", "a", httpPort(8080), ready("10.0.0.2").on("node-2")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> drop"},
+		},
+		{
+			rule:     "7, 12: the winning copy's node counts (terminating local copy second)",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), ready("10.0.0.2").on("node-2")),
+				slice("a-2", "a", httpPort(8080), term("10.0.0.2").on("node-1")),
+			},
+			want: []string{"10.96.0.1:80/TCP -> drop"},
+		},
+		{
+			rule:     "8: ready nil is ready, whatever serving says; ready false is not",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").cond(nil, f, nil),
+				ready("10.0.0.2").cond(f, nil, nil),
+			)},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "8, 9: terminating nil is not terminating: a not-ready serving endpoint is no fallback (REJECT)",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.1").cond(f, tr, nil))},
+			want:     []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "8, 9: serving nil is serving: a terminating endpoint without it is a fallback",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.1").cond(f, nil, tr))},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "9: with no ready endpoint, serving-and-terminating ones are used cluster-wide, local or not",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				term("10.0.0.1").on("node-1"),
+				term("10.0.0.2").on("node-2"),
+				term("10.0.0.3"),
+				term("10.0.0.4").on("node-1").cond(f, f, tr),
+			)},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080"},
+		},
+		{
+			rule:     "9, 14: only non-serving endpoints: nothing used, REJECT not DROP",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				term("10.0.0.1").cond(f, f, tr), ready("10.0.0.2").cond(f, f, nil))},
+			want: []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "8, 12: internalTrafficPolicy Local uses the local ready endpoints; local iff nodeName is this node",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").on("node-1"),
+				ready("10.0.0.2").on("node-2"),
+				ready("10.0.0.3"),
+				term("10.0.0.4").on("node-1"),
+				ready("10.0.0.5").on("node-10"),
+			)},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "10, 12: no local ready endpoint: the local serving-and-terminating ones, not remote ready ones",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				term("10.0.0.1").on("node-1"),
+				ready("10.0.0.2").on("node-2"),
+				term("10.0.0.3").on("node-1").cond(f, f, tr),
+			)},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "12, 14: an empty Local set while other nodes have ready endpoints: DROP",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").on("node-2"),
+				ready("10.0.0.2").on("node-1").cond(f, nil, nil),
+			)},
+			want: []string{"10.96.0.1:80/TCP -> drop"},
+		},
+		{
+			rule:     "12, 14: remote serving-and-terminating endpoints count as endpoints: DROP",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), term("10.0.0.1").on("node-2"))},
+			want:     []string{"10.96.0.1:80/TCP -> drop"},
+		},
+		{
+			rule:     "12, 14: internalTrafficPolicy Local without any endpoint: REJECT",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			want:     []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "12, 14: internalTrafficPolicy Local with only unusable endpoints: REJECT",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				term("10.0.0.1").on("node-1").cond(f, f, tr), ready("10.0.0.2").on("node-2").cond(f, nil, nil))},
+			want: []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "8, 12: a node without a name has no local endpoints, not even those with an empty nodeName",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{func() *discoveryv1.EndpointSlice {
+				s := slice("a-1", "a", httpPort(8080), ready("10.0.0.1"), ready("10.0.0.2").on("node-2"))
+				s.Endpoints[0].NodeName = ptr("")
+				return s
+			}()},
+			node: &NodeInfo{},
+			want: []string{"10.96.0.1:80/TCP -> drop"},
+		},
+		{
+			rule:     "12: internalTrafficPolicy Cluster uses the Cluster set",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyCluster))},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.2").on("node-2"))},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.2:8080"},
+		},
+		{
+			rule:     "11: every ready endpoint hinted, one for this zone: only this zone's (not-ready ones do not count)",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").inZones("z1"),
+				ready("10.0.0.2").inZones("z2"),
+				ready("10.0.0.3").inZones("z2", "z1"),
+				term("10.0.0.4"),
+				ready("10.0.0.5").cond(f, f, nil),
+			)},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.3:8080"},
+		},
+		{
+			rule:     "11: zone hints on only some ready endpoints: no filtering",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").inZones("z1"), ready("10.0.0.2").inZones("z2"), ready("10.0.0.3"))},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080"},
+		},
+		{
+			rule:     "11: every ready endpoint hinted, none for this zone: no filtering",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").inZones("z2"), ready("10.0.0.2").inZones("z3"))},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080"},
+		},
+		{
+			rule:     "11: a node without a zone label: no filtering, even with a hint for zone \"\"",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").inZones("z1"), ready("10.0.0.2").inZones(""))},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080"},
+		},
+		{
+			rule:     "11: node hints are checked first",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").forNodes("node-1").inZones("z2"),
+				ready("10.0.0.2").forNodes("node-2").inZones("z1"),
+				ready("10.0.0.3").forNodes("node-2", "node-1").inZones("z2"),
+			)},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.3:8080"},
+		},
+		{
+			rule:     "11: node hints on only some ready endpoints: the zone hints decide",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").forNodes("node-1").inZones("z2"),
+				ready("10.0.0.2").inZones("z1"),
+			)},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.2:8080"},
+		},
+		{
+			rule:     "11: node hints for other nodes only: the zone hints decide",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").forNodes("node-2").inZones("z1"),
+				ready("10.0.0.2").forNodes("node-3").inZones("z2"),
+			)},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+		},
+		{
+			rule:     "9, 11: the terminating fallback ignores hints",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				term("10.0.0.1").inZones("z1").forNodes("node-1"),
+				term("10.0.0.2").inZones("z2").forNodes("node-2"),
+				term("10.0.0.3"),
+			)},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080"},
+		},
+		{
+			rule:     "11, 12: internalTrafficPolicy Local ignores hints",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
+				ready("10.0.0.1").on("node-1").inZones("z2"),
+				ready("10.0.0.2").on("node-2").inZones("z1"),
+				ready("10.0.0.3").on("node-1").inZones("z2").forNodes("node-2"),
+			)},
+			node: &NodeInfo{Name: "node-1", Zone: "z1"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.3:8080"},
+		},
+		{
+			rule:     "22: sessionAffinity ClientIP without a timeout: 10800 seconds",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withAffinity(nil))},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.1"))},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080 affinity=10800"},
+		},
+		{
+			rule: "22: an explicit timeout applies to every port of the Service",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withAffinity(ptr(int32(60))), withPorts(
+				corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP},
+				corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
+			))},
+			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", esPorts(
+				esPort("http", 8080, corev1.ProtocolTCP), esPort("dns", 5353, corev1.ProtocolUDP)), ready("10.0.0.1"))},
+			want: []string{"10.96.0.1:53/UDP -> 10.0.0.1:5353 affinity=60", "10.96.0.1:80/TCP -> 10.0.0.1:8080 affinity=60"},
+		},
+		{
+			rule:     "22: the maximum timeout 86400 is accepted",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withAffinity(ptr(int32(86400))))},
+			want:     []string{"10.96.0.1:80/TCP -> affinity=86400"},
+		},
+		{
+			rule:     "22: a timeout above 86400 is reported and the default used",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withAffinity(ptr(int32(86401))))},
+			want:     []string{"10.96.0.1:80/TCP -> affinity=10800"},
+			problems: []string{"Service ns/a: sessionAffinityConfig.clientIP.timeoutSeconds 86401 out of range 1-86400, using 10800"},
+		},
+		{
+			rule:     "22: a timeout of 0 is reported and the default used",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withAffinity(ptr(int32(0))))},
+			want:     []string{"10.96.0.1:80/TCP -> affinity=10800"},
+			problems: []string{"Service ns/a: sessionAffinityConfig.clientIP.timeoutSeconds 0 out of range"},
+		},
+		{
+			rule: "22: sessionAffinity None ignores a configured timeout: no affinity",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withAffinity(ptr(int32(60))), func(s *corev1.Service) {
+				s.Spec.SessionAffinity = corev1.ServiceAffinityNone
+			})},
+			want: []string{"10.96.0.1:80/TCP -> "},
+		},
+		{
+			rule:     "12, 14, 22: a DROPping Local port keeps its affinity",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withAffinity(nil), withITP(corev1.ServiceInternalTrafficPolicyLocal))},
+			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.1").on("node-2"))},
+			want:     []string{"10.96.0.1:80/TCP -> drop affinity=10800"},
+		},
+		{
+			rule: "5, 7: a multi-slice Service where one slice has a different port set",
+			services: []*corev1.Service{svc("a", "10.96.0.1", withPorts(
+				corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP},
+				corev1.ServicePort{Name: "metrics", Port: 9100, Protocol: corev1.ProtocolTCP},
+			))},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", esPorts(esPort("http", 8080, corev1.ProtocolTCP), esPort("metrics", 9090, corev1.ProtocolTCP)),
+					ready("10.0.0.1"), ready("10.0.0.2")),
+				slice("a-2", "a", esPorts(esPort("http", 8081, corev1.ProtocolTCP)), ready("10.0.0.2"), ready("10.0.0.3")),
+			},
+			want: []string{
+				"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080,10.0.0.2:8081,10.0.0.3:8081",
+				"10.96.0.1:9100/TCP -> 10.0.0.1:9090,10.0.0.2:9090",
+			},
+		},
+		{
+			rule:     "6, 9, 11: terminating-only endpoints with zone hints and an invalid IP among them",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), term("10.0.0.1").inZones("z1"), term("10.0.0.x").inZones("z1"), term("10.0.0.2").inZones("z2")),
+				slice("a-2", "a", httpPort(8080), ready("10.0.0.3").inZones("z1").cond(f, f, nil)),
+			},
+			node:     &NodeInfo{Name: "node-1", Zone: "z1"},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080"},
+			problems: []string{`EndpointSlice ns/a-1: endpoint address "10.0.0.x"`},
+		},
+		{
+			rule:     "6, 11: an invalid IP next to hinted ready ones does not stop zone filtering",
+			services: []*corev1.Service{svc("a", "10.96.0.1")},
+			slices: []*discoveryv1.EndpointSlice{
+				slice("a-1", "a", httpPort(8080), ready("10.0.0.1").inZones("z1"), ready("bad"), ready("10.0.0.2").inZones("z2")),
+			},
+			node:     &NodeInfo{Name: "node-1", Zone: "z1"},
+			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+			problems: []string{`EndpointSlice ns/a-1: endpoint address "bad"`},
+		},
 	}
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {
-			state, problems := Desired(c.services, c.slices, NodeInfo{Name: "node-1"})
+			node := NodeInfo{Name: "node-1"}
+			if c.node != nil {
+				node = *c.node
+			}
+			state, problems := Desired(c.services, c.slices, node)
 			if got := render(state); !slices.Equal(got, c.want) {
 				t.Errorf("state\n got %q\nwant %q", got, c.want)
 			}
@@ -384,4 +912,243 @@ func TestTrackerMatchesDesired(t *testing.T) {
 	node = NodeInfo{Name: "m"}
 	store.SetNode(node)
 	check("node renamed: locality follows")
+	for i, es := range sl {
+		switch es.Name {
+		case "a-1":
+			sl[i] = slice("a-1", "a", httpPort(8080), ready("10.0.0.1").inZones("z1"), ready("10.0.0.4").inZones("z2"))
+		case "a-2":
+			sl[i] = slice("a-2", "a", httpPort(8080), ready("10.0.0.7").inZones("z2"))
+		default:
+			continue
+		}
+		store.UpsertSlice(sl[i])
+	}
+	check("zone hints, node without zone: not filtered")
+	node = NodeInfo{Name: "m", Zone: "z1"}
+	store.SetNode(node)
+	check("zone label set: hints filter")
+	node = NodeInfo{Name: "m", Zone: "z2"}
+	store.SetNode(node)
+	check("zone label changed: hints follow")
+}
+
+// Random sequences of upserts and deletes of a few Services and slices, and
+// node changes: after every step, the store and tracker hold what Desired
+// computes from the same objects, and the frontends Update and SetNode
+// report include every frontend whose desired value changed.
+func TestTrackerRandomMatchesDesired(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { trackerRandomRun(t, seed, 200) })
+	}
+}
+
+func trackerRandomRun(t *testing.T, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, 42))
+	pick := func(n int) int { return rng.IntN(n) }
+	chance := func(p float64) bool { return rng.Float64() < p }
+	oneOf := func(vs ...string) string { return vs[pick(len(vs))] }
+	cond := func() *bool {
+		switch pick(3) {
+		case 0:
+			return nil
+		case 1:
+			return ptr(false)
+		}
+		return ptr(true)
+	}
+	nodes := []NodeInfo{{Name: "node-1", Zone: "z1"}, {Name: "node-1", Zone: "z2"}, {Name: "node-1"}, {Name: "node-2", Zone: "z1"}, {}}
+
+	randomService := func(name string) *corev1.Service {
+		var opts []svcOpt
+		ip := oneOf("10.96.0.1", "10.96.0.2", "10.96.0.3", "10.96.0.1", "10.96.0.2", "10.96.0.3", "10.096.0.2")
+		if chance(0.2) {
+			ip = oneOf("None", "", "fd00::1", "10.96.0.300")
+		}
+		switch pick(4) {
+		case 0:
+			opts = append(opts, withClusterIPs("fd00::1", ip))
+		case 1:
+			opts = append(opts, withClusterIPs(ip, "fd00::1"))
+		}
+		all := []corev1.ServicePort{
+			{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP},
+			{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
+			{Name: "metrics", Port: 9100, Protocol: corev1.ProtocolTCP},
+			{Name: "http", Port: 80, Protocol: corev1.ProtocolUDP},
+			{Name: "big", Port: 70000, Protocol: corev1.ProtocolTCP},
+		}
+		var ports []corev1.ServicePort
+		for i, p := range all {
+			if chance(0.4) || (i == 0 && chance(0.5)) {
+				ports = append(ports, p)
+			}
+		}
+		opts = append(opts, withPorts(ports...))
+		if chance(0.4) {
+			opts = append(opts, withITP(corev1.ServiceInternalTrafficPolicyLocal))
+		}
+		switch pick(5) {
+		case 0:
+			opts = append(opts, withAffinity(nil))
+		case 1:
+			opts = append(opts, withAffinity(ptr(int32(60))))
+		case 2:
+			opts = append(opts, withAffinity(ptr(int32(0))))
+		}
+		switch pick(12) {
+		case 0:
+			opts = append(opts, withLabels(LabelServiceProxyName, "other"))
+		case 1:
+			opts = append(opts, withLabels(LabelHeadless, ""))
+		case 2:
+			opts = append(opts, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeExternalName })
+		}
+		return svc(name, ip, opts...)
+	}
+	randomSlice := func(ns, name string) *discoveryv1.EndpointSlice {
+		all := []discoveryv1.EndpointPort{
+			esPort("http", 8080, corev1.ProtocolTCP),
+			esPort("http", 8081, ""),
+			esPort("dns", 5353, corev1.ProtocolUDP),
+			esPort("metrics", 9090, corev1.ProtocolTCP),
+			esPort("http", 0, corev1.ProtocolTCP),
+			{Port: ptr(int32(8082))},
+			esPort("http", 8083, corev1.ProtocolUDP),
+		}
+		var ports []discoveryv1.EndpointPort
+		for i, p := range all {
+			if chance(0.35) || (i == 0 && chance(0.5)) {
+				ports = append(ports, p)
+			}
+		}
+		// Hints as the EndpointSlice controller sets them (on every
+		// endpoint of a slice, or on none), or at random.
+		hints := pick(4)
+		var eps []ep
+		for range pick(5) {
+			e := ep{
+				addrs: []string{oneOf("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.00.1", "bad", "fd00::5")},
+				ready: cond(), serving: cond(), terminating: cond(),
+				node: oneOf("", "node-1", "node-2"),
+			}
+			if chance(0.1) {
+				e.addrs = nil
+			}
+			if hints == 1 || hints == 2 || (hints == 3 && chance(0.5)) {
+				e.zones = []string{oneOf("z1", "z2")}
+			}
+			if hints == 2 || (hints == 3 && chance(0.3)) {
+				e.nodes = []string{oneOf("node-1", "node-2")}
+			}
+			eps = append(eps, e)
+		}
+		es := slice(name, oneOf("a", "a", "b", "b", "c", "d", ""), ports, eps...)
+		es.Namespace = ns
+		if es.Labels[discoveryv1.LabelServiceName] == "" {
+			delete(es.Labels, discoveryv1.LabelServiceName)
+		}
+		switch pick(20) {
+		case 0:
+			es.AddressType = discoveryv1.AddressTypeIPv6
+		case 1:
+			es.AddressType = discoveryv1.AddressTypeFQDN
+		case 2:
+			es.Labels[LabelServiceProxyName] = "other"
+		}
+		return es
+	}
+
+	services := map[string]*corev1.Service{}
+	endpointSlices := map[string]*discoveryv1.EndpointSlice{} // namespace/name
+	node := nodes[0]
+	store := NewStore(nil)
+	tracker := NewTracker(node)
+	lines := map[Frontend]string{}
+	lineOf := func(s *State) map[Frontend]string {
+		out := map[Frontend]string{}
+		for fe, sp := range s.Ports {
+			out[fe] = render(&State{Ports: map[Frontend]*ServicePort{fe: sp}})[0]
+		}
+		return out
+	}
+	var history []string
+	for step := range steps {
+		var what string
+		switch r := pick(100); {
+		case r < 25:
+			name := oneOf("a", "b", "c")
+			s := randomService(name)
+			services[name] = s
+			store.UpsertService(s)
+			what = fmt.Sprintf("upsert Service %s clusterIPs %q %q labels %v type %q ports %v itp %v affinity %q",
+				name, s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Labels, s.Spec.Type, s.Spec.Ports, s.Spec.InternalTrafficPolicy != nil, s.Spec.SessionAffinity)
+		case r < 35:
+			name := oneOf("a", "b", "c")
+			delete(services, name)
+			store.DeleteService("ns", name)
+			what = "delete Service " + name
+		case r < 75:
+			ns, name := "ns", oneOf("a-1", "a-2", "b-1", "x-1")
+			if chance(0.1) {
+				ns = "other"
+			}
+			es := randomSlice(ns, name)
+			endpointSlices[ns+"/"+name] = es
+			store.UpsertSlice(es)
+			what = fmt.Sprintf("upsert EndpointSlice %s/%s labels %v type %s", ns, name, es.Labels, es.AddressType)
+		case r < 85:
+			ns, name := "ns", oneOf("a-1", "a-2", "b-1", "x-1")
+			if chance(0.1) {
+				ns = "other"
+			}
+			delete(endpointSlices, ns+"/"+name)
+			store.DeleteSlice(ns, name)
+			what = "delete EndpointSlice " + ns + "/" + name
+		default:
+			node = nodes[pick(len(nodes))]
+			store.SetNode(node)
+			what = fmt.Sprintf("node %+v", node)
+		}
+		history = append(history, what)
+
+		full := chance(0.1)
+		ch := store.Take(full)
+		var touched []Frontend
+		if ch.NodeChanged {
+			touched = append(touched, tracker.SetNode(ch.Node)...)
+		}
+		touched = append(touched, tracker.Update(ch.Services)...)
+		got, gotProblems := tracker.State(), append(tracker.Problems(), ch.Skipped...)
+		sortProblems(gotProblems)
+		want, wantProblems := Desired(slices.Collect(maps.Values(services)), slices.Collect(maps.Values(endpointSlices)), node)
+		fail := func(format string, args ...any) {
+			t.Helper()
+			start := max(0, len(history)-5)
+			t.Fatalf("step %d (full take %v), after\n  %s\n"+format, append([]any{step, full, strings.Join(history[start:], "\n  ")}, args...)...)
+		}
+		if !slices.Equal(render(got), render(want)) {
+			fail("state\n tracker %q\n Desired %q", render(got), render(want))
+		}
+		if !slices.Equal(gotProblems, wantProblems) {
+			fail("problems\n tracker %v\n Desired %v", gotProblems, wantProblems)
+		}
+		now := lineOf(got)
+		for fe := range mapsUnion(lines, now) {
+			if lines[fe] != now[fe] && !slices.Contains(touched, fe) {
+				fail("frontend %s changed (%q -> %q) but Update did not report it", fe, lines[fe], now[fe])
+			}
+		}
+		lines = now
+	}
+}
+
+func mapsUnion[K comparable, V any](a, b map[K]V) map[K]bool {
+	out := map[K]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
 }
