@@ -188,6 +188,15 @@ func (d *Dir) setFile(name string, f *fileState) {
 // two files is taken from the first.
 func (d *Dir) Snapshot() Snapshot {
 	var s Snapshot
+	d.snapshotInto(&s)
+	return s
+}
+
+// snapshotInto fills s, reusing its slices: Watch hands the same buffers
+// to every change, so a change does not allocate the whole directory's
+// worth of pointers again.
+func (d *Dir) snapshotInto(s *Snapshot) {
+	s.Services, s.Slices, s.Problems = s.Services[:0], s.Slices[:0], s.Problems[:0]
 	if d.names == nil {
 		for n := range d.files {
 			d.names = append(d.names, n)
@@ -210,5 +219,4 @@ func (d *Dir) Snapshot() Snapshot {
 			}
 		}
 	}
-	return s
 }

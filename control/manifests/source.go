@@ -17,15 +17,25 @@ type Source struct {
 	dir  *Dir
 	node control.NodeInfo
 
-	services map[objectKey]*corev1.Service
-	slices   map[objectKey]*discoveryv1.EndpointSlice
+	// What was delivered, with the generation of the snapshot that last
+	// had it: what an older generation holds is gone. (A map of what
+	// each snapshot holds would be the directory's size in garbage per
+	// change.)
+	services map[objectKey]delivered[*corev1.Service]
+	slices   map[objectKey]delivered[*discoveryv1.EndpointSlice]
+	gen      uint64
 	problems []control.Problem
+}
+
+type delivered[T any] struct {
+	obj T
+	gen uint64
 }
 
 // NewSource serves dir (opened, not yet watched) for the node.
 func NewSource(dir *Dir, node control.NodeInfo) *Source {
 	return &Source{dir: dir, node: node,
-		services: map[objectKey]*corev1.Service{}, slices: map[objectKey]*discoveryv1.EndpointSlice{}}
+		services: map[objectKey]delivered[*corev1.Service]{}, slices: map[objectKey]delivered[*discoveryv1.EndpointSlice]{}}
 }
 
 // Run delivers what the directory held at Open, says it synced, then
@@ -38,31 +48,31 @@ func (s *Source) Run(ctx context.Context, sink control.Sink) error {
 }
 
 func (s *Source) deliver(snap Snapshot, sink control.Sink) {
-	seen := make(map[objectKey]bool, len(snap.Services)+len(snap.Slices))
+	s.gen++
 	for _, svc := range snap.Services {
 		k := objectKey{"Service", svc.Namespace, svc.Name}
-		seen[k] = true
-		if s.services[k] != svc {
-			s.services[k] = svc
+		changed := s.services[k].obj != svc
+		s.services[k] = delivered[*corev1.Service]{svc, s.gen}
+		if changed {
 			sink.UpsertService(svc)
 		}
 	}
 	for _, es := range snap.Slices {
 		k := objectKey{"EndpointSlice", es.Namespace, es.Name}
-		seen[k] = true
-		if s.slices[k] != es {
-			s.slices[k] = es
+		changed := s.slices[k].obj != es
+		s.slices[k] = delivered[*discoveryv1.EndpointSlice]{es, s.gen}
+		if changed {
 			sink.UpsertSlice(es)
 		}
 	}
-	for k := range s.services {
-		if !seen[k] {
+	for k, d := range s.services {
+		if d.gen != s.gen {
 			delete(s.services, k)
 			sink.DeleteService(k.namespace, k.name)
 		}
 	}
-	for k := range s.slices {
-		if !seen[k] {
+	for k, d := range s.slices {
+		if d.gen != s.gen {
 			delete(s.slices, k)
 			sink.DeleteSlice(k.namespace, k.name)
 		}

@@ -173,6 +173,8 @@ func (d *Dir) flush() {
 // change since Open, until ctx ends. Only the changed files are read
 // again, and only once complete: a file being written is read when its
 // writer closes it. Watch returns an error when the directory is gone.
+// onChange must not keep the snapshot's slices past its return (their
+// objects it may keep).
 func (d *Dir) Watch(ctx context.Context, onChange func(Snapshot)) error {
 	w := d.watcher
 	// Wake the read up when ctx ends. A wake-up left over from a previous
@@ -181,6 +183,9 @@ func (d *Dir) Watch(ctx context.Context, onChange func(Snapshot)) error {
 	defer stop()
 
 	var flushAt time.Time // when to read the dirty files; zero: none
+	// The snapshot handed to onChange, reused: onChange must not keep
+	// its slices.
+	var snap Snapshot
 	if len(d.dirty) > 0 {
 		flushAt = time.Now().Add(settle)
 	}
@@ -205,7 +210,8 @@ func (d *Dir) Watch(ctx context.Context, onChange func(Snapshot)) error {
 			}
 			flushAt = time.Time{}
 			d.flush()
-			onChange(d.Snapshot())
+			d.snapshotInto(&snap)
+			onChange(snap)
 			continue
 		case errors.Is(err, os.ErrClosed):
 			return nil
