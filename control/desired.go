@@ -141,7 +141,7 @@ func computeService(in serviceInputs, node NodeInfo) *serviceResult {
 	}
 	affinity, problem := affinityOf(svc)
 	if problem != "" {
-		r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidPort, "%s", problem))
+		r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipAffinity, "%s", problem))
 	}
 	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 	seen := map[Frontend]bool{}

@@ -124,6 +124,7 @@ const (
 	SkipProtocol        = "unsupported-protocol"
 	SkipNoService       = "no-service"
 	SkipConflict        = "frontend-conflict"
+	SkipAffinity        = "invalid-affinity"
 	SkipMapFull         = "map-full"
 	SkipInvalidManifest = "invalid-manifest"
 )
