@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -46,6 +48,7 @@ type agentConfig struct {
 	devices                                   listFlag
 	minSync, syncPeriod                       time.Duration
 	metricsAddr, healthzAddr                  string
+	profiling                                 bool
 	log                                       *slog.Logger
 }
 
@@ -69,6 +72,7 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.DurationVar(&c.minSync, "min-sync-period", time.Second, "least time between two syncs of the datapath; changes in between are coalesced")
 	fs.DurationVar(&c.syncPeriod, "sync-period", time.Hour, "period of the full resync, which also repairs map entries changed behind sluice's back")
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", "0.0.0.0:10249", "address of the Prometheus metrics endpoint; empty to disable")
+	fs.BoolVar(&c.profiling, "profiling", false, "serve Go's /debug/pprof/ on the metrics address, as kube-proxy's enableProfiling")
 	fs.StringVar(&c.healthzAddr, "healthz-bind-address", "0.0.0.0:10256", "address of /healthz and /livez; empty to disable")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity: 0 info, 4 and more debug")
@@ -200,7 +204,15 @@ func runAgent(args []string) error {
 		go func() { errs <- health.Serve(ctx, c.healthzAddr) }()
 	}
 	if c.metricsAddr != "" {
-		go func() { errs <- metrics.Serve(ctx, c.metricsAddr, metrics.Handler(reg)) }()
+		h := metrics.Handler(reg)
+		if c.profiling {
+			mux := http.NewServeMux()
+			mux.Handle("/metrics", h)
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			h = mux
+		}
+		go func() { errs <- metrics.Serve(ctx, c.metricsAddr, h) }()
 	}
 	// Attached first, then synced: /healthz reports a sync only once the
 	// datapath that serves it is attached. A restarted agent's pinned
