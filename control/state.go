@@ -105,7 +105,16 @@ type NodeInfo struct {
 	// InternalIPs in the Node object's order, comma separated (a string
 	// keeps NodeInfo comparable).
 	InternalIPs string
+	// Leaving: the Node is being deleted or drained by the cluster
+	// autoscaler (its ToBeDeletedByClusterAutoscaler taint): /healthz
+	// reports nodeEligible false, so load balancers stop sending here.
+	// The desired state does not depend on it.
+	Leaving bool
 }
+
+// TaintToBeDeleted is the taint the cluster autoscaler puts on a node it
+// is about to remove.
+const TaintToBeDeleted = "ToBeDeletedByClusterAutoscaler"
 
 // Problem is an object, or part of one, that was skipped, and why.
 type Problem struct {

@@ -144,7 +144,9 @@ func (s *Store) removeSlice(key serviceRef) *discoveryv1.EndpointSlice {
 	return old
 }
 
-func bySliceName(es *discoveryv1.EndpointSlice, name string) int { return strings.Compare(es.Name, name) }
+func bySliceName(es *discoveryv1.EndpointSlice, name string) int {
+	return strings.Compare(es.Name, name)
+}
 
 func triggerTime(es *discoveryv1.EndpointSlice) time.Time {
 	v, ok := es.Annotations[AnnotationTriggerTime]

@@ -46,6 +46,8 @@ type SyncReport struct {
 	Skipped map[string]int
 	// Triggers are the EndpointSlice trigger times this sync programmed.
 	Triggers []time.Time
+	// Node is the node as the source last described it.
+	Node NodeInfo
 }
 
 // NewSyncer ties the loop together; run it with Runner.Loop.
@@ -78,6 +80,7 @@ func (s *Syncer) sync(full bool) error {
 	}
 	rep := SyncReport{Start: time.Now(), Full: full || s.needFull}
 	ch := s.Store.Take(rep.Full)
+	rep.Node = ch.Node
 	var changed []Frontend
 	if ch.NodeChanged {
 		changed = append(changed, s.tracker.SetNode(ch.Node)...)

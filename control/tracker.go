@@ -20,6 +20,7 @@ type Tracker struct {
 
 // NewTracker starts with an empty state.
 func NewTracker(node NodeInfo) *Tracker {
+	node.Leaving = false
 	return &Tracker{
 		node:    node,
 		results: map[serviceRef]*serviceResult{},
@@ -81,6 +82,7 @@ func (t *Tracker) Update(changes map[serviceRef]serviceInputs) []Frontend {
 // SetNode recomputes every Service when the node changed (locality and
 // hints depend on it) and returns the frontends that may have changed.
 func (t *Tracker) SetNode(node NodeInfo) []Frontend {
+	node.Leaving = false // health only: no frontend depends on it
 	if node == t.node {
 		return nil
 	}

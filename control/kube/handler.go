@@ -122,10 +122,15 @@ func nodeInfo(n *corev1.Node) control.NodeInfo {
 			ips = append(ips, a.Address)
 		}
 	}
+	leaving := n.DeletionTimestamp != nil
+	for _, t := range n.Spec.Taints {
+		leaving = leaving || t.Key == control.TaintToBeDeleted
+	}
 	return control.NodeInfo{
 		Name:        n.Name,
 		Zone:        n.Labels[corev1.LabelTopologyZone],
 		InternalIPs: strings.Join(ips, ","),
+		Leaving:     leaving,
 	}
 }
 

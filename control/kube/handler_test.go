@@ -8,7 +8,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/sluice-lb/sluice/control"
 )
 
 func newTestRun(t *testing.T) (*run, *recorder, *logRecorder) {
@@ -90,5 +93,33 @@ func TestWatchErrorsRateLimited(t *testing.T) {
 	r.watchError("EndpointSlice")(ctx, nil, errors.New("connection refused"))
 	if n := len(logs.find(func(l logRecord) bool { return l.attrs["kind"] == "EndpointSlice" })); n != 1 {
 		t.Errorf("another informer's first error: %d warnings, want 1 (limits are per informer)", n)
+	}
+}
+
+// A Node being deleted or tainted by the cluster autoscaler is leaving:
+// /healthz then says nodeEligible false.
+func TestNodeInfoLeaving(t *testing.T) {
+	now := metav1.Now()
+	cases := []struct {
+		name string
+		node corev1.Node
+		want bool
+	}{
+		{"plain", corev1.Node{}, false},
+		{"other taint", corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "x", Effect: corev1.TaintEffectNoSchedule}}}}, false},
+		{"autoscaler taint", corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: control.TaintToBeDeleted, Effect: corev1.TaintEffectNoSchedule}}}}, true},
+		{"being deleted", corev1.Node{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &now}}, true},
+	}
+	for _, c := range cases {
+		n := c.node
+		n.Name = "node-a"
+		// Through the transform, as the informer stores it.
+		slim, err := strip(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := nodeInfo(slim.(*corev1.Node)).Leaving; got != c.want {
+			t.Errorf("%s: leaving %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/sluice-lb/sluice/control"
 )
 
 // strip is the informers' transform: it drops what neither the cache nor
@@ -44,18 +46,26 @@ func stripMeta(m *metav1.ObjectMeta) {
 	}
 }
 
-// slimNode keeps of a Node what nodeInfo reads: its name, its zone label
-// and its addresses (and the resource version, by which an unchanged
+// slimNode keeps of a Node what nodeInfo reads: its name, its zone label,
+// its addresses, and whether it is leaving (deletion timestamp, the
+// autoscaler's taint) (and the resource version, by which an unchanged
 // object is recognised).
 func slimNode(n *corev1.Node) *corev1.Node {
 	slim := &corev1.Node{
 		TypeMeta: n.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            n.Name,
-			UID:             n.UID,
-			ResourceVersion: n.ResourceVersion,
+			Name:              n.Name,
+			UID:               n.UID,
+			ResourceVersion:   n.ResourceVersion,
+			DeletionTimestamp: n.DeletionTimestamp,
 		},
 		Status: corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}
+	// Only the taint that says the node is leaving.
+	for _, t := range n.Spec.Taints {
+		if t.Key == control.TaintToBeDeleted {
+			slim.Spec.Taints = append(slim.Spec.Taints, t)
+		}
 	}
 	if zone, ok := n.Labels[corev1.LabelTopologyZone]; ok {
 		slim.Labels = map[string]string{corev1.LabelTopologyZone: zone}

@@ -187,6 +187,7 @@ func runAgent(args []string) error {
 			m.QueuedSync(time.Now())
 		},
 		Done: func(rep control.SyncReport) {
+			health.SetNodeEligible(!rep.Node.Leaving)
 			m.SetSkipped(rep.Skipped)
 			if rep.Err != nil {
 				m.SyncFailed()

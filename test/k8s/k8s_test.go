@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sluice-lb/sluice/control"
+	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/kubetest"
 	"github.com/sluice-lb/sluice/internal/testenv"
 	"github.com/sluice-lb/sluice/loader"
@@ -89,6 +90,29 @@ func TestAgentFollowsTheAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.waitFor("the deleted Service to be removed", 5*time.Second, func() error { return n.frontends(0) })
+
+	// The cluster autoscaler marks the node for removal: /healthz says it
+	// is not eligible (load balancers stop sending here), /livez does not
+	// care (rule 29).
+	ctx := context.Background()
+	node, err := n.admin.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: control.TaintToBeDeleted, Effect: corev1.TaintEffectNoSchedule})
+	if _, err := n.admin.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("/healthz to say the node is not eligible", 5*time.Second, func() error {
+		code, body, err := cli.Healthz(n.topo.Node, cli.DefaultHealthzAddr, "/healthz")
+		if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, `"nodeEligible":false`) {
+			return fmt.Errorf("/healthz %d %s (%v)", code, body, err)
+		}
+		return nil
+	})
+	if code := n.health("/livez"); code != http.StatusOK {
+		t.Errorf("/livez %d on a leaving node, want 200", code)
+	}
 }
 
 // frontends checks how many frontends on vip the maps hold (the API
