@@ -13,7 +13,7 @@ import (
 // AnnotationTriggerTime is the EndpointSlice annotation the endpoints
 // controllers set to the time of the change that caused the slice's last
 // update; network programming latency is measured from it.
-const AnnotationTriggerTime = "endpoints.kubernetes.io/last-change-trigger-time"
+const AnnotationTriggerTime = corev1.EndpointsLastChangeTriggerTime
 
 // Store is the Sink both sources write to. Like kube-proxy's change
 // trackers, it only records which Services changed since the last sync;

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	corev1 "k8s.io/api/core/v1"
 )
 
 const namespace = "sluice"
@@ -33,23 +34,6 @@ func concat(parts ...[]float64) []float64 {
 		out = append(out, p...)
 	}
 	return out
-}
-
-// TriggerTimeAnnotation is the EndpointSlice (and Endpoints) annotation the
-// endpoints controllers set to the time of the change that caused the
-// object's last update; its age when the change is programmed is the
-// network programming latency.
-const TriggerTimeAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
-
-// TriggerTime returns the TriggerTimeAnnotation of an object's annotations,
-// or the zero time when it is absent or does not parse (both happen:
-// objects not written by a controller have none).
-func TriggerTime(annotations map[string]string) time.Time {
-	t, err := time.Parse(time.RFC3339Nano, annotations[TriggerTimeAnnotation])
-	if err != nil {
-		return time.Time{}
-	}
-	return t
 }
 
 // Metrics are the control plane's metrics, registered on one registry.
@@ -95,7 +79,7 @@ func New(reg *prometheus.Registry) *Metrics {
 		syncPartialDuration: histogram("sync_partial_proxy_rules_duration_seconds",
 			"Time to program one partial sync (only what changed).", syncBuckets),
 		networkProgramming: histogram("network_programming_duration_seconds",
-			"Time from a Service or endpoint change (the EndpointSlice's "+TriggerTimeAnnotation+
+			"Time from a Service or endpoint change (the EndpointSlice's "+corev1.EndpointsLastChangeTriggerTime+
 				" annotation) to the datapath serving it.", networkProgrammingBuckets),
 		lastSync: gauge("sync_proxy_rules_last_timestamp_seconds",
 			"Unix time the last successful sync ended."),
@@ -145,7 +129,7 @@ func (m *Metrics) QueuedSync(t time.Time) { m.lastQueued.Set(unixSeconds(t)) }
 func (m *Metrics) SyncFailed() { m.syncFailures.Inc() }
 
 // ObserveNetworkProgramming records, for every trigger time of the objects
-// a sync programmed (TriggerTime of each changed EndpointSlice), the time
+// a sync programmed (the last-change-trigger-time of each changed EndpointSlice), the time
 // from it to programmed. Zero times (no annotation) are ignored; a trigger
 // time after programmed (clock skew between the node and the control
 // plane) counts as 0.

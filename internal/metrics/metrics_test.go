@@ -312,19 +312,3 @@ func TestNewOnGivenRegistry(t *testing.T) {
 	New(reg)
 }
 
-func TestTriggerTime(t *testing.T) {
-	for _, tc := range []struct {
-		ann  map[string]string
-		want time.Time
-	}{
-		{nil, time.Time{}},
-		{map[string]string{"other": "x"}, time.Time{}},
-		{map[string]string{TriggerTimeAnnotation: "not a time"}, time.Time{}},
-		{map[string]string{TriggerTimeAnnotation: "2026-12-01T10:00:00Z"}, t0},
-		{map[string]string{TriggerTimeAnnotation: "2026-12-01T10:00:00.25Z"}, t0.Add(250 * time.Millisecond)},
-	} {
-		if got := TriggerTime(tc.ann); !got.Equal(tc.want) {
-			t.Errorf("TriggerTime(%v) = %v, want %v", tc.ann, got, tc.want)
-		}
-	}
-}
