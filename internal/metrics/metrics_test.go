@@ -311,4 +311,3 @@ func TestNewOnGivenRegistry(t *testing.T) {
 	}()
 	New(reg)
 }
-
