@@ -16,6 +16,13 @@ type Tracker struct {
 	// the same Service whatever the order of events.
 	claims map[Frontend][]*ServicePort
 	state  *State
+	// Kept up to date by Update, so that a sync does not walk every
+	// Service to count them or to list problems that did not change.
+	services int
+	problems []Problem // sorted; valid unless problemsStale
+	// problemsStale: a Service with problems, or a contested frontend,
+	// was touched since problems was built.
+	problemsStale bool
 }
 
 // NewTracker starts with an empty state.
@@ -34,23 +41,15 @@ func NewTracker(node NodeInfo) *Tracker {
 func (t *Tracker) State() *State { return t.state }
 
 // Services counts the Services that have at least one frontend.
-func (t *Tracker) Services() int {
-	n := 0
-	for _, r := range t.results {
-		if len(r.ports) > 0 {
-			n++
-		}
-	}
-	return n
-}
+func (t *Tracker) Services() int { return t.services }
 
 // Update recomputes the given Services (a nil Service with no slices:
 // gone) and returns the frontends whose desired value may have changed.
 func (t *Tracker) Update(changes map[serviceRef]serviceInputs) []Frontend {
 	touched := map[Frontend]bool{}
 	for ref, in := range changes {
-		old := t.results[ref]
-		if old != nil {
+		if old := t.results[ref]; old != nil {
+			t.account(old, -1)
 			for _, sp := range old.ports {
 				t.unclaim(sp)
 				touched[sp.Frontend] = true
@@ -62,6 +61,7 @@ func (t *Tracker) Update(changes map[serviceRef]serviceInputs) []Frontend {
 		}
 		r := computeService(in, t.node)
 		t.results[ref] = r
+		t.account(r, 1)
 		for _, sp := range r.ports {
 			t.claim(sp)
 			touched[sp.Frontend] = true
@@ -98,13 +98,31 @@ func claimOrder(a, b *ServicePort) int {
 	return cmp.Or(cmp.Compare(a.Name.Namespace, b.Name.Namespace), cmp.Compare(a.Name.Name, b.Name.Name))
 }
 
+// account adds (delta 1) or removes (-1) a result from the Service count
+// and marks the problem list stale if the result has problems.
+func (t *Tracker) account(r *serviceResult, delta int) {
+	if len(r.ports) > 0 {
+		t.services += delta
+	}
+	if len(r.problems) > 0 {
+		t.problemsStale = true
+	}
+}
+
 func (t *Tracker) claim(sp *ServicePort) {
 	c := t.claims[sp.Frontend]
 	i, _ := slices.BinarySearchFunc(c, sp, claimOrder)
-	t.claims[sp.Frontend] = slices.Insert(c, i, sp)
+	c = slices.Insert(c, i, sp)
+	t.claims[sp.Frontend] = c
+	if len(c) > 1 {
+		t.problemsStale = true // a conflict appears or changes
+	}
 }
 
 func (t *Tracker) unclaim(sp *ServicePort) {
+	if len(t.claims[sp.Frontend]) > 1 {
+		t.problemsStale = true // a conflict goes or changes
+	}
 	c := slices.DeleteFunc(t.claims[sp.Frontend], func(o *ServicePort) bool { return o == sp })
 	if len(c) == 0 {
 		delete(t.claims, sp.Frontend)
@@ -114,9 +132,19 @@ func (t *Tracker) unclaim(sp *ServicePort) {
 }
 
 // Problems lists what was skipped, sorted: each Service's own problems and
-// every frontend claimed by more than one Service.
+// every frontend claimed by more than one Service. It is rebuilt only when
+// an update touched a Service with problems or a contested frontend. The
+// caller may append to the result but not change its elements.
 func (t *Tracker) Problems() []Problem {
-	var out []Problem
+	if t.problemsStale || t.problems == nil {
+		t.problems = t.buildProblems()
+		t.problemsStale = false
+	}
+	return slices.Clip(t.problems)
+}
+
+func (t *Tracker) buildProblems() []Problem {
+	out := []Problem{}
 	for _, r := range t.results {
 		out = append(out, r.problems...)
 	}
