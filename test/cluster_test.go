@@ -25,20 +25,7 @@ import (
 
 const runAsSluice = agenttest.RunAsSluice
 
-func TestMain(m *testing.M) {
-	if os.Getenv(runAsSluice) == "1" {
-		// The test process runs without RLIMIT_MEMLOCK (testenv.Privileged
-		// lifts it); an agent asked to starts under a system's default.
-		if v := os.Getenv(memlockEnv); v != "" {
-			if err := setMemlock(v); err != nil {
-				fmt.Fprintf(os.Stderr, "%s=%s: %v\n", memlockEnv, v, err)
-				os.Exit(2)
-			}
-		}
-		os.Exit(cli.Main(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m)) }
 
 const (
 	vip      = "10.96.0.10"

@@ -4,34 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/testenv"
 )
-
-// memlockEnv, in the re-executed agent's environment, is the
-// RLIMIT_MEMLOCK (soft and hard, in bytes) it starts under. Set for the
-// whole suite (SLUICE_TEST_MEMLOCK=65536 go test ./test/), every agent
-// starts under it.
-const memlockEnv = "SLUICE_TEST_MEMLOCK"
-
-// setMemlock sets this process's RLIMIT_MEMLOCK, as a system's default
-// would have, and says so on stderr (the agent's log).
-func setMemlock(v string) error {
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return err
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: n, Max: n}); err != nil {
-		return fmt.Errorf("set RLIMIT_MEMLOCK: %w", err)
-	}
-	fmt.Fprintf(os.Stderr, "sluice test: RLIMIT_MEMLOCK set to %d bytes\n", n)
-	return nil
-}
 
 // An agent started as a system starts it, under the default
 // RLIMIT_MEMLOCK, creates its maps and serves. The other tests' agents
@@ -50,7 +28,7 @@ func TestAgentWithDefaultMemlock(t *testing.T) {
 	} {
 		t.Run(limit.name, func(t *testing.T) {
 			c := newCluster(t, 1, "auto")
-			c.agentEnv = []string{fmt.Sprintf("%s=%d", memlockEnv, limit.bytes)}
+			c.agentEnv = []string{fmt.Sprintf("%s=%d", agenttest.MemlockEnv, limit.bytes)}
 			c.write("whoami.yaml", whoamiManifest(1))
 			c.startAgent()
 

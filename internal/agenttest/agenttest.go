@@ -5,13 +5,18 @@
 package agenttest
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/testenv"
 	"github.com/sluice-lb/sluice/internal/whoami"
@@ -20,6 +25,43 @@ import (
 
 // RunAsSluice, set to 1, makes a re-executed test binary the sluice command.
 const RunAsSluice = "SLUICE_TEST_RUN_AS_SLUICE"
+
+// MemlockEnv, in the re-executed agent's environment, is the
+// RLIMIT_MEMLOCK (soft and hard, in bytes) it starts under, as a system's
+// default would have it. The test process itself runs without the limit
+// (testenv.Privileged lifts it), which would hide whether the agent lifts
+// it. Set for a whole run (SLUICE_TEST_MEMLOCK=65536 go test ./test/),
+// every agent starts under it.
+const MemlockEnv = "SLUICE_TEST_MEMLOCK"
+
+// Main is a suite's TestMain: the sluice command when re-executed as the
+// agent, else the tests. Its result is the exit status.
+func Main(m *testing.M) int {
+	if os.Getenv(RunAsSluice) != "1" {
+		return m.Run()
+	}
+	if v := os.Getenv(MemlockEnv); v != "" {
+		if err := setMemlock(v); err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%s: %v\n", MemlockEnv, v, err)
+			return 2
+		}
+	}
+	return cli.Main(os.Args[1:])
+}
+
+// setMemlock sets this process's RLIMIT_MEMLOCK and says so on stderr (the
+// agent's log).
+func setMemlock(v string) error {
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return err
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: n, Max: n}); err != nil {
+		return fmt.Errorf("set RLIMIT_MEMLOCK: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "sluice test: RLIMIT_MEMLOCK set to %d bytes\n", n)
+	return nil
+}
 
 // Agent is one running agent.
 type Agent struct{ cmd *exec.Cmd }

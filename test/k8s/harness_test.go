@@ -35,14 +35,8 @@ import (
 	"github.com/sluice-lb/sluice/loader"
 )
 
-const runAsSluice = agenttest.RunAsSluice
 
-func TestMain(m *testing.M) {
-	if os.Getenv(runAsSluice) == "1" {
-		os.Exit(cli.Main(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m)) }
 
 const (
 	vip       = "10.96.0.10"
