@@ -154,8 +154,15 @@ func TestAPIServerLossKeepsServing(t *testing.T) {
 	n.waitAnswers("backend 1", 10, "backend-1")
 
 	api.StopAPIServer()
-	// Several full resyncs pass without the server: nothing is lost.
-	time.Sleep(3 * syncPeriod)
+	// Full resyncs run without the server: nothing is lost.
+	fullSyncs := func() float64 { return n.metric("sluice_sync_full_proxy_rules_duration_seconds_count") }
+	before := fullSyncs()
+	n.waitFor("two full resyncs without the API server", 10*syncPeriod, func() error {
+		if got := fullSyncs(); got < before+2 {
+			return fmt.Errorf("%v full syncs, want %v", got, before+2)
+		}
+		return nil
+	})
 	n.waitAnswers("still serving without the API server", 10, "backend-1")
 	if code := n.health("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz %d with nothing to sync, want 200", code)
