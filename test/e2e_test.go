@@ -178,12 +178,8 @@ func TestMalformedManifestLeavesOthersServing(t *testing.T) {
 	})
 	// The file that served whoami breaks: whoami keeps its last good state.
 	c.writeRaw("whoami.yaml", "{{{ not yaml")
-	time.Sleep(200 * time.Millisecond)
-	for range 5 {
-		if who, err := c.ask("tcp", vip+":80"); err != nil || who != "backend-1" {
-			t.Fatalf("whoami after its file broke: %q %v", who, err)
-		}
-	}
+	// Once the agent has read the broken file (it reports it), whoami
+	// must still be served from its last good state.
 	c.waitFor("the agent to report both files", time.Second, func() error {
 		log := c.readAgentLog()
 		for _, want := range []string{`object="manifest broken.yaml" reason="does not parse`, `object="manifest whoami.yaml" reason="does not parse`} {
@@ -193,6 +189,11 @@ func TestMalformedManifestLeavesOthersServing(t *testing.T) {
 		}
 		return nil
 	})
+	for range 5 {
+		if who, err := c.ask("tcp", vip+":80"); err != nil || who != "backend-1" {
+			t.Fatalf("whoami after its file broke: %q %v", who, err)
+		}
+	}
 }
 
 // A pod veth that appears after the agent started is attached: replies
