@@ -52,7 +52,7 @@ type benchDatapath struct {
 
 func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDatapath {
 	testenv.Privileged(b)
-	sizes := map[string]uint32{bpf.SluiceMapCt4: ctSize}
+	sizes := map[string]uint32{bpf.SluiceMapCt4V2: ctSize}
 	for k, v := range benchSizes {
 		sizes[k] = v
 	}
@@ -68,7 +68,7 @@ func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDat
 		b.Cleanup(func() { objs.Close() })
 		bd.ingress, bd.empty = objs.SluiceIngress, objs.SluiceEmpty
 		m := objs.SluiceBenchMaps
-		sm = bpf.SluiceMaps{Ct4: m.Ct4, Lb4Backends: m.Lb4Backends, Lb4Revnat: m.Lb4Revnat,
+		sm = bpf.SluiceMaps{Ct4V2: m.Ct4V2, Lb4Backends: m.Lb4Backends, Lb4Revnat: m.Lb4Revnat,
 			Lb4Services: m.Lb4Services, Lb4Prefilter: m.Lb4Prefilter, SluiceConfig: m.SluiceConfig, SluiceCounters: m.SluiceCounters,
 			Lb4Affinity: m.Lb4Affinity, Lb4AffinityMatch: m.Lb4AffinityMatch}
 	} else {
@@ -126,7 +126,7 @@ func (bd *benchDatapath) measure(b *testing.B, pkt []byte, path string) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if ret != tcActOK {
+		if ret != tcActPass {
 			b.Fatalf("verdict %d", ret)
 		}
 		if moved := bd.count(b, path) - before; moved != uint64(b.N) {

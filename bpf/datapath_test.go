@@ -103,10 +103,10 @@ func TestIngressSinglePacket(t *testing.T) {
 		reason  string
 		same    bool // output must equal input
 	}{
-		{"arp passes", arp, tcActOK, "pass", true},
-		{"icmp to a service IP passes", icmpToVIP, tcActOK, "pass", true},
-		{"tcp to a non-service address passes", tcpTo(other.String()), tcActOK, "pass", true},
-		{"udp to a non-service address passes", udpTo(other.String(), "x"), tcActOK, "pass", true},
+		{"arp passes", arp, tcActPass, "pass", true},
+		{"icmp to a service IP passes", icmpToVIP, tcActPass, "pass", true},
+		{"tcp to a non-service address passes", tcpTo(other.String()), tcActPass, "pass", true},
+		{"udp to a non-service address passes", udpTo(other.String(), "x"), tcActPass, "pass", true},
 		// A frame cut inside its IPv4 header cannot be fed to
 		// BPF_PROG_TEST_RUN (the kernel refuses it); the end-to-end
 		// suite sends one over a veth instead.
@@ -116,9 +116,9 @@ func TestIngressSinglePacket(t *testing.T) {
 		{"TCP header cut short", truncatedTCP, tcActShot, "drop-malformed-l4", false},
 		{"first fragment to a service IP", fragment, tcActShot, "drop-fragment", false},
 		{"later fragment to a service IP", laterFragment, tcActShot, "drop-fragment", false},
-		{"fragment to another address passes", fragmentOther, tcActOK, "pass", true},
+		{"fragment to another address passes", fragmentOther, tcActPass, "pass", true},
 		{"IP options to a service IP", ipOptions, tcActShot, "drop-ip-options", false},
-		{"IP options to another address pass", ipOptionsOther, tcActOK, "pass", true},
+		{"IP options to another address pass", ipOptionsOther, tcActPass, "pass", true},
 		{"unallocated address in the service CIDR", tcpTo("10.96.0.99:80"), tcActShot, "drop-service-cidr", false},
 	}
 	w := standardWorld(t)
@@ -159,7 +159,7 @@ func TestIngressTranslatesFlowAndReply(t *testing.T) {
 
 			before := w.counts()
 			verdict, out := w.run(t, in)
-			if verdict != tcActOK {
+			if verdict != tcActPass {
 				t.Fatalf("new flow: verdict %d", verdict)
 			}
 			if d := delta(before, w.counts()); d["new-flow"] != 1 || len(d) != 1 {
@@ -182,7 +182,7 @@ func TestIngressTranslatesFlowAndReply(t *testing.T) {
 				before = w.counts()
 				verdict, out = w.run(t, in)
 				f = parse(t, out)
-				if verdict != tcActOK || netip.AddrPortFrom(f.Dst, f.DstPort) != chosen {
+				if verdict != tcActPass || netip.AddrPortFrom(f.Dst, f.DstPort) != chosen {
 					t.Fatalf("established: verdict %d to %s:%d, want %s", verdict, f.Dst, f.DstPort, chosen)
 				}
 				if d := delta(before, w.counts()); d["established"] != 1 || len(d) != 1 {
@@ -192,9 +192,9 @@ func TestIngressTranslatesFlowAndReply(t *testing.T) {
 			}
 
 			before = w.counts()
-			verdict, out = w.run(t, proto.reply(chosen))
+			verdict, out = w.runOut(t, proto.reply(chosen))
 			f = parse(t, out)
-			if verdict != tcActOK {
+			if verdict != tcActPass {
 				t.Fatalf("reply: verdict %d", verdict)
 			}
 			if got := netip.AddrPortFrom(f.Src, f.SrcPort).String(); got != vip {
@@ -211,7 +211,7 @@ func TestIngressTranslatesFlowAndReply(t *testing.T) {
 			// A packet from the backend that is no reply of a tracked flow
 			// passes untouched.
 			stranger := proto.reply(netip.AddrPortFrom(chosen.Addr(), 9999))
-			if verdict, out := w.run(t, stranger); verdict != tcActOK || !bytes.Equal(out, stranger) {
+			if verdict, out := w.runOut(t, stranger); verdict != tcActPass || !bytes.Equal(out, stranger) {
 				t.Errorf("untracked packet from a backend: verdict %d, changed %v", verdict, !bytes.Equal(out, stranger))
 			}
 		})
@@ -223,7 +223,7 @@ func TestIngressUDPWithoutChecksumKeepsNone(t *testing.T) {
 	in := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoUDP, Payload: []byte("x"), ZeroUDPSum: true})
 	verdict, out := w.run(t, in)
 	f := parse(t, out)
-	if verdict != tcActOK || !isBackend(netip.AddrPortFrom(f.Dst, f.DstPort)) {
+	if verdict != tcActPass || !isBackend(netip.AddrPortFrom(f.Dst, f.DstPort)) {
 		t.Fatalf("verdict %d to %s:%d", verdict, f.Dst, f.DstPort)
 	}
 	if f.UDPChecksum() != 0 {
@@ -304,7 +304,7 @@ func TestIngressEstablishedFlowAcrossBackendChanges(t *testing.T) {
 	before := w.counts()
 	verdict, out := w.run(t, in)
 	f = parse(t, out)
-	if verdict != tcActOK || netip.AddrPortFrom(f.Dst, f.DstPort).String() != remaining {
+	if verdict != tcActPass || netip.AddrPortFrom(f.Dst, f.DstPort).String() != remaining {
 		t.Fatalf("after removing %s: verdict %d to %s:%d, want %s", chosen, verdict, f.Dst, f.DstPort, remaining)
 	}
 	if d := delta(before, w.counts()); d["backend-gone"] != 1 || d["new-flow"] != 1 {
@@ -348,8 +348,8 @@ func TestIngressReplyWithoutService(t *testing.T) {
 	w.unserve(frontend(vip, control.TCP))
 	reply := packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoTCP, TCPFlags: packet.TCPAck})
 	before := w.counts()
-	verdict, out := w.run(t, reply)
-	if verdict != tcActOK || !bytes.Equal(out, reply) {
+	verdict, out := w.runOut(t, reply)
+	if verdict != tcActPass || !bytes.Equal(out, reply) {
 		t.Errorf("verdict %d, changed %v", verdict, !bytes.Equal(out, reply))
 	}
 	if d := delta(before, w.counts()); d["pass"] != 1 || len(d) != 1 {
@@ -374,8 +374,8 @@ func TestIngressReplyWithoutRevNat(t *testing.T) {
 	}
 	reply := packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoTCP, TCPFlags: packet.TCPAck})
 	before := w.counts()
-	verdict, out := w.run(t, reply)
-	if verdict != tcActOK || !bytes.Equal(out, reply) {
+	verdict, out := w.runOut(t, reply)
+	if verdict != tcActPass || !bytes.Equal(out, reply) {
 		t.Errorf("verdict %d, changed %v", verdict, !bytes.Equal(out, reply))
 	}
 	if d := delta(before, w.counts()); d["reply-no-revnat"] != 1 || len(d) != 1 {
@@ -417,10 +417,14 @@ func TestIngressRSTClosesFlow(t *testing.T) {
 				rst = packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoTCP, TCPFlags: 0x04})
 				wantSrc, wantDst = netip.MustParseAddrPort(vip), client
 			}
+			run := w.run
+			if dir == "from backend" {
+				run = w.runOut
+			}
 			before := w.counts()
-			verdict, out := w.run(t, rst)
+			verdict, out := run(t, rst)
 			f := parse(t, out)
-			if verdict != tcActOK || netip.AddrPortFrom(f.Src, f.SrcPort) != wantSrc || netip.AddrPortFrom(f.Dst, f.DstPort) != wantDst {
+			if verdict != tcActPass || netip.AddrPortFrom(f.Src, f.SrcPort) != wantSrc || netip.AddrPortFrom(f.Dst, f.DstPort) != wantDst {
 				t.Fatalf("RST: verdict %d, %s:%d -> %s:%d; want it translated", verdict, f.Src, f.SrcPort, f.Dst, f.DstPort)
 			}
 			checksumsOK(t, f)
@@ -445,14 +449,14 @@ func TestIngressDirectSYNClearsStaleReply(t *testing.T) {
 	syn := packet.Build(packet.Spec{Src: client, Dst: chosen, Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn})
 	before := w.counts()
 	verdict, out := w.run(t, syn)
-	if verdict != tcActOK || !bytes.Equal(out, syn) {
+	if verdict != tcActPass || !bytes.Equal(out, syn) {
 		t.Fatalf("direct SYN: verdict %d, changed %v", verdict, !bytes.Equal(out, syn))
 	}
 	if d := delta(before, w.counts()); d["ct-stale-reply"] != 1 || d["pass"] != 1 {
 		t.Errorf("counters %v, want ct-stale-reply and pass", d)
 	}
 	synAck := packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn | packet.TCPAck})
-	if verdict, out := w.run(t, synAck); verdict != tcActOK || !bytes.Equal(out, synAck) {
+	if verdict, out := w.runOut(t, synAck); verdict != tcActPass || !bytes.Equal(out, synAck) {
 		t.Errorf("backend's SYN-ACK to the direct connection was rewritten")
 	}
 	// The old flow is gone in both directions: the VIP tuple starts anew.
@@ -499,7 +503,7 @@ func TestIngressDropEmpty(t *testing.T) {
 	}{
 		{"no endpoints, no flag: reject", emptyVIP, 0, tcActRedirect, "reject-no-endpoints"},
 		{"empty policy set: drop", emptyVIP, bpf.SluiceLbServiceFlagsSVC_F_DROP_EMPTY, tcActShot, "drop-no-local-endpoints"},
-		{"flag with endpoints: translated", vip, bpf.SluiceLbServiceFlagsSVC_F_DROP_EMPTY, tcActOK, "new-flow"},
+		{"flag with endpoints: translated", vip, bpf.SluiceLbServiceFlagsSVC_F_DROP_EMPTY, tcActPass, "new-flow"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -565,7 +569,7 @@ func (w *world) connect(t *testing.T, src netip.AddrPort, dst string) (netip.Add
 	t.Helper()
 	before := w.counts()
 	verdict, out := w.run(t, packet.Build(packet.Spec{Src: src, Dst: netip.MustParseAddrPort(dst), Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn}))
-	if verdict != tcActOK {
+	if verdict != tcActPass {
 		t.Fatalf("connect %s -> %s: verdict %d", src, dst, verdict)
 	}
 	f := parse(t, out)

@@ -14,9 +14,10 @@ import (
 	"github.com/sluice-lb/sluice/maps"
 )
 
-// TC verdicts as the kernel defines them.
+// TC verdicts as the kernel defines them. sluice passes with TC_ACT_UNSPEC
+// (-1, TCX_NEXT): the next program on the device sees the packet.
 const (
-	tcActOK       = 0
+	tcActPass     = ^uint32(0)
 	tcActShot     = 2
 	tcActRedirect = 7
 )
@@ -165,9 +166,21 @@ func monoNow(t testing.TB) uint64 {
 // run feeds one frame through the ingress program.
 func (w *world) run(t testing.TB, in []byte) (uint32, []byte) {
 	t.Helper()
+	return runProg(t, w.objs.SluiceIngress, in)
+}
+
+// runOut feeds one frame through the egress program, where replies are
+// translated back.
+func (w *world) runOut(t testing.TB, in []byte) (uint32, []byte) {
+	t.Helper()
+	return runProg(t, w.objs.SluiceEgress, in)
+}
+
+func runProg(t testing.TB, prog *ebpf.Program, in []byte) (uint32, []byte) {
+	t.Helper()
 	out := make([]byte, len(in)+256)
 	opts := &ebpf.RunOptions{Data: in, DataOut: out}
-	ret, err := w.objs.SluiceIngress.Run(opts)
+	ret, err := prog.Run(opts)
 	if err != nil {
 		t.Fatalf("test run: %v", err)
 	}

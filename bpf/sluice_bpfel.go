@@ -24,9 +24,11 @@ type SluiceCt4Entry struct {
 	BackendAddr uint32
 	BackendPort uint16
 	Kind        SluiceCtKind
-	Pad         uint8
+	Flags       SluiceCtFlags
 	RevNatId    uint32
 	BackendId   uint32
+	Expires     uint32
+	Created     uint32
 }
 
 type SluiceCt4Key struct {
@@ -39,11 +41,31 @@ type SluiceCt4Key struct {
 	Pad   [3]uint8
 }
 
+type SluiceCtFlags uint8
+
+const (
+	SluiceCtFlagsCT_F_SEEN_REPLY SluiceCtFlags = 1
+	SluiceCtFlagsCT_F_FIN        SluiceCtFlags = 2
+	SluiceCtFlagsCT_F_RST        SluiceCtFlags = 4
+	SluiceCtFlagsCT_F_PEER_TOLD  SluiceCtFlags = 8
+)
+
 type SluiceCtKind uint8
 
 const (
 	SluiceCtKindCT_FORWARD SluiceCtKind = 1
 	SluiceCtKindCT_REPLY   SluiceCtKind = 2
+)
+
+type SluiceCtTimeout uint32
+
+const (
+	SluiceCtTimeoutCT_TIMEOUT_TCP_SYN         SluiceCtTimeout = 0
+	SluiceCtTimeoutCT_TIMEOUT_TCP_ESTABLISHED SluiceCtTimeout = 1
+	SluiceCtTimeoutCT_TIMEOUT_TCP_CLOSE       SluiceCtTimeout = 2
+	SluiceCtTimeoutCT_TIMEOUT_UDP             SluiceCtTimeout = 3
+	SluiceCtTimeoutCT_TIMEOUT_UDP_REPLIED     SluiceCtTimeout = 4
+	SluiceCtTimeoutCT_TIMEOUT_MAX             SluiceCtTimeout = 5
 )
 
 type SluiceDatapathConfig struct {
@@ -151,14 +173,24 @@ const (
 	SluiceReasonREASON_DROP_NO_LOCAL_ENDPOINTS SluiceReason = 19
 	SluiceReasonREASON_AFFINITY_HIT            SluiceReason = 20
 	SluiceReasonREASON_AFFINITY_WRITE_FAILED   SluiceReason = 21
-	SluiceReasonREASON_MAX                     SluiceReason = 22
+	SluiceReasonREASON_DROP_CT_CLASH           SluiceReason = 22
+	SluiceReasonREASON_CT_REPAIRED             SluiceReason = 23
+	SluiceReasonREASON_CT_REOPENED             SluiceReason = 24
+	SluiceReasonREASON_FRAGMENT                SluiceReason = 25
+	SluiceReasonREASON_DROP_FRAG_UNTRACKED     SluiceReason = 26
+	SluiceReasonREASON_ICMP_ERROR_TO_BACKEND   SluiceReason = 27
+	SluiceReasonREASON_ICMP_ERROR_TO_CLIENT    SluiceReason = 28
+	SluiceReasonREASON_DROP_ICMP_ERROR         SluiceReason = 29
+	SluiceReasonREASON_REJECT_RATE_LIMITED     SluiceReason = 30
+	SluiceReasonREASON_DROP_NO_ANSWER          SluiceReason = 31
+	SluiceReasonREASON_MAX                     SluiceReason = 32
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceMapCt4              = "ct4"
+	SluiceMapCt4V2            = "ct4_v2"
 	SluiceMapLb4Affinity      = "lb4_affinity"
 	SluiceMapLb4AffinityMatch = "lb4_affinity_match"
 	SluiceMapLb4Backends      = "lb4_backends"
@@ -167,6 +199,8 @@ const (
 	SluiceMapLb4Services      = "lb4_services"
 	SluiceMapSluiceConfig     = "sluice_config"
 	SluiceMapSluiceCounters   = "sluice_counters"
+	SluiceMapSluiceCtTimeouts = "sluice_ct_timeouts"
+	SluiceProgSluiceEgress    = "sluice_egress"
 	SluiceProgSluiceEmpty     = "sluice_empty"
 	SluiceProgSluiceIngress   = "sluice_ingress"
 )
@@ -213,6 +247,7 @@ type SluiceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceProgramSpecs struct {
+	SluiceEgress  *ebpf.ProgramSpec `ebpf:"sluice_egress"`
 	SluiceEmpty   *ebpf.ProgramSpec `ebpf:"sluice_empty"`
 	SluiceIngress *ebpf.ProgramSpec `ebpf:"sluice_ingress"`
 }
@@ -221,7 +256,7 @@ type SluiceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceMapSpecs struct {
-	Ct4              *ebpf.MapSpec `ebpf:"ct4"`
+	Ct4V2            *ebpf.MapSpec `ebpf:"ct4_v2"`
 	Lb4Affinity      *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends      *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -230,6 +265,7 @@ type SluiceMapSpecs struct {
 	Lb4Services      *ebpf.MapSpec `ebpf:"lb4_services"`
 	SluiceConfig     *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters   *ebpf.MapSpec `ebpf:"sluice_counters"`
+	SluiceCtTimeouts *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
 }
 
 // SluiceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -258,7 +294,7 @@ func (o *SluiceObjects) Close() error {
 //
 // It can be passed to LoadSluiceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceMaps struct {
-	Ct4              *ebpf.Map `ebpf:"ct4"`
+	Ct4V2            *ebpf.Map `ebpf:"ct4_v2"`
 	Lb4Affinity      *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends      *ebpf.Map `ebpf:"lb4_backends"`
@@ -267,11 +303,12 @@ type SluiceMaps struct {
 	Lb4Services      *ebpf.Map `ebpf:"lb4_services"`
 	SluiceConfig     *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters   *ebpf.Map `ebpf:"sluice_counters"`
+	SluiceCtTimeouts *ebpf.Map `ebpf:"sluice_ct_timeouts"`
 }
 
 func (m *SluiceMaps) Close() error {
 	return _SluiceClose(
-		m.Ct4,
+		m.Ct4V2,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,
@@ -280,6 +317,7 @@ func (m *SluiceMaps) Close() error {
 		m.Lb4Services,
 		m.SluiceConfig,
 		m.SluiceCounters,
+		m.SluiceCtTimeouts,
 	)
 }
 
@@ -293,12 +331,14 @@ type SluiceVariables struct {
 //
 // It can be passed to LoadSluiceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluicePrograms struct {
+	SluiceEgress  *ebpf.Program `ebpf:"sluice_egress"`
 	SluiceEmpty   *ebpf.Program `ebpf:"sluice_empty"`
 	SluiceIngress *ebpf.Program `ebpf:"sluice_ingress"`
 }
 
 func (p *SluicePrograms) Close() error {
 	return _SluiceClose(
+		p.SluiceEgress,
 		p.SluiceEmpty,
 		p.SluiceIngress,
 	)

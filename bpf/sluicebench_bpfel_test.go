@@ -16,7 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceBenchMapCt4              = "ct4"
+	SluiceBenchMapCt4V2            = "ct4_v2"
 	SluiceBenchMapLb4Affinity      = "lb4_affinity"
 	SluiceBenchMapLb4AffinityMatch = "lb4_affinity_match"
 	SluiceBenchMapLb4Backends      = "lb4_backends"
@@ -25,6 +25,8 @@ const (
 	SluiceBenchMapLb4Services      = "lb4_services"
 	SluiceBenchMapSluiceConfig     = "sluice_config"
 	SluiceBenchMapSluiceCounters   = "sluice_counters"
+	SluiceBenchMapSluiceCtTimeouts = "sluice_ct_timeouts"
+	SluiceBenchProgSluiceEgress    = "sluice_egress"
 	SluiceBenchProgSluiceEmpty     = "sluice_empty"
 	SluiceBenchProgSluiceIngress   = "sluice_ingress"
 	SluiceBenchVarBenchFlowSeq     = "bench_flow_seq"
@@ -72,6 +74,7 @@ type SluiceBenchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchProgramSpecs struct {
+	SluiceEgress  *ebpf.ProgramSpec `ebpf:"sluice_egress"`
 	SluiceEmpty   *ebpf.ProgramSpec `ebpf:"sluice_empty"`
 	SluiceIngress *ebpf.ProgramSpec `ebpf:"sluice_ingress"`
 }
@@ -80,7 +83,7 @@ type SluiceBenchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchMapSpecs struct {
-	Ct4              *ebpf.MapSpec `ebpf:"ct4"`
+	Ct4V2            *ebpf.MapSpec `ebpf:"ct4_v2"`
 	Lb4Affinity      *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends      *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -89,6 +92,7 @@ type SluiceBenchMapSpecs struct {
 	Lb4Services      *ebpf.MapSpec `ebpf:"lb4_services"`
 	SluiceConfig     *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters   *ebpf.MapSpec `ebpf:"sluice_counters"`
+	SluiceCtTimeouts *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
 }
 
 // SluiceBenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,7 +122,7 @@ func (o *SluiceBenchObjects) Close() error {
 //
 // It can be passed to LoadSluiceBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchMaps struct {
-	Ct4              *ebpf.Map `ebpf:"ct4"`
+	Ct4V2            *ebpf.Map `ebpf:"ct4_v2"`
 	Lb4Affinity      *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends      *ebpf.Map `ebpf:"lb4_backends"`
@@ -127,11 +131,12 @@ type SluiceBenchMaps struct {
 	Lb4Services      *ebpf.Map `ebpf:"lb4_services"`
 	SluiceConfig     *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters   *ebpf.Map `ebpf:"sluice_counters"`
+	SluiceCtTimeouts *ebpf.Map `ebpf:"sluice_ct_timeouts"`
 }
 
 func (m *SluiceBenchMaps) Close() error {
 	return _SluiceBenchClose(
-		m.Ct4,
+		m.Ct4V2,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,
@@ -140,6 +145,7 @@ func (m *SluiceBenchMaps) Close() error {
 		m.Lb4Services,
 		m.SluiceConfig,
 		m.SluiceCounters,
+		m.SluiceCtTimeouts,
 	)
 }
 
@@ -154,12 +160,14 @@ type SluiceBenchVariables struct {
 //
 // It can be passed to LoadSluiceBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchPrograms struct {
+	SluiceEgress  *ebpf.Program `ebpf:"sluice_egress"`
 	SluiceEmpty   *ebpf.Program `ebpf:"sluice_empty"`
 	SluiceIngress *ebpf.Program `ebpf:"sluice_ingress"`
 }
 
 func (p *SluiceBenchPrograms) Close() error {
 	return _SluiceBenchClose(
+		p.SluiceEgress,
 		p.SluiceEmpty,
 		p.SluiceIngress,
 	)

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //go:build ignore
 
-/* tc ingress program attached to every device the agent serves: translates
- * service traffic and the replies to it before the kernel routes them. */
+/* tc programs attached to every device the agent serves. At ingress,
+ * service traffic is translated to its backend before the kernel routes and
+ * filters it; at egress, replies are translated back after it did, so that
+ * routing (rp_filter) and netfilter's conntrack see each flow as one
+ * client <-> backend connection. */
 
 #include "lib/common.h"
 #include "lib/parse.h"
@@ -18,7 +21,7 @@ int sluice_ingress(struct __sk_buff *skb)
 
 	switch (parse_ipv4(skb, &p)) {
 	case PARSE_L4:
-		return lb4_handle(skb, &p);
+		return lb4_handle_ingress(skb, &p);
 	case PARSE_FRAGMENT:
 		return lb4_handle_untranslatable(skb, &p, REASON_DROP_FRAGMENT);
 	case PARSE_IP_OPTIONS:
@@ -28,6 +31,21 @@ int sluice_ingress(struct __sk_buff *skb)
 	case PARSE_MALFORMED_L4:
 		return verdict_drop(skb, REASON_DROP_MALFORMED_L4);
 	default:
+		return verdict_pass(skb, REASON_PASS);
+	}
+}
+
+SEC("tc")
+int sluice_egress(struct __sk_buff *skb)
+{
+	struct pkt4 p = {};
+
+	switch (parse_ipv4(skb, &p)) {
+	case PARSE_L4:
+		return lb4_handle_egress(skb, &p);
+	default:
+		/* Malformed packets are the ingress program's to drop: on the
+		 * way out they are the node's own. */
 		return verdict_pass(skb, REASON_PASS);
 	}
 }

@@ -82,7 +82,9 @@ func (d *Datapath) ServeDevices(ctx context.Context, m DeviceMatcher, ready func
 			case unix.RTM_DELLINK:
 				if name, ok := attached[u.Attrs().Index]; ok {
 					delete(attached, u.Attrs().Index)
-					_ = d.unpinTCX(name) // the kernel detached it with the device
+					for _, h := range hooks {
+						_ = d.unpinTCX(h, name) // the kernel detached it with the device
+					}
 					d.log.Info("device gone", "device", name)
 				}
 			}

@@ -36,7 +36,7 @@ const (
 type Options struct {
 	PinDir string
 	Attach AttachMode
-	// MaxEntries overrides the size of maps by name ("ct4": 1<<20).
+	// MaxEntries overrides the size of maps by name ("ct4_v2": 1<<20).
 	MaxEntries map[string]uint32
 	// ServiceCIDR, when valid, makes packets to unallocated addresses in
 	// it drop (rule 17).
@@ -105,17 +105,22 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	d.Maps = maps.FromObjects(&d.Objs.SluiceMaps)
 
-	// The program is pinned too, for bpftool and for the record of what
-	// this agent runs. The previous agent's pin is replaced: its program
-	// lives on in the attachments until Attach swaps them.
-	progPin := filepath.Join(opts.PinDir, bpf.SluiceProgSluiceIngress)
-	if err := os.Remove(progPin); err != nil && !errors.Is(err, os.ErrNotExist) {
-		d.Close()
-		return nil, fmt.Errorf("replace program pin: %w", err)
-	}
-	if err := d.Objs.SluiceIngress.Pin(progPin); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("pin program: %w", err)
+	// The programs are pinned too, for bpftool and for the record of what
+	// this agent runs. The previous agent's pins are replaced: its
+	// programs live on in the attachments until Attach swaps them.
+	for name, prog := range map[string]*ebpf.Program{
+		bpf.SluiceProgSluiceIngress: d.Objs.SluiceIngress,
+		bpf.SluiceProgSluiceEgress:  d.Objs.SluiceEgress,
+	} {
+		pin := filepath.Join(opts.PinDir, name)
+		if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.Close()
+			return nil, fmt.Errorf("replace program pin: %w", err)
+		}
+		if err := prog.Pin(pin); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("pin program %s: %w", name, err)
+		}
 	}
 
 	cfg := bpf.SluiceDatapathConfig{}

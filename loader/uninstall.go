@@ -58,17 +58,20 @@ func Uninstall(pinDir string, log *slog.Logger) error {
 	return nil
 }
 
-// removeTCFilters deletes every cls_bpf ingress filter whose program uses
-// the map with id ours.
+// removeTCFilters deletes every cls_bpf filter, ingress or egress, whose
+// program uses the map with id ours.
 func removeTCFilters(ours ebpf.MapID, log *slog.Logger) error {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
-		filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
-		if err != nil {
-			continue
+		var filters []netlink.Filter
+		for _, h := range hooks {
+			fs, err := netlink.FilterList(l, h.tcPar)
+			if err == nil {
+				filters = append(filters, fs...)
+			}
 		}
 		for _, f := range filters {
 			bf, ok := f.(*netlink.BpfFilter)

@@ -28,10 +28,12 @@ type LB4 struct {
 
 // Datapath is every map of the datapath, typed.
 type Datapath struct {
-	LB4      LB4
-	CT4      *Map[bpf.SluiceCt4Key, bpf.SluiceCt4Entry]
-	Counters *PerCPU[bpf.SluiceReason, bpf.SluiceCounter]
-	Config   *Map[uint32, bpf.SluiceDatapathConfig]
+	LB4 LB4
+	CT4 *Map[bpf.SluiceCt4Key, bpf.SluiceCt4Entry]
+	// CTTimeouts holds the conntrack lifetimes in seconds (0: default).
+	CTTimeouts *Map[bpf.SluiceCtTimeout, uint32]
+	Counters   *PerCPU[bpf.SluiceReason, bpf.SluiceCounter]
+	Config     *Map[uint32, bpf.SluiceDatapathConfig]
 }
 
 // FromObjects wraps the maps of a loaded collection.
@@ -45,9 +47,10 @@ func FromObjects(m *bpf.SluiceMaps) *Datapath {
 			Affinity:      New[bpf.SluiceLb4AffinityKey, bpf.SluiceLb4Affinity](m.Lb4Affinity),
 			AffinityMatch: New[bpf.SluiceLb4AffinityMatchKey, uint8](m.Lb4AffinityMatch),
 		},
-		CT4:      New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4),
-		Counters: NewPerCPU[bpf.SluiceReason, bpf.SluiceCounter](m.SluiceCounters),
-		Config:   New[uint32, bpf.SluiceDatapathConfig](m.SluiceConfig),
+		CT4:        New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4V2),
+		CTTimeouts: New[bpf.SluiceCtTimeout, uint32](m.SluiceCtTimeouts),
+		Counters:   NewPerCPU[bpf.SluiceReason, bpf.SluiceCounter](m.SluiceCounters),
+		Config:     New[uint32, bpf.SluiceDatapathConfig](m.SluiceConfig),
 	}
 }
 

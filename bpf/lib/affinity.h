@@ -14,8 +14,6 @@
 #include "maps.h"
 #include "counters.h"
 
-#define NSEC_PER_SEC 1000000000ULL
-
 /* The client's entry if its backend may be used: present, not expired, and
  * the backend still in the scope's set. *backend_id is the backend then. The
  * caller still checks that the backend is active. */
@@ -48,12 +46,12 @@ __inline void lb4_affinity_record(const struct __sk_buff *skb, const struct lb4_
 				  struct lb4_affinity *hit, __u32 backend_id, __u64 now)
 {
 	if (hit) {
-		hit->last_used = now;
+		map_store(hit->last_used, now);
 		count(skb, REASON_AFFINITY_HIT);
 		return;
 	}
 	struct lb4_affinity v = { .last_used = now, .backend_id = backend_id };
-	if (bpf_map_update_elem(&lb4_affinity, k, &v, BPF_ANY))
+	if (map_update(&lb4_affinity, k, &v, BPF_ANY))
 		count(skb, REASON_AFFINITY_WRITE_FAILED);
 }
 

@@ -9,7 +9,10 @@
 
 #define __inline static __always_inline
 
-#define EEXIST 17 /* as helpers return it, negated */
+#define EBUSY 16  /* as helpers return them, negated */
+#define EEXIST 17
+
+#define NSEC_PER_SEC 1000000000ULL
 
 typedef _Bool bool;
 #define true 1
@@ -18,6 +21,20 @@ typedef _Bool bool;
 /* Offsets from skb->data; the datapath handles Ethernet devices only. */
 #define IP4_OFF ETH_HLEN
 #define L4_OFF (IP4_OFF + sizeof(struct iphdr)) /* translated packets carry no IP options */
+
+/* Every write to a map, and every store into a map value, goes through
+ * these. The trace build (SLUICE_DRY_RUN, `sluice trace`) runs the same code
+ * on the live maps and must change nothing: there a write succeeds without
+ * effect, as if the entry were written and then lost. */
+#ifdef SLUICE_DRY_RUN
+#define map_update(map, key, val, flags) ({ (void)(map); (void)(key); (void)(val); (void)(flags); 0; })
+#define map_delete(map, key) ({ (void)(map); (void)(key); 0; })
+#define map_store(lvalue, val) ({ (void)(val); })
+#else
+#define map_update(map, key, val, flags) bpf_map_update_elem(map, key, val, flags)
+#define map_delete(map, key) bpf_map_delete_elem(map, key)
+#define map_store(lvalue, val) ((lvalue) = (val))
+#endif
 
 __inline void *ctx_data(const struct __sk_buff *skb)
 {

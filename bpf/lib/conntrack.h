@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* sluice's own conntrack of translated flows. A new flow writes two entries
- * keyed by the tuples the two directions arrive with, so both the forward
- * path and the reply path find their flow with one lookup. */
+ * keyed by the tuples the two directions arrive with, so the forward path
+ * (ingress) and the reply path (egress) each find their flow with one
+ * lookup. Each entry carries its direction's expiry; the flow lives while
+ * either entry does, and the agent's collector removes both together. The
+ * datapath never deletes a flow itself: a FIN or RST moves it to the short
+ * close lifetime, so an out-of-window RST cannot kill a live flow. */
 #ifndef __SLUICE_CONNTRACK_H
 #define __SLUICE_CONNTRACK_H
 
@@ -14,6 +18,33 @@
  * new-flow path can be timed with BPF_PROG_TEST_RUN's repeat. */
 __u32 bench_flow_seq;
 #endif
+
+/* Seconds of CLOCK_MONOTONIC, the clock of ct4_entry.expires. */
+__inline __u32 ct_now(void)
+{
+	return bpf_ktime_get_ns() / NSEC_PER_SEC;
+}
+
+/* Lifetime of a state in seconds: the agent's setting, else the default. */
+__inline __u32 ct_timeout(__u32 which)
+{
+	__u32 *secs = bpf_map_lookup_elem(&sluice_ct_timeouts, &which);
+
+	if (secs && *secs)
+		return *secs;
+	switch (which) {
+	case CT_TIMEOUT_TCP_SYN:
+		return CT_DEFAULT_TCP_SYN;
+	case CT_TIMEOUT_TCP_ESTABLISHED:
+		return CT_DEFAULT_TCP_ESTABLISHED;
+	case CT_TIMEOUT_TCP_CLOSE:
+		return CT_DEFAULT_TCP_CLOSE;
+	case CT_TIMEOUT_UDP_REPLIED:
+		return CT_DEFAULT_UDP_REPLIED;
+	default:
+		return CT_DEFAULT_UDP;
+	}
+}
 
 __inline void ct4_forward_key(struct ct4_key *k, const struct pkt4 *p)
 {
@@ -57,48 +88,114 @@ __inline void ct4_flow_key(struct ct4_key *k, __be32 client, __be16 cport, __be3
 
 __inline struct ct4_entry *ct4_lookup(const struct ct4_key *k)
 {
-	return bpf_map_lookup_elem(&ct4, k);
+	return bpf_map_lookup_elem(&ct4_v2, k);
+}
+
+__inline bool ct4_closing(const struct ct4_entry *e)
+{
+	return e->flags & (CT_F_FIN | CT_F_RST);
+}
+
+/* The lifetime an entry's state gives it. A TCP entry is established once
+ * the backend answered and the packet is no SYN; until then (including a
+ * flow picked up by a stray segment) it has the short SYN lifetime. */
+__inline __u32 ct4_lifetime(const struct ct4_entry *e, __u8 proto, __u8 tcp_flags)
+{
+	bool forward = e->kind == CT_FORWARD;
+
+	if (proto == IPPROTO_TCP) {
+		if (ct4_closing(e))
+			return ct_timeout(CT_TIMEOUT_TCP_CLOSE);
+		if ((forward && !(e->flags & CT_F_SEEN_REPLY)) || (tcp_flags & TCP_F_SYN))
+			return ct_timeout(CT_TIMEOUT_TCP_SYN);
+		return ct_timeout(CT_TIMEOUT_TCP_ESTABLISHED);
+	}
+	if (forward && !(e->flags & CT_F_SEEN_REPLY))
+		return ct_timeout(CT_TIMEOUT_UDP);
+	return ct_timeout(CT_TIMEOUT_UDP_REPLIED);
+}
+
+/* Moves an entry on by one packet of its own direction: its FIN and RST
+ * flags, then its expiry. Stores only what changed, so a steady flow
+ * writes its entry about once a second, not once a packet. */
+__inline void ct4_touch(struct ct4_entry *e, const struct pkt4 *p, __u32 now)
+{
+	__u8 flags = e->flags;
+
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & TCP_F_FIN)
+			flags |= CT_F_FIN;
+		if (p->tcp_flags & TCP_F_RST)
+			flags |= CT_F_RST;
+		else
+			flags &= ~CT_F_RST; /* the flow went on: that RST was not its end */
+	}
+	if (flags != e->flags)
+		map_store(e->flags, flags);
+	__u32 expires = now + ct4_lifetime(e, p->proto, p->tcp_flags);
+	if (expires != e->expires)
+		map_store(e->expires, expires);
+}
+
+/* A FIN or RST puts the other direction's entry on the close lifetime too,
+ * unless it is already shorter: the side that has not closed may still
+ * send, and its next packet restores its own lifetime. */
+__inline void ct4_close_peer(struct ct4_entry *peer, __u32 now)
+{
+	__u32 expires = now + ct_timeout(CT_TIMEOUT_TCP_CLOSE);
+
+	if (peer->expires > expires)
+		map_store(peer->expires, expires);
+}
+
+/* The reply path tells the forward entry that the backend answered: an
+ * answered flow has the longer lifetimes. */
+__inline void ct4_seen_reply(struct ct4_entry *fwd, __u8 proto, __u32 now)
+{
+	if (!(fwd->flags & CT_F_SEEN_REPLY))
+		map_store(fwd->flags, fwd->flags | CT_F_SEEN_REPLY);
+	if (proto != IPPROTO_TCP) {
+		/* A TCP forward entry is established by the client's next
+		 * segment; a datagram flow is answered now. */
+		__u32 expires = now + ct_timeout(CT_TIMEOUT_UDP_REPLIED);
+		if (fwd->expires < expires)
+			map_store(fwd->expires, expires);
+	}
+}
+
+__inline bool ct4_closes(const struct pkt4 *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_FIN | TCP_F_RST));
 }
 
 /* Removes both entries of a flow. */
 __inline void ct4_delete_flow(const struct ct4_key *fwd, const struct ct4_key *rev)
 {
-	bpf_map_delete_elem(&ct4, fwd);
-	bpf_map_delete_elem(&ct4, rev);
+	map_delete(&ct4_v2, fwd);
+	map_delete(&ct4_v2, rev);
 }
 
-/* Records a new translated flow: client -> VIP forward entry and
- * backend -> client reply entry. With BPF_NOEXIST in fwd_flags an existing
- * forward entry is left alone and -EEXIST returned. Returns 0 or a negative
- * error. */
-__inline int ct4_create(const struct ct4_key *fwd_key, const struct pkt4 *p,
-			const struct lb4_backend *be, __u32 backend_id, __u32 rev_nat_id,
-			__u64 fwd_flags)
+/* The entries a new flow starts with: both on the lifetime of an
+ * unanswered flow, so that a stray segment or datagram holds its two
+ * entries only briefly. */
+__inline void ct4_new_entries(struct ct4_entry *fwd, struct ct4_entry *rev, const struct pkt4 *p,
+			      const struct lb4_backend *be, __u32 backend_id, __u32 rev_nat_id,
+			      __u32 now)
 {
-	struct ct4_entry fwd = {
-		.backend_addr = be->address,
-		.backend_port = be->port,
-		.kind = CT_FORWARD,
-		.rev_nat_id = rev_nat_id,
-		.backend_id = backend_id,
-	};
-	struct ct4_entry rev = {
-		.kind = CT_REPLY,
-		.rev_nat_id = rev_nat_id,
-		.backend_id = backend_id,
-	};
-	struct ct4_key rk;
+	__u32 expires = now + ct_timeout(p->proto == IPPROTO_TCP ? CT_TIMEOUT_TCP_SYN : CT_TIMEOUT_UDP);
 
-	int err = bpf_map_update_elem(&ct4, fwd_key, &fwd, fwd_flags);
-	if (err)
-		return err;
-	/* Both entries exist before the packet leaves, so its answer finds
-	 * its way back; without a reply entry the flow must not exist. */
-	ct4_reply_key(&rk, p, be->address, be->port);
-	err = bpf_map_update_elem(&ct4, &rk, &rev, BPF_ANY);
-	if (err)
-		bpf_map_delete_elem(&ct4, fwd_key);
-	return err;
+	fwd->backend_addr = be->address;
+	fwd->backend_port = be->port;
+	fwd->kind = CT_FORWARD;
+	fwd->flags = 0;
+	fwd->rev_nat_id = rev_nat_id;
+	fwd->backend_id = backend_id;
+	fwd->expires = expires;
+	fwd->created = now;
+	*rev = *fwd;
+	rev->backend_addr = 0;
+	rev->backend_port = 0;
+	rev->kind = CT_REPLY;
 }
 
 #endif

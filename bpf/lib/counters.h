@@ -7,6 +7,23 @@
 #include "common.h"
 #include "maps.h"
 
+#ifdef SLUICE_DRY_RUN
+/* The trace build records the reasons one run met, in order, instead of
+ * moving the live counters. */
+#define TRACE_REASONS_MAX 8
+__u32 trace_reasons[TRACE_REASONS_MAX];
+__u32 trace_nreasons;
+
+__inline void count(const struct __sk_buff *skb, __u32 reason)
+{
+	__u32 i = trace_nreasons;
+
+	if (i < TRACE_REASONS_MAX) {
+		trace_reasons[i] = reason;
+		trace_nreasons = i + 1;
+	}
+}
+#else
 __inline void count(const struct __sk_buff *skb, __u32 reason)
 {
 	struct counter *c = bpf_map_lookup_elem(&sluice_counters, &reason);
@@ -16,11 +33,16 @@ __inline void count(const struct __sk_buff *skb, __u32 reason)
 		c->bytes += skb->len;
 	}
 }
+#endif
 
+/* What sluice passes, translated or not, goes on to whatever runs after it
+ * on the device: TC_ACT_UNSPEC is TCX_NEXT on a TCX chain and "continue with
+ * the next filter" on clsact. Ending the chain (TC_ACT_OK) would hide the
+ * packet from a CNI's policy program attached after sluice. */
 __inline int verdict_pass(const struct __sk_buff *skb, __u32 reason)
 {
 	count(skb, reason);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 __inline int verdict_drop(const struct __sk_buff *skb, __u32 reason)

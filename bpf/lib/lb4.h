@@ -14,6 +14,9 @@
 #include "filter.h"
 #include "affinity.h"
 
+/* Not a verdict: lb4_service's "the destination is no service IP". */
+#define LB4_NOT_SERVICE (-2)
+
 __inline bool lb4_is_service_ip(__be32 addr)
 {
 	struct lb4_key k = { .address = addr };
@@ -47,32 +50,129 @@ __inline int lb4_dnat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, 
 	return verdict_pass(skb, reason);
 }
 
-/* A TCP RST ends a translated flow at once: its entries go, so that the
- * client port can be reused, even straight to the backend, without the
- * old reply entry capturing the new connection's packets. */
-__inline void lb4_close_flow(const struct __sk_buff *skb, const struct pkt4 *p,
-			     const struct ct4_key *fwd, __be32 be_addr, __be16 be_port)
+/* The forward entry of a reply entry's flow: its key is the reply's client
+ * and the flow's frontend. NULL when the frontend or the entry is gone. */
+__inline struct ct4_entry *lb4_forward_of_reply(const struct ct4_key *rk, __u32 rev_nat_id,
+						struct ct4_key *fk)
 {
-	struct ct4_key rk;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &rev_nat_id);
 
-	ct4_reply_key(&rk, p, be_addr, be_port);
-	ct4_delete_flow(fwd, &rk);
-	count(skb, REASON_CT_CLOSED);
+	if (!rn || !rn->address)
+		return NULL;
+	ct4_flow_key(fk, rk->daddr, rk->dport, rn->address, rn->port, rk->proto);
+	struct ct4_entry *fe = ct4_lookup(fk);
+	if (!fe || fe->kind != CT_FORWARD || fe->backend_addr != rk->saddr ||
+	    fe->backend_port != rk->sport)
+		return NULL;
+	return fe;
 }
 
-/* Forward packet of a tracked flow: DNAT to its backend while that still
- * exists; -1 when it is gone. */
-__inline int lb4_follow(struct __sk_buff *skb, const struct pkt4 *p, const struct ct4_key *ck,
-			const struct ct4_entry *ct)
+/* Whether the flow a reply entry belongs to is still alive: either of its
+ * entries has not expired. */
+__inline bool lb4_reply_live(const struct ct4_key *rk, const struct ct4_entry *re, __u32 now)
+{
+	struct ct4_key fk;
+
+	if (re->expires >= now)
+		return true;
+	struct ct4_entry *fe = lb4_forward_of_reply(rk, re->rev_nat_id, &fk);
+	return fe && fe->expires >= now;
+}
+
+/* Writes a new flow's two entries: the forward one with fwd_flags (the
+ * caller handles -EEXIST under BPF_NOEXIST), then the reply one. A reply
+ * tuple already held by a live flow of another frontend (one client port
+ * used for two frontends that share a backend) is a clash: the new flow is
+ * refused with -EBUSY, since both flows' replies would arrive as one tuple.
+ * Without its reply entry a flow must not exist: on any failure the
+ * forward entry goes again. */
+__inline int lb4_ct_create(const struct ct4_key *fk, const struct pkt4 *p,
+			   const struct lb4_backend *be, __u32 backend_id, __u32 rev_nat_id,
+			   __u32 now, __u64 fwd_flags)
+{
+	struct ct4_entry fwd, rev;
+	struct ct4_key rk;
+
+	ct4_new_entries(&fwd, &rev, p, be, backend_id, rev_nat_id, now);
+	int err = map_update(&ct4_v2, fk, &fwd, fwd_flags);
+	if (err)
+		return err;
+	ct4_reply_key(&rk, p, be->address, be->port);
+	err = map_update(&ct4_v2, &rk, &rev, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		struct ct4_entry *old = ct4_lookup(&rk);
+		/* An old reply entry of this same flow (same client tuple,
+		 * same frontend), or of a dead flow, is taken over. */
+		if (old && (old->kind != CT_REPLY ||
+			    (old->rev_nat_id != rev_nat_id && lb4_reply_live(&rk, old, now))))
+			err = -EBUSY;
+		else
+			err = map_update(&ct4_v2, &rk, &rev, BPF_ANY);
+	}
+	if (err)
+		map_delete(&ct4_v2, fk);
+	return err;
+}
+
+/* Forward packet of a live tracked flow: its entry moves on, a FIN or RST
+ * puts the reply entry on the close lifetime too, and the packet goes to
+ * the flow's backend. */
+__inline int lb4_follow(struct __sk_buff *skb, const struct pkt4 *p, struct ct4_entry *ct,
+			__u32 now)
 {
 	__be32 be_addr = ct->backend_addr;
 	__be16 be_port = ct->backend_port;
 
-	if (!lb4_backend_matches(ct->backend_id, be_addr, be_port))
-		return -1;
-	if (p->tcp_flags & TCP_F_RST)
-		lb4_close_flow(skb, p, ck, be_addr, be_port);
+	ct4_touch(ct, p, now);
+	if (ct4_closes(p)) {
+		struct ct4_key rk;
+
+		ct4_reply_key(&rk, p, be_addr, be_port);
+		struct ct4_entry *re = ct4_lookup(&rk);
+		if (re && re->kind == CT_REPLY)
+			ct4_close_peer(re, now);
+		count(skb, REASON_CT_CLOSED);
+	}
 	return lb4_dnat(skb, p, be_addr, be_port, REASON_ESTABLISHED);
+}
+
+/* A SYN on the tuple of a tracked flow: a retransmission while the flow is
+ * live and neither side closed it, else a new connection reusing the tuple
+ * (the client's port came round again after a close, or the flow expired).
+ * A retransmission also makes sure the flow has its reply entry: without
+ * it one direction only would be translated. */
+__inline bool lb4_syn_retransmit(struct __sk_buff *skb, const struct pkt4 *p,
+				 const struct ct4_entry *ct, __u32 now)
+{
+	struct ct4_key rk;
+
+	if (ct4_closing(ct) || ct->expires < now)
+		return false;
+	ct4_reply_key(&rk, p, ct->backend_addr, ct->backend_port);
+	struct ct4_entry *re = ct4_lookup(&rk);
+	if (re)
+		return re->kind != CT_REPLY || re->rev_nat_id != ct->rev_nat_id || !ct4_closing(re);
+
+	struct ct4_entry rev = *ct;
+	rev.backend_addr = 0;
+	rev.backend_port = 0;
+	rev.kind = CT_REPLY;
+	rev.flags = 0;
+	rev.expires = now + ct_timeout(CT_TIMEOUT_TCP_SYN);
+	if (!map_update(&ct4_v2, &rk, &rev, BPF_NOEXIST))
+		count(skb, REASON_CT_REPAIRED);
+	return true;
+}
+
+/* A flow's entries leave before another takes its tuple (a SYN on a closed
+ * or expired flow, a backend that left): the old reply entry names the
+ * old backend, and kept it would rewrite that backend's packets. */
+__inline void lb4_forget_reply(const struct pkt4 *p, const struct ct4_entry *ct)
+{
+	struct ct4_key rk;
+
+	ct4_reply_key(&rk, p, ct->backend_addr, ct->backend_port);
+	map_delete(&ct4_v2, &rk);
 }
 
 /* Backend of slot 1..count of a frontend, picked uniformly at random; NULL
@@ -93,13 +193,15 @@ __inline struct lb4_backend *lb4_pick(struct lb4_key *key, __u16 nslots, __u32 *
 	return be;
 }
 
-/* New flow (or a flow whose backend left) to a served frontend: pick a
- * backend (the client's sticky one under session affinity, else uniformly
- * at random) and record the flow. opening: a TCP SYN, whose conntrack
- * lookup was skipped; its forward entry is created only if absent, and a
- * retransmitted SYN finds its flow that way (and leaves affinity alone). */
+/* New flow (or a flow whose backend left, or a SYN reopening a finished
+ * flow's tuple) to a served frontend: pick a backend (the client's sticky
+ * one under session affinity, else uniformly at random) and record the
+ * flow. opening: a TCP SYN, whose conntrack lookup was skipped; its
+ * forward entry is created only if absent, and a retransmitted SYN finds
+ * its flow that way (and leaves affinity alone). */
 __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
-			  const struct lb4_service *svc, const struct ct4_key *ck, bool opening)
+			  const struct lb4_service *svc, const struct ct4_key *ck, bool opening,
+			  __u32 now)
 {
 	__u16 nslots = svc->count;
 	__u32 rev_nat_id = svc->rev_nat_id;
@@ -117,13 +219,13 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 	struct lb4_affinity *sticky = NULL;
 	struct lb4_affinity_key ak = {}; /* initialized on every path, for the verifier */
 	__u32 backend_id;
-	__u64 now = 0;
+	__u64 ns = 0;
 
 	if (flags & SVC_F_AFFINITY) {
 		ak.affinity_id = svc->affinity_id;
 		ak.client = p->saddr;
-		now = bpf_ktime_get_ns();
-		sticky = lb4_affinity_sticky(&ak, svc->affinity_timeout, now, &backend_id);
+		ns = bpf_ktime_get_ns();
+		sticky = lb4_affinity_sticky(&ak, svc->affinity_timeout, ns, &backend_id);
 		if (sticky) {
 			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 			if (!be || !(be->flags & BE_F_ACTIVE)) {
@@ -138,21 +240,30 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 			return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
 	}
 
-	int err = ct4_create(ck, p, be, backend_id, rev_nat_id, opening ? BPF_NOEXIST : BPF_ANY);
+	int err = lb4_ct_create(ck, p, be, backend_id, rev_nat_id, now,
+				opening ? BPF_NOEXIST : BPF_ANY);
 	if (err == -EEXIST) {
+		/* A SYN on a tuple conntrack holds: a retransmission of a live
+		 * flow's SYN follows it; on a closed or expired flow, or one
+		 * whose backend left, it starts a new flow. */
 		struct ct4_entry *ct = ct4_lookup(ck);
 		if (ct && ct->kind == CT_FORWARD) {
-			int ret = lb4_follow(skb, p, ck, ct);
-			if (ret >= 0)
-				return ret;
-			count(skb, REASON_BACKEND_GONE);
+			if (!lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
+				count(skb, REASON_BACKEND_GONE);
+			else if (lb4_syn_retransmit(skb, p, ct, now))
+				return lb4_follow(skb, p, ct, now);
+			else
+				count(skb, REASON_CT_REOPENED);
+			lb4_forget_reply(p, ct);
 		}
-		err = ct4_create(ck, p, be, backend_id, rev_nat_id, BPF_ANY);
+		err = lb4_ct_create(ck, p, be, backend_id, rev_nat_id, now, BPF_ANY);
 	}
+	if (err == -EBUSY)
+		return verdict_drop(skb, REASON_DROP_CT_CLASH);
 	if (err)
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
 	if (flags & SVC_F_AFFINITY)
-		lb4_affinity_record(skb, &ak, sticky, backend_id, now);
+		lb4_affinity_record(skb, &ak, sticky, backend_id, ns);
 	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
 }
 
@@ -160,11 +271,12 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
  * first: an established flow needs nothing else (like kube-proxy's
  * conntrack, it outlives a change of its service while its backend
  * exists). A TCP SYN skips the lookup, which would miss for a new
- * connection: lb4_new_flow finds a retransmitted one. Returns -1 when the
+ * connection: lb4_new_flow finds a retransmitted one. Returns LB4_NOT_SERVICE when the
  * destination is not a service IP after all. */
 __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 {
 	bool opening = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
+	__u32 now = ct_now();
 	struct ct4_key ck;
 	bool gone = false;
 
@@ -172,9 +284,9 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 	if (!opening) {
 		struct ct4_entry *ct = ct4_lookup(&ck);
 		if (ct && ct->kind == CT_FORWARD) {
-			int ret = lb4_follow(skb, p, &ck, ct);
-			if (ret >= 0)
-				return ret;
+			if (lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
+				return lb4_follow(skb, p, ct, now);
+			lb4_forget_reply(p, ct);
 			gone = true;
 		}
 	}
@@ -188,30 +300,20 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 	if (svc) {
 		if (gone)
 			count(skb, REASON_BACKEND_GONE);
-		return lb4_new_flow(skb, p, &key, svc, &ck, opening);
+		return lb4_new_flow(skb, p, &key, svc, &ck, opening, now);
 	}
 	if (lb4_is_service_ip(p->daddr))
 		return reject4(skb, REASON_REJECT_UNKNOWN_PORT);
-	return -1;
+	return LB4_NOT_SERVICE;
 }
 
-/* Removes a flow known by its reply entry. The forward entry goes too
- * (without its reply it could only translate half a connection); its key is
- * the reply's client and the flow's frontend. */
-__inline void lb4_delete_flow_of_reply(const struct ct4_key *rk, __u32 rev_nat_id)
-{
-	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &rev_nat_id);
-	struct ct4_key fk;
-
-	if (rn) {
-		ct4_flow_key(&fk, rk->daddr, rk->dport, rn->address, rn->port, rk->proto);
-		bpf_map_delete_elem(&ct4, &fk);
-	}
-	bpf_map_delete_elem(&ct4, rk);
-}
-
-/* Not addressed to a frontend: a reply of a translated flow gets its source
- * restored to the frontend; anything else passes. */
+/* Reply of a translated flow, on its way out to the client: the source is
+ * restored to the frontend. This runs at egress, after the node routed and
+ * filtered the packet as backend -> client, which is what netfilter's
+ * conntrack and rp_filter saw the flow's forward packets as (they were
+ * translated at ingress, before both). The first reply tells the forward
+ * entry that the flow was answered; a FIN or RST puts it on the close
+ * lifetime. Anything else passes. */
 __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 {
 	struct ct4_key ck;
@@ -228,49 +330,80 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 		return verdict_pass(skb, REASON_REPLY_NO_REVNAT);
 	__be32 vip = rn->address;
 	__be16 vport = rn->port;
-	if (p->tcp_flags & TCP_F_RST) {
-		lb4_delete_flow_of_reply(&ck, id);
-		count(skb, REASON_CT_CLOSED);
+	__u32 now = ct_now();
+	bool closes = ct4_closes(p);
+
+	ct4_touch(ct, p, now);
+	if (!(ct->flags & CT_F_PEER_TOLD) || closes) {
+		struct ct4_key fk;
+		struct ct4_entry *fe = lb4_forward_of_reply(&ck, id, &fk);
+		if (fe) {
+			ct4_seen_reply(fe, p->proto, now);
+			if (closes)
+				ct4_close_peer(fe, now);
+		}
+		map_store(ct->flags, ct->flags | CT_F_PEER_TOLD);
+		if (closes)
+			count(skb, REASON_CT_CLOSED);
 	}
 	if (nat4_rewrite(skb, p, NAT_SRC, vip, vport))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
 	return verdict_pass(skb, REASON_REPLY);
 }
 
-/* A SYN straight to a backend whose 4-tuple is that of a finished
- * translated flow: that flow's entries go (see lb4_handle). */
+/* A packet straight to a backend's address and port whose tuple is the
+ * reply tuple of a translated flow: the backend's answer would match that
+ * flow's reply entry and leave rewritten. A dead flow's entries go at once
+ * (the collector would take them only later); a live one's go on a TCP SYN,
+ * a new connection on the very 4-tuple the backend knows that flow by. A
+ * datagram next to a live translated flow keeps that flow: it cannot be
+ * told apart from the flow's own traffic at the backend. */
 __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct pkt4 *p)
 {
-	struct ct4_key rk;
+	struct ct4_key rk, fk;
 
 	ct4_reply_key(&rk, p, p->daddr, p->dport);
 	struct ct4_entry *ct = ct4_lookup(&rk);
 	if (!ct || ct->kind != CT_REPLY)
 		return;
-	lb4_delete_flow_of_reply(&rk, ct->rev_nat_id);
+	bool syn = (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
+	if (!syn && lb4_reply_live(&rk, ct, ct_now()))
+		return;
+	if (lb4_forward_of_reply(&rk, ct->rev_nat_id, &fk))
+		map_delete(&ct4_v2, &fk);
+	map_delete(&ct4_v2, &rk);
 	count(skb, REASON_CT_STALE_REPLY);
 }
 
-__inline int lb4_handle(struct __sk_buff *skb, const struct pkt4 *p)
+/* Ingress: service traffic is translated to its backend. */
+__inline int lb4_handle_ingress(struct __sk_buff *skb, const struct pkt4 *p)
 {
 	__u32 zero = 0;
 	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
 
 	if (!f || lb4_filter_has(f, lb4_filter_dst(p->daddr))) {
 		int ret = lb4_service(skb, p);
-		if (ret >= 0)
+		if (ret != LB4_NOT_SERVICE)
 			return ret;
 	}
 	if (in_service_cidr(p->daddr))
 		return verdict_drop(skb, REASON_DROP_SERVICE_CIDR);
+	/* TCP segments other than a SYN need no check: the SYN that opened
+	 * their connection had it. */
+	bool check = p->proto != IPPROTO_TCP || (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
+	if (check && (!f || lb4_filter_has(f, lb4_filter_src(p->daddr, p->dport, p->proto))))
+		lb4_forget_stale_reply(skb, p);
+	return verdict_pass(skb, REASON_PASS);
+}
+
+/* Egress: replies of translated flows are translated back. */
+__inline int lb4_handle_egress(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	__u32 zero = 0;
+	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
+
 	if (!f || lb4_filter_has(f, lb4_filter_src(p->saddr, p->sport, p->proto)))
 		return lb4_reverse(skb, p);
-	/* A connection opened straight to a backend's address and port may
-	 * reuse the 4-tuple of a finished translated flow: the backend's
-	 * answer would then match the old reply entry and be rewritten. */
-	if ((p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN &&
-	    (!f || lb4_filter_has(f, lb4_filter_src(p->daddr, p->dport, p->proto))))
-		lb4_forget_stale_reply(skb, p);
 	return verdict_pass(skb, REASON_PASS);
 }
 

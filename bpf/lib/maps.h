@@ -53,17 +53,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_revnat SEC(".maps");
 
-/* Conntrack of translated flows, one entry per direction. LRU so a full
- * table evicts the least recently used flow instead of refusing new ones;
- * per-CPU LRU lists so that inserting a new flow takes no global lock. */
+/* Conntrack of translated flows, one entry per direction (lib/conntrack.h).
+ * A plain hash, not an LRU: a full table refuses new flows (counted) and
+ * never evicts a live one; the agent removes flows whose entries have both
+ * expired. Preallocated, so an insert takes an element from a per-CPU free
+ * list (stealing from other CPUs' when its own is empty) without a global
+ * lock. The name carries the layout version of struct ct4_entry: a pinned
+ * map of an older version is migrated by the loader, not misread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct ct4_key);
 	__type(value, struct ct4_entry);
 	__uint(max_entries, CT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ct4 SEC(".maps");
+} ct4_v2 SEC(".maps");
 
 /* Session affinity: the backend of each client's last new connection, per
  * affinity scope (lib/affinity.h). Written by the datapath only. LRU, so
@@ -104,6 +107,16 @@ struct {
 	__uint(max_entries, REASON_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_counters SEC(".maps");
+
+/* Conntrack lifetimes in seconds by enum ct_timeout, written by the agent
+ * at start; 0 keeps the datapath's default. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, enum ct_timeout);
+	__type(value, __u32);
+	__uint(max_entries, CT_TIMEOUT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_ct_timeouts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

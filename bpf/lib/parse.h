@@ -53,6 +53,10 @@ __inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 		return PARSE_MALFORMED_IP;
 	__u32 ihl = ip->ihl * 4;
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
+	/* IPv4 BIG TCP: a GSO packet longer than 64 KiB carries tot_len 0
+	 * and its length is the skb's. */
+	if (tot_len == 0 && skb->len - ETH_HLEN > 0xffff)
+		tot_len = skb->len - ETH_HLEN;
 	if (ip->version != 4 || ihl < sizeof(*ip) || tot_len < ihl ||
 	    tot_len > skb->len - ETH_HLEN)
 		return PARSE_MALFORMED_IP;

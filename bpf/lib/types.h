@@ -84,7 +84,8 @@ struct lb4_reverse_nat {
 };
 
 /* Conntrack key: the packet's own 5-tuple as it arrives, so one lookup finds
- * both a forward entry (client -> VIP) and a reply entry (backend -> client). */
+ * both a forward entry (client -> VIP, at ingress) and a reply entry
+ * (backend -> client, at egress). */
 struct ct4_key {
 	__be32 saddr;
 	__be32 daddr;
@@ -99,13 +100,50 @@ enum ct_kind : __u8 {
 	CT_REPLY = 2,   /* backend -> client: SNAT back to the frontend */
 };
 
+/* What an entry has seen of its flow. Each direction keeps its own; the
+ * forward entry also learns from the reply path what it cannot see. */
+enum ct_flags : __u8 {
+	CT_F_SEEN_REPLY = 1 << 0, /* forward: the backend answered (set from the reply path) */
+	CT_F_FIN = 1 << 1,        /* this direction sent a FIN */
+	CT_F_RST = 1 << 2,        /* a RST was seen in this direction; undone by a later
+				   * segment without one (an out-of-window RST) */
+	CT_F_PEER_TOLD = 1 << 3,  /* reply: the forward entry has been given CT_F_SEEN_REPLY */
+};
+
+/* Lifetimes, the key of sluice_ct_timeouts (value: seconds, 0 = default). A flow
+ * lives while either of its entries does: each packet moves its own
+ * entry's expiry to now + the lifetime of the state it leaves the flow in.
+ * The agent removes a flow once both entries have expired. */
+enum ct_timeout {
+	CT_TIMEOUT_TCP_SYN = 0,     /* TCP before the backend answered, or picked up mid-stream */
+	CT_TIMEOUT_TCP_ESTABLISHED, /* TCP both ways */
+	CT_TIMEOUT_TCP_CLOSE,       /* after FIN or RST */
+	CT_TIMEOUT_UDP,             /* UDP (and anything else) not answered yet */
+	CT_TIMEOUT_UDP_REPLIED,     /* UDP answered by the backend */
+	CT_TIMEOUT_MAX,
+};
+
+/* Defaults of the lifetimes, in seconds, when the agent sets none: as
+ * netfilter's, with kube-proxy's established timeout. The agent's flags
+ * default to the same (a datapath test checks both agree). */
+enum ct_timeout_default {
+	CT_DEFAULT_TCP_SYN = 60,
+	CT_DEFAULT_TCP_ESTABLISHED = 86400,
+	CT_DEFAULT_TCP_CLOSE = 10,
+	CT_DEFAULT_UDP = 30,
+	CT_DEFAULT_UDP_REPLIED = 120,
+};
+
 struct ct4_entry {
 	__be32 backend_addr; /* forward: translated destination */
 	__be16 backend_port;
 	enum ct_kind kind;
-	__u8 pad;
+	enum ct_flags flags;
 	__u32 rev_nat_id;    /* both: the frontend of the flow */
 	__u32 backend_id;    /* forward: checked against lb4_backends on every packet */
+	__u32 expires;       /* this direction is idle after this, in seconds of
+			      * CLOCK_MONOTONIC (bpf_ktime_get_ns() / 1e9) */
+	__u32 created;       /* when the flow was created, same clock */
 };
 
 /* Why a packet took the path it took. Each value is a per-CPU counter
@@ -140,6 +178,25 @@ enum reason {
 	REASON_AFFINITY_WRITE_FAILED, /* event: a new flow's affinity entry could not be
 				       * written (the flow was translated; the client is
 				       * not sticky until its next new connection) */
+	REASON_DROP_CT_CLASH,        /* a new flow's reply tuple belongs to a live flow of
+				      * another frontend (one client port to two frontends
+				      * sharing a backend): refused, never mis-translated */
+	REASON_CT_REPAIRED,          /* event: a flow missing its reply entry got it back */
+	REASON_CT_REOPENED,          /* event: a SYN on a closed or expired flow's tuple
+				      * started a new flow */
+	REASON_FRAGMENT,             /* fragment of a translated flow, translated */
+	REASON_DROP_FRAG_UNTRACKED,  /* later fragment to a service IP or from a backend
+				      * whose first fragment was not seen */
+	REASON_ICMP_ERROR_TO_BACKEND, /* ICMP error quoting a reply, to a frontend:
+				       * translated to the backend */
+	REASON_ICMP_ERROR_TO_CLIENT, /* ICMP error quoting a translated forward packet:
+				      * translated back to the frontend */
+	REASON_DROP_ICMP_ERROR,      /* ICMP error about a translated flow that could not
+				      * be translated (quote cut short, rewrite failed) */
+	REASON_REJECT_RATE_LIMITED,  /* would have been rejected, over the ICMP rate: dropped */
+	REASON_DROP_NO_ANSWER,       /* would have been rejected, but is a RST, an ICMP error,
+				      * or from a broadcast, multicast or zero source
+				      * (RFC 1122 3.2.2): dropped without an answer */
 	REASON_MAX,
 };
 

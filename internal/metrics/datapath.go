@@ -43,15 +43,16 @@ func fillMaps(dp *maps.Datapath) []fillMap {
 		idFill(bpf.SluiceMapLb4Revnat, dp.LB4.RevNat),
 		hashFill(bpf.SluiceMapLb4Affinity, dp.LB4.Affinity),
 		hashFill(bpf.SluiceMapLb4AffinityMatch, dp.LB4.AffinityMatch),
-		hashFill(bpf.SluiceMapCt4, dp.CT4),
+		hashFill(bpf.SluiceMapCt4V2, dp.CT4),
 	}
 }
 
 // notFilled are the maps of the object whose fill means nothing, and why.
 var notFilled = map[string]string{
-	bpf.SluiceMapLb4Prefilter:   "one entry, a bitmap",
-	bpf.SluiceMapSluiceConfig:   "one entry",
-	bpf.SluiceMapSluiceCounters: "one slot per reason, all always present; exported as sluice_datapath_*_total",
+	bpf.SluiceMapLb4Prefilter:     "one entry, a bitmap",
+	bpf.SluiceMapSluiceConfig:     "one entry",
+	bpf.SluiceMapSluiceCtTimeouts: "one entry per lifetime, all written at start",
+	bpf.SluiceMapSluiceCounters:   "one slot per reason, all always present; exported as sluice_datapath_*_total",
 }
 
 // hashFill counts every entry of a hash or LRU map. The map is read in

@@ -99,7 +99,7 @@ func TestDatapathCollector(t *testing.T) {
 		bpf.SluiceMapLb4Services:      64,
 		bpf.SluiceMapLb4Backends:      16,
 		bpf.SluiceMapLb4Revnat:        8,
-		bpf.SluiceMapCt4:              256,
+		bpf.SluiceMapCt4V2:              256,
 		bpf.SluiceMapLb4Affinity:      32,
 		bpf.SluiceMapLb4AffinityMatch: 40,
 	})
@@ -148,7 +148,7 @@ func TestDatapathCollector(t *testing.T) {
 		entries, capa int
 	}
 	fill := []want{
-		{"ct4", 5, 256},
+		{"ct4_v2", 5, 256},
 		{"lb4_affinity", 2, 32},
 		{"lb4_affinity_match", 1, 40},
 		{"lb4_backends", -1, 15}, // ids 1..15: id 0 is never allocated
@@ -217,7 +217,7 @@ func TestDatapathCollector(t *testing.T) {
 
 	// Read at scrape time: a change shows in the next scrape.
 	must(t, dp.CT4.Delete(ct4Key(0)))
-	if v := gaugeValue(t, reg, "sluice_map_entries", "ct4"); v != 4 {
+	if v := gaugeValue(t, reg, "sluice_map_entries", "ct4_v2"); v != 4 {
 		t.Errorf("ct4 entries after a delete: %v, want 4", v)
 	}
 }
@@ -236,9 +236,9 @@ func gaugeValue(t *testing.T, reg prometheus.Gatherer, name, mapName string) flo
 // TestDatapathCollectorReadError: a map that cannot be read fails its own
 // series, through an invalid metric, and the rest is still gathered.
 func TestDatapathCollectorReadError(t *testing.T) {
-	dp, objs := newDatapath(t, map[string]uint32{bpf.SluiceMapCt4: 256})
+	dp, objs := newDatapath(t, map[string]uint32{bpf.SluiceMapCt4V2: 256})
 	must(t, dp.LB4.Services.Put(bpf.SluiceLb4Key{Address: 1}, bpf.SluiceLb4Service{}))
-	must(t, objs.Ct4.Close())
+	must(t, objs.Ct4V2.Close())
 	must(t, objs.SluiceCounters.Close())
 
 	reg := prometheus.NewRegistry()
@@ -263,7 +263,7 @@ func TestDatapathCollectorReadError(t *testing.T) {
 			}
 		}
 	}
-	if slices.Contains(entries, "ct4") || !slices.Contains(entries, "lb4_services") {
+	if slices.Contains(entries, "ct4_v2") || !slices.Contains(entries, "lb4_services") {
 		t.Errorf("map_entries gathered for %v, want every map but ct4", entries)
 	}
 }

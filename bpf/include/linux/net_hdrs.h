@@ -75,6 +75,7 @@ struct icmphdr {
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 
+#define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 #define TC_ACT_REDIRECT 7
