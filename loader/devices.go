@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -94,10 +95,19 @@ type deviceState struct {
 func (d *Datapath) ServeDevices(ctx context.Context, m DeviceMatcher, ready func([]string), onError func(error)) error {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	defer close(done)
+	// Closing the subscription fails its pending receive: not an error.
+	var stopping atomic.Bool
+	defer func() {
+		stopping.Store(true)
+		close(done)
+	}()
 	// Subscribe before listing, so a device created in between is seen.
 	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { onError(fmt.Errorf("link updates: %w", err)) },
+		ErrorCallback: func(err error) {
+			if !stopping.Load() {
+				onError(fmt.Errorf("link updates: %w", err))
+			}
+		},
 	}); err != nil {
 		return fmt.Errorf("subscribe to link updates: %w", err)
 	}
