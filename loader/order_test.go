@@ -3,10 +3,12 @@ package loader
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/sluice-lb/sluice/internal/testenv"
 )
@@ -196,4 +198,40 @@ func TestForeignFilterAtSluicePriority(t *testing.T) {
 	}
 	wantChain(t, "x1 egress after uninstall", chain(t, ns, "x1", egress, AttachTC), []ebpf.ProgramID{usurper.id(t)})
 	wantChain(t, "x1 ingress after uninstall", chain(t, ns, "x1", ingress, AttachTC), nil)
+}
+
+// An agent restarted with other --tc-* flags moves its filters: the new
+// ones serve before the old ones are removed, and only one of each is left.
+func TestTCFiltersMoveWithTheirFlags(t *testing.T) {
+	ns := vethNS(t)
+	dir := pinDir(t)
+	var logs bytes.Buffer
+	dp, err := loadAttach(t, ns, Options{PinDir: dir, Attach: AttachTC, Log: quietLog(&logs)}, "x0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Close()
+	moved := TCFilters{IngressPriority: 7, EgressPriority: 60000, Handle: 9}
+	if dp, err = loadAttach(t, ns, Options{PinDir: dir, Attach: AttachTC, TC: moved, Log: quietLog(&logs)}, "x0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hooks {
+		filters, err := ns.Netlink().FilterList(mustLink(t, ns, "x0"), h.tcPar)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Id != 0 {
+				got = append(got, fmt.Sprintf("prio %d handle %#x id %d", bf.Priority, bf.Handle, bf.Id))
+			}
+		}
+		want := fmt.Sprintf("prio %d handle %#x id %d", moved.priority(h), moved.Handle, programID(t, h.program(dp)))
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("%s filters %v, want [%s]", h.name, got, want)
+		}
+	}
+	if err := ns.Do(func() error { return Uninstall(dir, quietLog(&logs)) }); err != nil {
+		t.Fatal(err)
+	}
 }
