@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -67,10 +68,14 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.StringVar(&c.nodeName, "node-name", nodeDefault, "this node's name, for endpoint locality and hints (default $NODE_NAME, else the hostname)")
 	fs.StringVar(&c.pinDir, "pin-dir", loader.DefaultPinDir, "bpffs directory for this agent's maps and links")
 	fs.StringVar(&attach, "attach", string(loader.AttachAuto), "attach mode: auto (TCX, else tc), tcx, or tc (clsact qdisc + filter)")
-	var tcIngress, tcEgress, tcHandle uint
+	var tcIngress, tcEgress uint
+	tcHandle := uint64(loader.DefaultTCHandle)
 	fs.UintVar(&tcIngress, "tc-ingress-priority", uint(loader.DefaultTCIngressPriority), "tc mode: priority of the ingress clsact filter (lower runs first; the default runs before other tools' filters, not at Cilium's 1)")
 	fs.UintVar(&tcEgress, "tc-egress-priority", uint(loader.DefaultTCEgressPriority), "tc mode: priority of the egress clsact filter (the default runs after other tools' filters)")
-	fs.UintVar(&tcHandle, "tc-handle", uint(loader.DefaultTCHandle), "tc mode: handle of sluice's clsact filters")
+	fs.Func("tc-handle", fmt.Sprintf("tc mode: handle of sluice's clsact filters, decimal or 0x hex (default %#x)", loader.DefaultTCHandle), func(v string) (err error) {
+		tcHandle, err = strconv.ParseUint(v, 0, 32)
+		return err
+	})
 	fs.StringVar(&serviceCIDR, "service-cidr", "", "IPv4 service CIDR: packets to unallocated addresses in it are dropped")
 	fs.Int64Var(&c.memLimitMiB, "memory-limit-mib", 100, "soft limit of the Go heap in MiB (GOMEMLIMIT, when set, wins); 0 = none")
 	fs.Var(&c.devices, "devices", "devices to serve: names or globs, comma separated (default: every Ethernet device but loopback, bridges, bond ports and VLANs on a parent here; devices without an Ethernet header are never served)")
@@ -97,8 +102,8 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	default:
 		return nil, fmt.Errorf("--attach %q: want auto, tcx or tc", attach)
 	}
-	if tcIngress == 0 || tcIngress > 0xffff || tcEgress == 0 || tcEgress > 0xffff || tcHandle == 0 || tcHandle > 0xffffffff {
-		return nil, fmt.Errorf("--tc-ingress-priority %d, --tc-egress-priority %d, --tc-handle %d: want priorities 1-65535 and a handle 1-4294967295",
+	if tcIngress == 0 || tcIngress > 0xffff || tcEgress == 0 || tcEgress > 0xffff || tcHandle == 0 {
+		return nil, fmt.Errorf("--tc-ingress-priority %d, --tc-egress-priority %d, --tc-handle %#x: want priorities 1-65535 and a handle other than 0",
 			tcIngress, tcEgress, tcHandle)
 	}
 	c.tc = loader.TCFilters{IngressPriority: uint16(tcIngress), EgressPriority: uint16(tcEgress), Handle: uint32(tcHandle)}
