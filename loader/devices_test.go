@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -171,6 +172,13 @@ func (s *served) waitAttached(t *testing.T, ns *netlab.NS, dev string, want int)
 		if got := s.attachments(t, ns, dev); got[0] != want || got[1] != want {
 			return fmt.Errorf("%v attachments", got)
 		}
+		// Pinned once attached: the pin is the last step.
+		for _, h := range hooks {
+			_, err := os.Stat(s.dp.tcxPin(h, ifindex(t, ns, dev)))
+			if s.dp.Mode() == AttachTCX && (err == nil) != (want > 0) {
+				return fmt.Errorf("%s link pin: %v", h.name, err)
+			}
+		}
 		return nil
 	})
 }
@@ -201,7 +209,9 @@ func devicesNS(t *testing.T) *netlab.NS {
 	ns := vethNS(t)
 	nl := ns.Netlink()
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-	if err := nl.LinkAdd(br); err != nil {
+	if err := nl.LinkAdd(br); errors.Is(err, unix.EOPNOTSUPP) {
+		testenv.Unavailable(t, "kernel has no bridge driver: %v", err)
+	} else if err != nil {
 		t.Fatal(err)
 	}
 	if err := netlab.Veth(ns, "p0", ns, "p1"); err != nil {
@@ -221,7 +231,9 @@ func addTun(t *testing.T, ns *netlab.NS, name string) {
 	// /dev/net/tun.
 	if err := ns.Do(func() error {
 		return netlink.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name}, Mode: netlink.TUNTAP_MODE_TUN})
-	}); err != nil {
+	}); errors.Is(err, os.ErrNotExist) {
+		testenv.Unavailable(t, "kernel has no tun driver (/dev/net/tun): %v", err)
+	} else if err != nil {
 		t.Fatalf("add tun device: %v", err)
 	}
 	if err := ns.Netlink().LinkSetUp(mustLink(t, ns, name)); err != nil {
@@ -264,6 +276,7 @@ func TestServeDevicesDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitAttached(t, ns, "m0", 1)
+	s.waitAttached(t, ns, "m1", 1)
 	s.wantAttached(t, ns, "y0", 1)
 	refusals := strings.Count(log.String(), "device refused")
 	if refusals != 1 || !strings.Contains(log.String(), `device refused" device=tun0 reason="no Ethernet header (link type none)`) {
@@ -344,4 +357,77 @@ func TestDeviceNamedLinkPinsAreAdopted(t *testing.T) {
 	if err := ns.Do(func() error { return Uninstall(dir, quietLog(&logs)) }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// addDriverLink adds l in ns, skipping t when the kernel has no driver for
+// it: bonding and 8021q are modules some kernels the tests run on lack
+// (the VM kernels have them).
+func addDriverLink(t *testing.T, ns *netlab.NS, l netlink.Link) {
+	t.Helper()
+	if err := ns.Netlink().LinkAdd(l); errors.Is(err, unix.EOPNOTSUPP) {
+		t.Skipf("kernel has no %s driver: %v", l.Type(), err)
+	} else if err != nil {
+		t.Fatalf("add %s %s: %v", l.Type(), l.Attrs().Name, err)
+	}
+}
+
+func setMaster(t *testing.T, ns *netlab.NS, dev string, master netlink.Link) {
+	t.Helper()
+	nl := ns.Netlink()
+	l := mustLink(t, ns, dev)
+	if err := nl.LinkSetDown(l); err != nil { // a bond takes ports that are down
+		t.Fatal(err)
+	}
+	var err error
+	if master == nil {
+		err = nl.LinkSetNoMaster(l)
+	} else {
+		err = nl.LinkSetMaster(l, master)
+	}
+	if err != nil {
+		t.Fatalf("set master of %s: %v", dev, err)
+	}
+	if err := nl.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Stacked devices on real drivers: a bond is served and its ports are not,
+// a VLAN device is not and its parent is. A device enslaved to the bond
+// while the agent runs is detached, and attached again once released.
+func TestServeDevicesStacked(t *testing.T) {
+	ns := vethNS(t)
+	dir := pinDir(t)
+	bond := netlink.NewLinkBond(netlink.LinkAttrs{Name: "bd0"})
+	bond.Mode = netlink.BOND_MODE_ACTIVE_BACKUP
+	addDriverLink(t, ns, bond)
+	addDriverLink(t, ns, &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "x0.5", ParentIndex: ifindex(t, ns, "x0")}, VlanId: 5})
+	if err := netlab.Veth(ns, "s0", ns, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	bd := mustLink(t, ns, "bd0")
+	setMaster(t, ns, "s0", bd)
+	if err := ns.Netlink().LinkSetUp(bd); err != nil {
+		t.Fatal(err)
+	}
+
+	var log syncBuffer
+	s := serve(t, ns, dir, nil, &log)
+	for dev, want := range map[string]int{"bd0": 1, "s0": 0, "s1": 1, "x0": 1, "x0.5": 0, "x1": 1} {
+		s.wantAttached(t, ns, dev, want)
+	}
+	for _, line := range []string{
+		`device not served" device=s0 reason="port of bond bd0: served there"`,
+		`device not served" device=x0.5 reason="VLAN on x0`,
+	} {
+		if !strings.Contains(log.String(), line) {
+			t.Errorf("no %q in the log:\n%s", line, log.String())
+		}
+	}
+
+	setMaster(t, ns, "x1", bd)
+	s.waitAttached(t, ns, "x1", 0)
+	setMaster(t, ns, "x1", nil)
+	s.waitAttached(t, ns, "x1", 1)
+	s.wantAttached(t, ns, "bd0", 1)
 }

@@ -1,7 +1,9 @@
 package test
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +69,9 @@ func addTun(t *testing.T, ns *netlab.NS, name string) {
 	t.Helper()
 	if err := ns.Do(func() error {
 		return netlink.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name}, Mode: netlink.TUNTAP_MODE_TUN})
-	}); err != nil {
+	}); errors.Is(err, os.ErrNotExist) {
+		testenv.Unavailable(t, "kernel has no tun driver (/dev/net/tun): %v", err)
+	} else if err != nil {
 		t.Fatalf("add tun device %s: %v", name, err)
 	}
 	l, err := ns.Netlink().LinkByName(name)
