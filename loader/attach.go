@@ -5,33 +5,33 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-)
-
-// tcFilterPriority and tcFilterHandle identify sluice's cls_bpf filter on a
-// clsact hook, so a restarted agent replaces its own filter in one atomic
-// step instead of adding a second one.
-const (
-	tcFilterPriority = 1
-	tcFilterHandle   = 1
 )
 
 // hook is one of the two places on a device the datapath runs: ingress
 // translates service traffic, egress translates replies back.
 type hook struct {
-	name    string // "ingress", "egress": pin names and filter names
-	tcx     ebpf.AttachType
-	tcPar   uint32 // clsact parent
+	name  string // "ingress", "egress": pin names and filter names
+	tcx   ebpf.AttachType
+	tcPar uint32 // clsact parent
+	// anchor places a new TCX link among the device's other programs.
+	anchor  func() link.Anchor
 	program func(*Datapath) *ebpf.Program
 }
 
+// The ingress program goes first, the egress program last: service DNAT
+// runs before a CNI's policy, as kube-proxy's DNAT runs before filtering,
+// and replies are translated back after filtering, as netfilter un-DNATs
+// at POSTROUTING. The anchor places a link when it is created; a restarted
+// agent updates the pinned link's program in place, which keeps the link
+// where it is, so programs attached since stay where they were put.
 var hooks = []hook{
-	{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, func(d *Datapath) *ebpf.Program { return d.Objs.SluiceIngress }},
-	{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, func(d *Datapath) *ebpf.Program { return d.Objs.SluiceEgress }},
+	{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS, link.Head, func(d *Datapath) *ebpf.Program { return d.Objs.SluiceIngress }},
+	{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS, link.Tail, func(d *Datapath) *ebpf.Program { return d.Objs.SluiceEgress }},
 }
 
 // Mode returns the attach mode in force: tcx or tc once a device has been
@@ -43,6 +43,9 @@ func (d *Datapath) Mode() AttachMode { return d.mode }
 // Egress first: a flow translated at ingress must find its replies
 // translated back.
 func (d *Datapath) Attach(ifindex int, ifname string) error {
+	if err := d.adoptLinkPins(); err != nil {
+		return err
+	}
 	for i := len(hooks) - 1; i >= 0; i-- {
 		if err := d.attachHook(hooks[i], ifindex, ifname); err != nil {
 			return err
@@ -51,9 +54,19 @@ func (d *Datapath) Attach(ifindex int, ifname string) error {
 	return nil
 }
 
+// Detach removes sluice's programs from the device, TCX links and clsact
+// filters alike, and leaves every other program there.
+func (d *Datapath) Detach(ifindex int) error {
+	var errs []error
+	for _, h := range hooks {
+		errs = append(errs, d.unpinTCX(h, ifindex), d.detachTC(h, ifindex))
+	}
+	return errors.Join(errs...)
+}
+
 func (d *Datapath) attachHook(h hook, ifindex int, ifname string) error {
 	if d.mode == AttachAuto || d.mode == AttachTCX {
-		err := d.attachTCX(h, ifindex, ifname)
+		err := d.attachTCX(h, ifindex)
 		if err == nil {
 			d.mode = AttachTCX
 			// A filter left by an agent that ran in tc mode would run
@@ -69,23 +82,25 @@ func (d *Datapath) attachHook(h hook, ifindex int, ifname string) error {
 	if err := d.attachTC(h, ifindex); err != nil {
 		return fmt.Errorf("attach tc %s filter to %s: %w", h.name, ifname, err)
 	}
-	return d.unpinTCX(h, ifname)
+	return d.unpinTCX(h, ifindex)
 }
 
-func (d *Datapath) tcxPin(h hook, ifname string) string {
-	return filepath.Join(d.linkDir(), "tcx_"+h.name+"_"+ifname)
+// tcxPin names a link pin by the device's index, not its name: a renamed
+// device keeps its index, so the restarted agent (or this one, on the
+// rename) finds and updates the link instead of attaching a second one.
+func (d *Datapath) tcxPin(h hook, ifindex int) string {
+	return filepath.Join(d.linkDir(), "tcx_"+h.name+"_if"+strconv.Itoa(ifindex))
 }
 
-func (d *Datapath) attachTCX(h hook, ifindex int, ifname string) error {
-	path := d.tcxPin(h, ifname)
+func (d *Datapath) attachTCX(h hook, ifindex int) error {
+	path := d.tcxPin(h, ifindex)
 	if l, err := link.LoadPinnedLink(path, nil); err == nil {
-		info, ierr := l.Info()
-		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
-			err := l.Update(h.program(d))
+		if tcxTarget(l) == (tcxKey{ifindex, h.tcx}) {
+			err := l.Update(h.program(d)) // in place: the link keeps its position
 			l.Close()
 			return err
 		}
-		// The name now belongs to another device, or the old one is gone.
+		// The device of that index is gone and the index was reused.
 		_ = l.Unpin()
 		l.Close()
 	}
@@ -93,6 +108,7 @@ func (d *Datapath) attachTCX(h hook, ifindex int, ifname string) error {
 		Interface: ifindex,
 		Program:   h.program(d),
 		Attach:    h.tcx,
+		Anchor:    h.anchor(),
 	})
 	if err != nil {
 		return err
@@ -105,8 +121,8 @@ func (d *Datapath) attachTCX(h hook, ifindex int, ifname string) error {
 	return l.Pin(path)
 }
 
-func (d *Datapath) unpinTCX(h hook, ifname string) error {
-	l, err := link.LoadPinnedLink(d.tcxPin(h, ifname), nil)
+func (d *Datapath) unpinTCX(h hook, ifindex int) error {
+	l, err := link.LoadPinnedLink(d.tcxPin(h, ifindex), nil)
 	if err != nil {
 		return nil
 	}
@@ -114,49 +130,60 @@ func (d *Datapath) unpinTCX(h hook, ifname string) error {
 	return l.Unpin()
 }
 
-func (d *Datapath) attachTC(h hook, ifindex int) error {
-	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{
-			LinkIndex: ifindex,
-			Handle:    netlink.MakeHandle(0xffff, 0),
-			Parent:    netlink.HANDLE_CLSACT,
-		},
-		QdiscType: "clsact",
-	}
-	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add clsact qdisc: %w", err)
-	}
-	return netlink.FilterReplace(tcFilter(h, ifindex, h.program(d).FD()))
+// tcxKey is where a TCX link is attached; the zero key is a link whose
+// device is gone (or not a TCX link).
+type tcxKey struct {
+	ifindex int
+	attach  ebpf.AttachType
 }
 
-func tcFilter(h hook, ifindex, fd int) *netlink.BpfFilter {
-	return &netlink.BpfFilter{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: ifindex,
-			Parent:    h.tcPar,
-			Handle:    netlink.MakeHandle(0, tcFilterHandle),
-			Protocol:  unix.ETH_P_ALL,
-			Priority:  tcFilterPriority,
-		},
-		Fd:           fd,
-		Name:         "sluice_" + h.name,
-		DirectAction: true,
+func tcxTarget(l link.Link) tcxKey {
+	info, err := l.Info()
+	if err != nil || info.TCX() == nil || info.TCX().Ifindex == 0 {
+		return tcxKey{}
 	}
+	return tcxKey{int(info.TCX().Ifindex), ebpf.AttachType(info.TCX().AttachType)}
 }
 
-// detachTC removes sluice's filter from one hook of the device, if any.
-func (d *Datapath) detachTC(h hook, ifindex int) error {
-	filters, err := netlink.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}, h.tcPar)
-	if err != nil {
-		return nil // no clsact qdisc
+// adoptLinkPins renames the link pins of agents that named them by device
+// (tcx_ingress_eth0) to the names by index, and removes pins of links
+// whose device is gone, once per agent, before the first attach.
+func (d *Datapath) adoptLinkPins() error {
+	if d.pinsAdopted {
+		return nil
 	}
-	for _, f := range filters {
-		bf, ok := f.(*netlink.BpfFilter)
-		if ok && bf.Priority == tcFilterPriority && bf.Handle == netlink.MakeHandle(0, tcFilterHandle) {
-			if err := netlink.FilterDel(bf); err != nil {
-				return fmt.Errorf("remove tc filter: %w", err)
+	files, _ := filepath.Glob(filepath.Join(d.linkDir(), "tcx_*"))
+	for _, f := range files {
+		l, err := link.LoadPinnedLink(f, nil)
+		if err != nil {
+			continue
+		}
+		key := tcxTarget(l)
+		want := ""
+		for _, h := range hooks {
+			if key.attach == h.tcx && key.ifindex != 0 {
+				want = d.tcxPin(h, key.ifindex)
 			}
 		}
+		switch {
+		case want == f:
+		case want == "":
+			d.log.Info("removing the pin of a link whose device is gone", "pin", filepath.Base(f))
+			err = l.Unpin()
+		default:
+			if _, serr := os.Stat(want); serr == nil {
+				// Two links on one hook: this one runs the program twice.
+				d.log.Warn("removing a second sluice link on one device hook", "pin", filepath.Base(f))
+				err = l.Unpin()
+			} else {
+				err = os.Rename(f, want)
+			}
+		}
+		l.Close()
+		if err != nil {
+			return fmt.Errorf("adopt link pin %s: %w", f, err)
+		}
 	}
+	d.pinsAdopted = true
 	return nil
 }

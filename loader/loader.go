@@ -41,7 +41,10 @@ type Options struct {
 	// ServiceCIDR, when valid, makes packets to unallocated addresses in
 	// it drop (rule 17).
 	ServiceCIDR netip.Prefix
-	Log         *slog.Logger
+	// TC are the clsact filters' priorities and handle (tc mode); zero
+	// fields take the defaults (DefaultTCIngressPriority and the others).
+	TC  TCFilters
+	Log *slog.Logger
 }
 
 // Datapath is the loaded datapath of one agent.
@@ -51,7 +54,12 @@ type Datapath struct {
 
 	pinDir string
 	mode   AttachMode
+	tc     TCFilters
 	log    *slog.Logger
+	// owner recognises this agent's programs, and its predecessor's,
+	// among the programs attached to a device.
+	owner       *owner
+	pinsAdopted bool
 }
 
 // Load loads the datapath, adopting the maps pinned under opts.PinDir if
@@ -92,7 +100,10 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 
-	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach, log: opts.Log}
+	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach, tc: opts.TC.withDefaults(), log: opts.Log}
+	// The programs the previous agent pinned, read before their pins are
+	// replaced: their filters are this agent's to replace or remove.
+	previous := pinnedProgramIDs(opts.PinDir)
 	err = spec.LoadAndAssign(&d.Objs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: opts.PinDir},
 	})
@@ -121,6 +132,11 @@ func Load(opts Options) (*Datapath, error) {
 			d.Close()
 			return nil, fmt.Errorf("pin program %s: %w", name, err)
 		}
+	}
+
+	d.owner = pinnedOwner(opts.PinDir)
+	for _, id := range previous {
+		d.owner.progs[id] = true
 	}
 
 	cfg := bpf.SluiceDatapathConfig{}

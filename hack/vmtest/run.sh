@@ -157,7 +157,7 @@ if [ -n "$moddir" ] && [ -f "$moddir/modules.dep" ]; then
 		esac
 		echo "$base" >>"$work/initrd/modules/order"
 	}
-	for m in veth sch_ingress cls_bpf; do
+	for m in veth sch_ingress cls_bpf bridge tun bonding 8021q; do
 		rel=$(awk -F: -v m="$m" '{n=$1; sub(/.*\//, "", n); sub(/\.ko.*/, "", n); if (n == m) {print $1; exit}}' "$moddir/modules.dep")
 		# Built into this kernel when modules.dep does not list it.
 		[ -n "$rel" ] && add_module "$rel"

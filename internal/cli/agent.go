@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,7 @@ func (l *listFlag) Set(s string) error {
 type agentConfig struct {
 	kubeconfig, manifestDir, nodeName, pinDir string
 	attach                                    loader.AttachMode
+	tc                                        loader.TCFilters
 	serviceCIDR                               netip.Prefix
 	memLimitMiB                               int64
 	devices                                   listFlag
@@ -66,9 +68,17 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.StringVar(&c.nodeName, "node-name", nodeDefault, "this node's name, for endpoint locality and hints (default $NODE_NAME, else the hostname)")
 	fs.StringVar(&c.pinDir, "pin-dir", loader.DefaultPinDir, "bpffs directory for this agent's maps and links")
 	fs.StringVar(&attach, "attach", string(loader.AttachAuto), "attach mode: auto (TCX, else tc), tcx, or tc (clsact qdisc + filter)")
+	var tcIngress, tcEgress uint
+	tcHandle := uint64(loader.DefaultTCHandle)
+	fs.UintVar(&tcIngress, "tc-ingress-priority", uint(loader.DefaultTCIngressPriority), "tc mode: priority of the ingress clsact filter (lower runs first; the default runs before other tools' filters, not at Cilium's 1)")
+	fs.UintVar(&tcEgress, "tc-egress-priority", uint(loader.DefaultTCEgressPriority), "tc mode: priority of the egress clsact filter (the default runs after other tools' filters)")
+	fs.Func("tc-handle", fmt.Sprintf("tc mode: handle of sluice's clsact filters, decimal or 0x hex (default %#x)", loader.DefaultTCHandle), func(v string) (err error) {
+		tcHandle, err = strconv.ParseUint(v, 0, 32)
+		return err
+	})
 	fs.StringVar(&serviceCIDR, "service-cidr", "", "IPv4 service CIDR: packets to unallocated addresses in it are dropped")
 	fs.Int64Var(&c.memLimitMiB, "memory-limit-mib", 100, "soft limit of the Go heap in MiB (GOMEMLIMIT, when set, wins); 0 = none")
-	fs.Var(&c.devices, "devices", "devices to serve: names or globs, comma separated (default: all but loopback)")
+	fs.Var(&c.devices, "devices", "devices to serve: names or globs, comma separated (default: every Ethernet device but loopback, bridges, bond ports and VLANs on a parent here; devices without an Ethernet header are never served)")
 	fs.DurationVar(&c.minSync, "min-sync-period", time.Second, "least time between two syncs of the datapath; changes in between are coalesced")
 	fs.DurationVar(&c.syncPeriod, "sync-period", time.Hour, "period of the full resync, which also repairs map entries changed behind sluice's back")
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", "0.0.0.0:10249", "address of the Prometheus metrics endpoint; empty to disable")
@@ -92,6 +102,11 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	default:
 		return nil, fmt.Errorf("--attach %q: want auto, tcx or tc", attach)
 	}
+	if tcIngress == 0 || tcIngress > 0xffff || tcEgress == 0 || tcEgress > 0xffff || tcHandle == 0 {
+		return nil, fmt.Errorf("--tc-ingress-priority %d, --tc-egress-priority %d, --tc-handle %#x: want priorities 1-65535 and a handle other than 0",
+			tcIngress, tcEgress, tcHandle)
+	}
+	c.tc = loader.TCFilters{IngressPriority: uint16(tcIngress), EgressPriority: uint16(tcEgress), Handle: uint32(tcHandle)}
 	if serviceCIDR != "" {
 		var err error
 		if c.serviceCIDR, err = netip.ParsePrefix(serviceCIDR); err != nil || !c.serviceCIDR.Addr().Is4() {
@@ -162,7 +177,7 @@ func runAgent(args []string) error {
 		return err
 	}
 	defer closeSrc()
-	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, Log: log})
+	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc, Log: log})
 	if err != nil {
 		return err
 	}
