@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,12 +40,22 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
+// uint32Flag parses a flag's value into a uint32.
+func uint32Flag(v *uint32) func(string) error {
+	return func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 32)
+		*v = uint32(n)
+		return err
+	}
+}
+
 // agentConfig is the agent's command line.
 type agentConfig struct {
 	kubeconfig, manifestDir, nodeName, pinDir string
 	attach                                    loader.AttachMode
 	serviceCIDR                               netip.Prefix
 	memLimitMiB                               int64
+	rejectRate, rejectBurst                   uint32
 	devices                                   listFlag
 	minSync, syncPeriod                       time.Duration
 	metricsAddr, healthzAddr                  string
@@ -67,6 +78,8 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.StringVar(&c.pinDir, "pin-dir", loader.DefaultPinDir, "bpffs directory for this agent's maps and links")
 	fs.StringVar(&attach, "attach", string(loader.AttachAuto), "attach mode: auto (TCX, else tc), tcx, or tc (clsact qdisc + filter)")
 	fs.StringVar(&serviceCIDR, "service-cidr", "", "IPv4 service CIDR: packets to unallocated addresses in it are dropped")
+	fs.Func("reject-rate", "ICMP port unreachables REJECT may send per second, per CPU; over it the packet is dropped (default 0 = 1000, as the kernel's icmp_msgs_per_sec)", uint32Flag(&c.rejectRate))
+	fs.Func("reject-burst", "ICMP port unreachables a CPU may send at once after a quiet spell (default 0 = 50, as the kernel's icmp_msgs_burst)", uint32Flag(&c.rejectBurst))
 	fs.Int64Var(&c.memLimitMiB, "memory-limit-mib", 100, "soft limit of the Go heap in MiB (GOMEMLIMIT, when set, wins); 0 = none")
 	fs.Var(&c.devices, "devices", "devices to serve: names or globs, comma separated (default: all but loopback)")
 	fs.DurationVar(&c.minSync, "min-sync-period", time.Second, "least time between two syncs of the datapath; changes in between are coalesced")
@@ -162,7 +175,8 @@ func runAgent(args []string) error {
 		return err
 	}
 	defer closeSrc()
-	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, Log: log})
+	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR,
+		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst, Log: log})
 	if err != nil {
 		return err
 	}
