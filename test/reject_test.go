@@ -6,14 +6,20 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/internal/agenttest"
+	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/packet"
 	"github.com/sluice-lb/sluice/internal/testenv"
@@ -258,4 +264,39 @@ func setTxChecksum(ns *netlab.NS, dev string, on bool) error {
 		}
 		return nil
 	})
+}
+
+// --reject-rate and --reject-burst reach the datapath's bucket settings;
+// without them the agent writes zeros, the datapath's defaults.
+func TestRejectRateFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bpf.SluiceRejectRatelimit
+	}{
+		{nil, bpf.SluiceRejectRatelimit{}},
+		{[]string{"--reject-rate", "7", "--reject-burst", "9"}, bpf.SluiceRejectRatelimit{Rate: 7, Burst: 9}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			c := newCluster(t, 1, "auto")
+			c.write("whoami.yaml", whoamiManifest(1))
+			c.agent = agenttest.Start(t, c.topo.Node, c.agentLog, nil, append([]string{
+				"agent", "--manifests", c.manifests, "--pin-dir", c.pinDir,
+				"--node-name", c.topo.Prefix + "-node", "--service-cidr", "10.96.0.0/12"}, tc.args...)...)
+			if err := cli.WaitServing(c.topo.Node, cli.DefaultHealthzAddr, testenv.Scaled(10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			m, err := ebpf.LoadPinnedMap(filepath.Join(c.pinDir, bpf.SluiceMapSluiceRejectRate), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			var got bpf.SluiceRejectRatelimit
+			if err := m.Lookup(uint32(0), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("sluice_reject_rate %+v, want %+v", got, tc.want)
+			}
+		})
+	}
 }
