@@ -185,21 +185,25 @@ func TestRejectRateLimit(t *testing.T) {
 
 // A bucket idle for long refills to its burst and no further; the error
 // sent takes one error's cost of it. Read back from the CPU that ran.
+// (CLOCK_MONOTONIC starts at boot: in a test VM "an hour ago" does not
+// exist, so the idle bucket is the one refilled at time 0.)
 func TestRejectBucketRefillsToBurst(t *testing.T) {
 	for _, c := range []struct {
 		name              string
 		rate, burst       uint32
 		wantCost, wantCap uint64
 	}{
-		{"agent's rate", 1, 3, nsPerSec, 3 * nsPerSec},
+		{"agent's rate", 10, 3, nsPerSec / 10, 3 * nsPerSec / 10},
 		{"defaults (1000/s, burst 50)", 0, 0, nsPerSec / 1000, 50 * nsPerSec / 1000},
-		{"rate only", 4, 0, nsPerSec / 4, 50 * nsPerSec / 4},
+		{"rate only", 400, 0, nsPerSec / 400, 50 * nsPerSec / 400},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := standardWorld(t)
 			w.setRejectRate(c.rate, c.burst)
 			start := monoNow(t)
-			w.setBucket(bpf.SluiceRejectBucket{LastNs: start - 3600*nsPerSec})
+			// Last refilled at boot: idle for longer than any of
+			// these bursts takes to refill (at most 0.3 s).
+			w.setBucket(bpf.SluiceRejectBucket{LastNs: 0})
 			w.expectReject(t, tcpTo(emptyVIP), "reject-no-endpoints")
 			var ran []bpf.SluiceRejectBucket
 			for _, b := range w.buckets() {
