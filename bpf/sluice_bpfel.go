@@ -186,23 +186,37 @@ const (
 	SluiceReasonREASON_MAX                     SluiceReason = 32
 )
 
+type SluiceRejectBucket struct {
+	_        structs.HostLayout
+	CreditNs uint64
+	LastNs   uint64
+}
+
+type SluiceRejectRatelimit struct {
+	_     structs.HostLayout
+	Rate  uint32
+	Burst uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceMapCt4V2            = "ct4_v2"
-	SluiceMapLb4Affinity      = "lb4_affinity"
-	SluiceMapLb4AffinityMatch = "lb4_affinity_match"
-	SluiceMapLb4Backends      = "lb4_backends"
-	SluiceMapLb4Prefilter     = "lb4_prefilter"
-	SluiceMapLb4Revnat        = "lb4_revnat"
-	SluiceMapLb4Services      = "lb4_services"
-	SluiceMapSluiceConfig     = "sluice_config"
-	SluiceMapSluiceCounters   = "sluice_counters"
-	SluiceMapSluiceCtTimeouts = "sluice_ct_timeouts"
-	SluiceProgSluiceEgress    = "sluice_egress"
-	SluiceProgSluiceEmpty     = "sluice_empty"
-	SluiceProgSluiceIngress   = "sluice_ingress"
+	SluiceMapCt4V2              = "ct4_v2"
+	SluiceMapLb4Affinity        = "lb4_affinity"
+	SluiceMapLb4AffinityMatch   = "lb4_affinity_match"
+	SluiceMapLb4Backends        = "lb4_backends"
+	SluiceMapLb4Prefilter       = "lb4_prefilter"
+	SluiceMapLb4Revnat          = "lb4_revnat"
+	SluiceMapLb4Services        = "lb4_services"
+	SluiceMapSluiceConfig       = "sluice_config"
+	SluiceMapSluiceCounters     = "sluice_counters"
+	SluiceMapSluiceCtTimeouts   = "sluice_ct_timeouts"
+	SluiceMapSluiceRejectBucket = "sluice_reject_bucket"
+	SluiceMapSluiceRejectRate   = "sluice_reject_rate"
+	SluiceProgSluiceEgress      = "sluice_egress"
+	SluiceProgSluiceEmpty       = "sluice_empty"
+	SluiceProgSluiceIngress     = "sluice_ingress"
 )
 
 // LoadSluice returns the embedded CollectionSpec for Sluice.
@@ -256,16 +270,18 @@ type SluiceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceMapSpecs struct {
-	Ct4V2            *ebpf.MapSpec `ebpf:"ct4_v2"`
-	Lb4Affinity      *ebpf.MapSpec `ebpf:"lb4_affinity"`
-	Lb4AffinityMatch *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
-	Lb4Backends      *ebpf.MapSpec `ebpf:"lb4_backends"`
-	Lb4Prefilter     *ebpf.MapSpec `ebpf:"lb4_prefilter"`
-	Lb4Revnat        *ebpf.MapSpec `ebpf:"lb4_revnat"`
-	Lb4Services      *ebpf.MapSpec `ebpf:"lb4_services"`
-	SluiceConfig     *ebpf.MapSpec `ebpf:"sluice_config"`
-	SluiceCounters   *ebpf.MapSpec `ebpf:"sluice_counters"`
-	SluiceCtTimeouts *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
+	Ct4V2              *ebpf.MapSpec `ebpf:"ct4_v2"`
+	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
+	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
+	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
+	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
+	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
+	SluiceCtTimeouts   *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
+	SluiceRejectBucket *ebpf.MapSpec `ebpf:"sluice_reject_bucket"`
+	SluiceRejectRate   *ebpf.MapSpec `ebpf:"sluice_reject_rate"`
 }
 
 // SluiceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -294,16 +310,18 @@ func (o *SluiceObjects) Close() error {
 //
 // It can be passed to LoadSluiceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceMaps struct {
-	Ct4V2            *ebpf.Map `ebpf:"ct4_v2"`
-	Lb4Affinity      *ebpf.Map `ebpf:"lb4_affinity"`
-	Lb4AffinityMatch *ebpf.Map `ebpf:"lb4_affinity_match"`
-	Lb4Backends      *ebpf.Map `ebpf:"lb4_backends"`
-	Lb4Prefilter     *ebpf.Map `ebpf:"lb4_prefilter"`
-	Lb4Revnat        *ebpf.Map `ebpf:"lb4_revnat"`
-	Lb4Services      *ebpf.Map `ebpf:"lb4_services"`
-	SluiceConfig     *ebpf.Map `ebpf:"sluice_config"`
-	SluiceCounters   *ebpf.Map `ebpf:"sluice_counters"`
-	SluiceCtTimeouts *ebpf.Map `ebpf:"sluice_ct_timeouts"`
+	Ct4V2              *ebpf.Map `ebpf:"ct4_v2"`
+	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
+	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
+	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
+	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
+	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
+	SluiceCtTimeouts   *ebpf.Map `ebpf:"sluice_ct_timeouts"`
+	SluiceRejectBucket *ebpf.Map `ebpf:"sluice_reject_bucket"`
+	SluiceRejectRate   *ebpf.Map `ebpf:"sluice_reject_rate"`
 }
 
 func (m *SluiceMaps) Close() error {
@@ -318,6 +336,8 @@ func (m *SluiceMaps) Close() error {
 		m.SluiceConfig,
 		m.SluiceCounters,
 		m.SluiceCtTimeouts,
+		m.SluiceRejectBucket,
+		m.SluiceRejectRate,
 	)
 }
 

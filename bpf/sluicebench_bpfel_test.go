@@ -16,20 +16,22 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceBenchMapCt4V2            = "ct4_v2"
-	SluiceBenchMapLb4Affinity      = "lb4_affinity"
-	SluiceBenchMapLb4AffinityMatch = "lb4_affinity_match"
-	SluiceBenchMapLb4Backends      = "lb4_backends"
-	SluiceBenchMapLb4Prefilter     = "lb4_prefilter"
-	SluiceBenchMapLb4Revnat        = "lb4_revnat"
-	SluiceBenchMapLb4Services      = "lb4_services"
-	SluiceBenchMapSluiceConfig     = "sluice_config"
-	SluiceBenchMapSluiceCounters   = "sluice_counters"
-	SluiceBenchMapSluiceCtTimeouts = "sluice_ct_timeouts"
-	SluiceBenchProgSluiceEgress    = "sluice_egress"
-	SluiceBenchProgSluiceEmpty     = "sluice_empty"
-	SluiceBenchProgSluiceIngress   = "sluice_ingress"
-	SluiceBenchVarBenchFlowSeq     = "bench_flow_seq"
+	SluiceBenchMapCt4V2              = "ct4_v2"
+	SluiceBenchMapLb4Affinity        = "lb4_affinity"
+	SluiceBenchMapLb4AffinityMatch   = "lb4_affinity_match"
+	SluiceBenchMapLb4Backends        = "lb4_backends"
+	SluiceBenchMapLb4Prefilter       = "lb4_prefilter"
+	SluiceBenchMapLb4Revnat          = "lb4_revnat"
+	SluiceBenchMapLb4Services        = "lb4_services"
+	SluiceBenchMapSluiceConfig       = "sluice_config"
+	SluiceBenchMapSluiceCounters     = "sluice_counters"
+	SluiceBenchMapSluiceCtTimeouts   = "sluice_ct_timeouts"
+	SluiceBenchMapSluiceRejectBucket = "sluice_reject_bucket"
+	SluiceBenchMapSluiceRejectRate   = "sluice_reject_rate"
+	SluiceBenchProgSluiceEgress      = "sluice_egress"
+	SluiceBenchProgSluiceEmpty       = "sluice_empty"
+	SluiceBenchProgSluiceIngress     = "sluice_ingress"
+	SluiceBenchVarBenchFlowSeq       = "bench_flow_seq"
 )
 
 // LoadSluiceBench returns the embedded CollectionSpec for SluiceBench.
@@ -83,16 +85,18 @@ type SluiceBenchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchMapSpecs struct {
-	Ct4V2            *ebpf.MapSpec `ebpf:"ct4_v2"`
-	Lb4Affinity      *ebpf.MapSpec `ebpf:"lb4_affinity"`
-	Lb4AffinityMatch *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
-	Lb4Backends      *ebpf.MapSpec `ebpf:"lb4_backends"`
-	Lb4Prefilter     *ebpf.MapSpec `ebpf:"lb4_prefilter"`
-	Lb4Revnat        *ebpf.MapSpec `ebpf:"lb4_revnat"`
-	Lb4Services      *ebpf.MapSpec `ebpf:"lb4_services"`
-	SluiceConfig     *ebpf.MapSpec `ebpf:"sluice_config"`
-	SluiceCounters   *ebpf.MapSpec `ebpf:"sluice_counters"`
-	SluiceCtTimeouts *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
+	Ct4V2              *ebpf.MapSpec `ebpf:"ct4_v2"`
+	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
+	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
+	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
+	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
+	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
+	SluiceCtTimeouts   *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
+	SluiceRejectBucket *ebpf.MapSpec `ebpf:"sluice_reject_bucket"`
+	SluiceRejectRate   *ebpf.MapSpec `ebpf:"sluice_reject_rate"`
 }
 
 // SluiceBenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -122,16 +126,18 @@ func (o *SluiceBenchObjects) Close() error {
 //
 // It can be passed to LoadSluiceBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchMaps struct {
-	Ct4V2            *ebpf.Map `ebpf:"ct4_v2"`
-	Lb4Affinity      *ebpf.Map `ebpf:"lb4_affinity"`
-	Lb4AffinityMatch *ebpf.Map `ebpf:"lb4_affinity_match"`
-	Lb4Backends      *ebpf.Map `ebpf:"lb4_backends"`
-	Lb4Prefilter     *ebpf.Map `ebpf:"lb4_prefilter"`
-	Lb4Revnat        *ebpf.Map `ebpf:"lb4_revnat"`
-	Lb4Services      *ebpf.Map `ebpf:"lb4_services"`
-	SluiceConfig     *ebpf.Map `ebpf:"sluice_config"`
-	SluiceCounters   *ebpf.Map `ebpf:"sluice_counters"`
-	SluiceCtTimeouts *ebpf.Map `ebpf:"sluice_ct_timeouts"`
+	Ct4V2              *ebpf.Map `ebpf:"ct4_v2"`
+	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
+	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
+	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
+	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
+	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
+	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
+	SluiceCtTimeouts   *ebpf.Map `ebpf:"sluice_ct_timeouts"`
+	SluiceRejectBucket *ebpf.Map `ebpf:"sluice_reject_bucket"`
+	SluiceRejectRate   *ebpf.Map `ebpf:"sluice_reject_rate"`
 }
 
 func (m *SluiceBenchMaps) Close() error {
@@ -146,6 +152,8 @@ func (m *SluiceBenchMaps) Close() error {
 		m.SluiceConfig,
 		m.SluiceCounters,
 		m.SluiceCtTimeouts,
+		m.SluiceRejectBucket,
+		m.SluiceRejectRate,
 	)
 }
 

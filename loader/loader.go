@@ -43,8 +43,13 @@ type Options struct {
 	ServiceCIDR netip.Prefix
 	// TC are the clsact filters' priorities and handle (tc mode); zero
 	// fields take the defaults (DefaultTCIngressPriority and the others).
-	TC  TCFilters
-	Log *slog.Logger
+	TC TCFilters
+	// RejectRate and RejectBurst bound the ICMP errors REJECT sends, per
+	// CPU: errors per second, and how many may go at once after a quiet
+	// spell. 0 keeps the datapath's default (1000/s, burst 50: the
+	// kernel's icmp_msgs_per_sec and icmp_msgs_burst).
+	RejectRate, RejectBurst uint32
+	Log                     *slog.Logger
 }
 
 // Datapath is the loaded datapath of one agent.
@@ -147,6 +152,11 @@ func Load(opts Options) (*Datapath, error) {
 	if err := d.Maps.Config.Put(0, cfg); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("write datapath config: %w", err)
+	}
+	rl := bpf.SluiceRejectRatelimit{Rate: opts.RejectRate, Burst: opts.RejectBurst}
+	if err := d.Objs.SluiceRejectRate.Put(uint32(0), rl); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("write REJECT rate: %w", err)
 	}
 	return d, nil
 }

@@ -126,4 +126,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sluice_config SEC(".maps");
 
+
+/* REJECT's ICMP error rate and burst (struct reject_ratelimit), written
+ * by the agent at start. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct reject_ratelimit);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_reject_rate SEC(".maps");
+
+/* REJECT's token bucket, one per CPU: no CPU waits on another's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct reject_bucket);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sluice_reject_bucket SEC(".maps");
+
 #endif

@@ -229,4 +229,26 @@ struct datapath_config {
 	__be32 service_cidr4_mask; /* netmask in network byte order */
 };
 
+
+/* ICMP error rate of REJECT, a single-entry array the agent writes at
+ * start (lib/ratelimit.h). 0 in a field keeps the datapath's default. */
+struct reject_ratelimit {
+	__u32 rate;  /* ICMP errors per second, per CPU */
+	__u32 burst; /* errors a CPU may send at once after being idle */
+};
+
+/* Defaults when the agent sets none: the kernel's own ICMP limits
+ * (net.ipv4.icmp_msgs_per_sec 1000, icmp_msgs_burst 50), here per CPU. */
+enum reject_ratelimit_default {
+	REJECT_DEFAULT_RATE = 1000,
+	REJECT_DEFAULT_BURST = 50,
+};
+
+/* One CPU's token bucket, the value of the per-CPU sluice_reject_bucket.
+ * Credit is kept in nanoseconds of refill: an error costs 1e9 / rate. */
+struct reject_bucket {
+	__u64 credit_ns; /* at most burst * cost */
+	__u64 last_ns;   /* bpf_ktime_get_ns of the last refill */
+};
+
 #endif

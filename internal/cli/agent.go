@@ -40,6 +40,15 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
+// uint32Flag parses a flag's value into a uint32.
+func uint32Flag(v *uint32) func(string) error {
+	return func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 32)
+		*v = uint32(n)
+		return err
+	}
+}
+
 // agentConfig is the agent's command line.
 type agentConfig struct {
 	kubeconfig, manifestDir, nodeName, pinDir string
@@ -47,6 +56,7 @@ type agentConfig struct {
 	tc                                        loader.TCFilters
 	serviceCIDR                               netip.Prefix
 	memLimitMiB                               int64
+	rejectRate, rejectBurst                   uint32
 	devices                                   listFlag
 	minSync, syncPeriod                       time.Duration
 	metricsAddr, healthzAddr                  string
@@ -77,6 +87,8 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 		return err
 	})
 	fs.StringVar(&serviceCIDR, "service-cidr", "", "IPv4 service CIDR: packets to unallocated addresses in it are dropped")
+	fs.Func("reject-rate", "ICMP port unreachables REJECT may send per second, per CPU; over it the packet is dropped (default 0 = 1000, as the kernel's icmp_msgs_per_sec)", uint32Flag(&c.rejectRate))
+	fs.Func("reject-burst", "ICMP port unreachables a CPU may send at once after a quiet spell (default 0 = 50, as the kernel's icmp_msgs_burst)", uint32Flag(&c.rejectBurst))
 	fs.Int64Var(&c.memLimitMiB, "memory-limit-mib", 100, "soft limit of the Go heap in MiB (GOMEMLIMIT, when set, wins); 0 = none")
 	fs.Var(&c.devices, "devices", "devices to serve: names or globs, comma separated (default: every Ethernet device but loopback, bridges, bond ports and VLANs on a parent here; devices without an Ethernet header are never served)")
 	fs.DurationVar(&c.minSync, "min-sync-period", time.Second, "least time between two syncs of the datapath; changes in between are coalesced")
@@ -177,7 +189,8 @@ func runAgent(args []string) error {
 		return err
 	}
 	defer closeSrc()
-	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc, Log: log})
+	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc,
+		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst, Log: log})
 	if err != nil {
 		return err
 	}
