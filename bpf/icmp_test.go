@@ -82,6 +82,10 @@ func TestICMPErrorsTranslated(t *testing.T) {
 	strangerToBackend := datagram(t, packet.Build(packet.Spec{Src: netip.AddrPortFrom(client.Addr(), 40001), Dst: udpBackend, Proto: packet.ProtoUDP, Payload: []byte("x")}))
 	strangerFromVIP := datagram(t, packet.Build(packet.Spec{Src: vipAddr, Dst: netip.AddrPortFrom(client.Addr(), 40001), Proto: packet.ProtoUDP, Payload: []byte("x")}))
 
+	// No packet of a translated flow is ICMP or carries IP options.
+	echoToBackend := datagram(t, packet.Build(packet.Spec{Src: client, Dst: udpBackend, Proto: packet.ProtoICMP}))
+	withOptions := datagram(t, packet.Build(packet.Spec{Src: client, Dst: udpBackend, Proto: packet.ProtoUDP, IPOptions: []byte{1, 1, 1, 0}}))
+
 	const egress, ingress = true, false
 	cases := []struct {
 		name     string
@@ -125,8 +129,8 @@ func TestICMPErrorsTranslated(t *testing.T) {
 		{"error about no flow, to a frontend, passes", ingress,
 			packet.ICMPError{Src: client.Addr(), Dst: vipAddr.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: strangerFromVIP},
 			tcActPass, "pass", netip.Addr{}, netip.Addr{}, nil},
-		{"error to a frontend about another address's packet passes", ingress,
-			packet.ICMPError{Src: client.Addr(), Dst: vipAddr.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: replySent},
+		{"error to a frontend about another frontend's packet passes", ingress,
+			packet.ICMPError{Src: client.Addr(), Dst: netip.MustParseAddrPort(emptyVIP).Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: replyGot},
 			tcActPass, "pass", netip.Addr{}, netip.Addr{}, nil},
 		{"quote cut short, to a frontend, dropped", ingress,
 			packet.ICMPError{Src: client.Addr(), Dst: vipAddr.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: head(replyGot, 24)},
@@ -134,6 +138,12 @@ func TestICMPErrorsTranslated(t *testing.T) {
 		{"quote without an IPv4 header, to a frontend, dropped", ingress,
 			packet.ICMPError{Src: client.Addr(), Dst: vipAddr.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: append([]byte{0x60}, replyGot[1:]...)},
 			tcActShot, "drop-icmp-error", netip.Addr{}, netip.Addr{}, nil},
+		{"error quoting an echo passes", egress,
+			packet.ICMPError{Src: router, Dst: client.Addr(), Type: packet.ICMPTimeExceeded, Quote: echoToBackend},
+			tcActPass, "pass", netip.Addr{}, netip.Addr{}, nil},
+		{"error quoting a datagram with IP options passes", egress,
+			packet.ICMPError{Src: udpBackend.Addr(), Dst: client.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: withOptions},
+			tcActPass, "pass", netip.Addr{}, netip.Addr{}, nil},
 		// On the way out a malformed packet is the node's own.
 		{"quote cut short, to a client, passes", egress,
 			packet.ICMPError{Src: udpBackend.Addr(), Dst: client.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: head(udpGot, 24)},
@@ -187,5 +197,32 @@ func TestICMPErrorsTranslated(t *testing.T) {
 				t.Error("ICMP type, code or rest of header changed")
 			}
 		})
+	}
+}
+
+// An error about a flow whose frontend is being removed (its reverse-NAT
+// entry is empty) passes untouched, as the flow's replies do.
+func TestICMPErrorWithoutRevNat(t *testing.T) {
+	w := standardWorld(t)
+	_, out := w.run(t, tcpTo(vip))
+	got := datagram(t, out)
+	if err := w.dp.LB4.RevNat.Each(func(id uint32, rn bpf.SluiceLb4ReverseNat) bool {
+		if rn.Address != 0 {
+			if err := w.dp.LB4.RevNat.Put(id, bpf.SluiceLb4ReverseNat{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	in := packet.BuildICMPError(packet.ICMPError{Src: router, Dst: client.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPFragNeeded, Rest: 1280, Quote: got})
+	before := w.counts()
+	verdict, out := w.runOut(t, in)
+	if verdict != tcActPass || !bytes.Equal(out, in) {
+		t.Errorf("verdict %d, changed %v", verdict, !bytes.Equal(out, in))
+	}
+	if d := delta(before, w.counts()); d["reply-no-revnat"] != 1 || len(d) != 1 {
+		t.Errorf("counters %v", d)
 	}
 }
