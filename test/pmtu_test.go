@@ -24,20 +24,20 @@ const (
 )
 
 // icmpManifest serves icmpVIP with backend 1: TCP 90 to a sink on 9000,
-// UDP 91 to port 9001, where nothing listens.
+// UDP 91 to port 9001, where nothing listens, UDP 92 to a socket on 9002.
 func icmpManifest() string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: sink, namespace: e2e}
 spec:
   clusterIP: %s
-  ports: [{name: sink, port: 90, protocol: TCP}, {name: closed, port: 91, protocol: UDP}]
+  ports: [{name: sink, port: 90, protocol: TCP}, {name: closed, port: 91, protocol: UDP}, {name: open, port: 92, protocol: UDP}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: sink-1, namespace: e2e, labels: {kubernetes.io/service-name: sink}}
 addressType: IPv4
-ports: [{name: sink, port: 9000, protocol: TCP}, {name: closed, port: 9001, protocol: UDP}]
+ports: [{name: sink, port: 9000, protocol: TCP}, {name: closed, port: 9001, protocol: UDP}, {name: open, port: 9002, protocol: UDP}]
 endpoints:
 - {addresses: [%s]}
 `, icmpVIP, netlab.BackendAddr(1))
@@ -144,6 +144,67 @@ func TestUDPPortUnreachableThroughServiceIP(t *testing.T) {
 		}
 		if moved := c.counter("icmp-error-to-client") - before; moved != 1 {
 			t.Errorf("icmp-error-to-client moved by %d, want 1", moved)
+		}
+	})
+}
+
+// The other way (rule 23): the client's port unreachable for a backend's
+// reply, sent to the VIP the reply came from, reaches the backend about the
+// datagram it sent. The client's socket is gone when the reply arrives;
+// the backend's socket asks for ICMP errors (IP_RECVERR), so its next read
+// fails with ECONNREFUSED.
+func TestClientPortUnreachableReachesBackend(t *testing.T) {
+	eachMode(t, 1, icmpManifest(), func(t *testing.T, c *cluster) {
+		var srv *net.UDPConn
+		if err := c.topo.Backends[0].Do(func() error {
+			conn, err := net.ListenPacket("udp4", "0.0.0.0:9002")
+			if err != nil {
+				return err
+			}
+			srv = conn.(*net.UDPConn)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		rc, err := srv.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1)
+		}); err != nil || serr != nil {
+			t.Fatalf("IP_RECVERR: %v %v", err, serr)
+		}
+
+		var cli net.Conn
+		if err := c.topo.Client.Do(func() (err error) {
+			cli, err = net.Dial("udp", icmpVIP+":92")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		srv.SetDeadline(time.Now().Add(testenv.Scaled(5 * time.Second)))
+		buf := make([]byte, 64)
+		_, from, err := srv.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("backend read: %v", err)
+		}
+		cli.Close() // nothing listens on the client's port any more
+
+		before := c.counter("icmp-error-to-backend")
+		if _, err := srv.WriteTo([]byte("too late"), from); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := srv.ReadFrom(buf); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("backend read after its reply: %v, want ECONNREFUSED", err)
+		}
+		if moved := c.counter("icmp-error-to-backend") - before; moved != 1 {
+			t.Errorf("icmp-error-to-backend moved by %d, want 1", moved)
 		}
 	})
 }
