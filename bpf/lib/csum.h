@@ -25,4 +25,13 @@ __inline void csum_replace4(__sum16 *sum, __be32 from, __be32 to)
 	*sum = (__sum16)~csum_fold32(s);
 }
 
+/* The same for a 16-bit field. */
+__inline void csum_replace2(__sum16 *sum, __be16 from, __be16 to)
+{
+	__u32 s = (__u16)~*sum;
+
+	s += (__u16)~from + (__u16)to;
+	*sum = (__sum16)~csum_fold32(s);
+}
+
 #endif

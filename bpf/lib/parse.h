@@ -21,11 +21,13 @@ struct pkt4 {
 
 enum parse_result {
 	PARSE_L4,            /* IPv4 TCP/UDP without options or fragmentation: pkt4 complete */
-	PARSE_NOT_OURS,      /* not IPv4, or not TCP/UDP */
+	PARSE_NOT_OURS,      /* not IPv4, or not TCP/UDP/ICMP */
 	PARSE_FRAGMENT,      /* TCP/UDP fragment: only addresses and proto are set */
 	PARSE_IP_OPTIONS,    /* TCP/UDP with IP options: only addresses and proto are set */
 	PARSE_MALFORMED_IP,
 	PARSE_MALFORMED_L4,
+	PARSE_ICMP,          /* whole IPv4 ICMP datagram without options: addresses and
+			      * proto are set; lib/icmp4.h reads the rest */
 };
 
 /* Enough for Ethernet + IPv4 + a TCP header without options. */
@@ -64,8 +66,15 @@ __inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP) {
+		/* ICMP errors about translated flows are translated too
+		 * (lib/icmp4.h); a fragmented one or one with options cannot
+		 * be about them, and passes like any other protocol. */
+		if (p->proto == IPPROTO_ICMP && ihl == sizeof(*ip) &&
+		    !(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+			return PARSE_ICMP;
 		return PARSE_NOT_OURS;
+	}
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_FRAGMENT;
 	if (ihl != sizeof(*ip))

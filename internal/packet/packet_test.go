@@ -42,3 +42,28 @@ func TestBuiltFramesVerify(t *testing.T) {
 		}
 	}
 }
+
+func TestICMPErrorRoundTrip(t *testing.T) {
+	src, dst := netip.MustParseAddrPort("10.0.0.1:1234"), netip.MustParseAddrPort("10.0.0.2:80")
+	orig := Build(Spec{Src: src, Dst: dst, Proto: ProtoUDP, Payload: []byte("abc")})
+	router := netip.MustParseAddr("10.0.0.254")
+	b := BuildICMPError(ICMPError{Src: router, Dst: src.Addr(), Type: ICMPDestUnreach, Code: ICMPFragNeeded, Rest: 1280, Quote: Quoting(orig, 28)})
+	f, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.IPChecksumOK() || !f.L4ChecksumOK() || f.Src != router || f.Dst != src.Addr() {
+		t.Fatalf("outer header: %+v", f)
+	}
+	q, err := f.Quote()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !q.IPChecksumOK() || q.Src != src.Addr() || q.Dst != dst.Addr() || q.SrcPort != src.Port() || q.DstPort != dst.Port() || q.Proto != ProtoUDP || len(q.L4) != 8 {
+		t.Errorf("quote: %+v", q)
+	}
+	f.L4[len(f.L4)-1] ^= 1
+	if f.L4ChecksumOK() {
+		t.Error("corrupted quote verifies")
+	}
+}

@@ -70,6 +70,8 @@ struct icmphdr {
 
 #define ICMP_DEST_UNREACH 3
 #define ICMP_PORT_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
 
 #define IPPROTO_ICMP 1
 #define IPPROTO_TCP 6
