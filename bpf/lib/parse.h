@@ -14,15 +14,25 @@ struct pkt4 {
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags; /* TCP only: TCP_F_* */
-	__u8 pad[2];
+	__u8 frag;      /* PKT4_FRAG_FIRST on a first fragment; 0 unfragmented */
+	__u8 pad;
+	__be16 ip_id;   /* fragments only: the IPv4 identification */
+	__u16 pad2;
 	__u32 csum_off;   /* offset of the TCP/UDP checksum field */
 	__u32 csum_flags; /* BPF_F_MARK_MANGLED_0 for UDP: a zero checksum stays "none" */
 };
 
+#define PKT4_FRAG_FIRST 1
+
 enum parse_result {
-	PARSE_L4,            /* IPv4 TCP/UDP without options or fragmentation: pkt4 complete */
+	PARSE_L4,            /* IPv4 TCP/UDP without options, unfragmented or a first
+			      * fragment (pkt4.frag): pkt4 complete */
 	PARSE_NOT_OURS,      /* not IPv4, or not TCP/UDP */
-	PARSE_FRAGMENT,      /* TCP/UDP fragment: only addresses and proto are set */
+	PARSE_FRAGMENT,      /* TCP/UDP fragment that cannot be translated (IP options, a
+			      * first fragment without its whole L4 header): only
+			      * addresses and proto are set */
+	PARSE_LATER_FRAGMENT, /* TCP/UDP fragment after the first, no options: addresses,
+			       * proto and ip_id are set, the ports are not (lib/frag4.h) */
 	PARSE_IP_OPTIONS,    /* TCP/UDP with IP options: only addresses and proto are set */
 	PARSE_MALFORMED_IP,
 	PARSE_MALFORMED_L4,
@@ -66,16 +76,23 @@ __inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 	p->proto = ip->protocol;
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return PARSE_NOT_OURS;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return PARSE_FRAGMENT;
-	if (ihl != sizeof(*ip))
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+		/* Off the unfragmented path: one test there, as before. */
+		if (ihl != sizeof(*ip))
+			return PARSE_FRAGMENT;
+		p->ip_id = ip->id;
+		if (ip->frag_off & bpf_htons(IP_OFFSET))
+			return PARSE_LATER_FRAGMENT;
+		p->frag = PKT4_FRAG_FIRST;
+	} else if (ihl != sizeof(*ip)) {
 		return PARSE_IP_OPTIONS;
+	}
 
 	void *l4 = (void *)(ip + 1);
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if ((void *)(th + 1) > data_end || tot_len < ihl + sizeof(*th))
-			return PARSE_MALFORMED_L4;
+			return p->frag ? PARSE_FRAGMENT : PARSE_MALFORMED_L4;
 		p->sport = th->source;
 		p->dport = th->dest;
 		p->tcp_flags = ((__u8 *)th)[13];
@@ -84,7 +101,7 @@ __inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 	} else {
 		struct udphdr *uh = l4;
 		if ((void *)(uh + 1) > data_end || tot_len < ihl + sizeof(*uh))
-			return PARSE_MALFORMED_L4;
+			return p->frag ? PARSE_FRAGMENT : PARSE_MALFORMED_L4;
 		p->sport = uh->source;
 		p->dport = uh->dest;
 		p->csum_off = L4_OFF + __builtin_offsetof(struct udphdr, check);
