@@ -22,10 +22,10 @@ int sluice_ingress(struct __sk_buff *skb)
 	switch (parse_ipv4(skb, &p)) {
 	case PARSE_L4:
 		return lb4_handle_ingress(skb, &p);
-	case PARSE_LATER_FRAGMENT:
-		return lb4_handle_later_fragment(skb, &p);
 	case PARSE_FRAGMENT:
 		return lb4_handle_untranslatable(skb, &p, REASON_DROP_FRAGMENT);
+	case PARSE_LATER_FRAGMENT:
+		return lb4_handle_later_fragment(skb, &p);
 	case PARSE_IP_OPTIONS:
 		return lb4_handle_untranslatable(skb, &p, REASON_DROP_IP_OPTIONS);
 	case PARSE_MALFORMED_IP:
@@ -43,10 +43,10 @@ int sluice_egress(struct __sk_buff *skb)
 	struct pkt4 p = {};
 
 	switch (parse_ipv4(skb, &p)) {
-	case PARSE_L4:
-		return lb4_handle_egress(skb, &p);
 	case PARSE_LATER_FRAGMENT:
 		return lb4_handle_egress_later_fragment(skb, &p);
+	case PARSE_L4:
+		return lb4_handle_egress(skb, &p);
 	default:
 		/* Malformed packets are the ingress program's to drop: on the
 		 * way out they are the node's own. */
