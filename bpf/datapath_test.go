@@ -76,8 +76,9 @@ func isBackend(a netip.AddrPort) bool {
 func TestIngressSinglePacket(t *testing.T) {
 	ipOptions := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoTCP, IPOptions: []byte{1, 1, 1, 0}})
 	ipOptionsOther := packet.Build(packet.Spec{Src: client, Dst: other, Proto: packet.ProtoTCP, IPOptions: []byte{1, 1, 1, 0}})
-	fragment := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoUDP, FragOff: 0x2000, Payload: []byte("x")})
-	laterFragment := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoUDP, FragOff: 0x0010})
+	// Translated fragments have their own tests (frag_test.go).
+	fragmentOptions := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoUDP, FragOff: 0x2000, Payload: []byte("x"), IPOptions: []byte{1, 1, 1, 0}})
+	laterFragment := packet.Build(packet.Spec{Src: client, Dst: netip.MustParseAddrPort(vip), Proto: packet.ProtoUDP, FragOff: 0x0010, ID: 0x5151})
 	fragmentOther := packet.Build(packet.Spec{Src: client, Dst: other, Proto: packet.ProtoUDP, FragOff: 0x2000})
 	arp := append(append(append([]byte{}, packet.NodeMAC[:]...), packet.ClientMAC[:]...), 0x08, 0x06)
 	arp = append(arp, make([]byte, 28)...)
@@ -114,8 +115,8 @@ func TestIngressSinglePacket(t *testing.T) {
 		{"IHL below 5", withByte(tcp, 14, 0x44), tcActShot, "drop-malformed-ip", false},
 		{"total length beyond the frame", totLenTooBig, tcActShot, "drop-malformed-ip", false},
 		{"TCP header cut short", truncatedTCP, tcActShot, "drop-malformed-l4", false},
-		{"first fragment to a service IP", fragment, tcActShot, "drop-fragment", false},
-		{"later fragment to a service IP", laterFragment, tcActShot, "drop-fragment", false},
+		{"fragment with IP options to a service IP", fragmentOptions, tcActShot, "drop-fragment", false},
+		{"later fragment to a service IP, first not seen", laterFragment, tcActShot, "drop-frag-untracked", false},
 		{"fragment to another address passes", fragmentOther, tcActPass, "pass", true},
 		{"IP options to a service IP", ipOptions, tcActShot, "drop-ip-options", false},
 		{"IP options to another address pass", ipOptionsOther, tcActPass, "pass", true},

@@ -74,6 +74,21 @@ type SluiceDatapathConfig struct {
 	ServiceCidr4Mask uint32
 }
 
+type SluiceFrag4Key struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type SluiceFrag4Ports struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
 type SluiceLb4Affinity struct {
 	_         structs.HostLayout
 	LastUsed  uint64
@@ -206,6 +221,7 @@ const (
 	SluiceMapLb4Affinity        = "lb4_affinity"
 	SluiceMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceMapLb4Backends        = "lb4_backends"
+	SluiceMapLb4Fragments       = "lb4_fragments"
 	SluiceMapLb4Prefilter       = "lb4_prefilter"
 	SluiceMapLb4Revnat          = "lb4_revnat"
 	SluiceMapLb4Services        = "lb4_services"
@@ -274,6 +290,7 @@ type SluiceMapSpecs struct {
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Fragments       *ebpf.MapSpec `ebpf:"lb4_fragments"`
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
@@ -314,6 +331,7 @@ type SluiceMaps struct {
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Fragments       *ebpf.Map `ebpf:"lb4_fragments"`
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
@@ -330,6 +348,7 @@ func (m *SluiceMaps) Close() error {
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,
+		m.Lb4Fragments,
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,

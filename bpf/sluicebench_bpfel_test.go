@@ -20,6 +20,7 @@ const (
 	SluiceBenchMapLb4Affinity        = "lb4_affinity"
 	SluiceBenchMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceBenchMapLb4Backends        = "lb4_backends"
+	SluiceBenchMapLb4Fragments       = "lb4_fragments"
 	SluiceBenchMapLb4Prefilter       = "lb4_prefilter"
 	SluiceBenchMapLb4Revnat          = "lb4_revnat"
 	SluiceBenchMapLb4Services        = "lb4_services"
@@ -89,6 +90,7 @@ type SluiceBenchMapSpecs struct {
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
+	Lb4Fragments       *ebpf.MapSpec `ebpf:"lb4_fragments"`
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
@@ -130,6 +132,7 @@ type SluiceBenchMaps struct {
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
+	Lb4Fragments       *ebpf.Map `ebpf:"lb4_fragments"`
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
@@ -146,6 +149,7 @@ func (m *SluiceBenchMaps) Close() error {
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,
+		m.Lb4Fragments,
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,

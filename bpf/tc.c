@@ -27,6 +27,8 @@ int sluice_ingress(struct __sk_buff *skb)
 		return icmp4_handle_ingress(skb, &p);
 	case PARSE_FRAGMENT:
 		return lb4_handle_untranslatable(skb, &p, REASON_DROP_FRAGMENT);
+	case PARSE_LATER_FRAGMENT:
+		return lb4_handle_later_fragment(skb, &p);
 	case PARSE_IP_OPTIONS:
 		return lb4_handle_untranslatable(skb, &p, REASON_DROP_IP_OPTIONS);
 	case PARSE_MALFORMED_IP:
@@ -44,6 +46,8 @@ int sluice_egress(struct __sk_buff *skb)
 	struct pkt4 p = {};
 
 	switch (parse_ipv4(skb, &p)) {
+	case PARSE_LATER_FRAGMENT:
+		return lb4_handle_egress_later_fragment(skb, &p);
 	case PARSE_L4:
 		return lb4_handle_egress(skb, &p);
 	case PARSE_ICMP:

@@ -24,6 +24,9 @@ type LB4 struct {
 	// AffinityMatch holds value 1 for every backend currently in the set
 	// of an affinity scope.
 	AffinityMatch *Map[bpf.SluiceLb4AffinityMatchKey, uint8]
+	// Fragments is written by the datapath only: the ports of fragmented
+	// datagrams in flight, recorded by their first fragment.
+	Fragments *Map[bpf.SluiceFrag4Key, bpf.SluiceFrag4Ports]
 }
 
 // Datapath is every map of the datapath, typed.
@@ -46,6 +49,7 @@ func FromObjects(m *bpf.SluiceMaps) *Datapath {
 			Prefilter:     New[uint32, bpf.SluiceLb4Filter](m.Lb4Prefilter),
 			Affinity:      New[bpf.SluiceLb4AffinityKey, bpf.SluiceLb4Affinity](m.Lb4Affinity),
 			AffinityMatch: New[bpf.SluiceLb4AffinityMatchKey, uint8](m.Lb4AffinityMatch),
+			Fragments:     New[bpf.SluiceFrag4Key, bpf.SluiceFrag4Ports](m.Lb4Fragments),
 		},
 		CT4:        New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4V2),
 		CTTimeouts: New[bpf.SluiceCtTimeout, uint32](m.SluiceCtTimeouts),

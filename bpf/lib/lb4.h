@@ -13,6 +13,7 @@
 #include "reject.h"
 #include "filter.h"
 #include "affinity.h"
+#include "frag4.h"
 
 /* Not a verdict: lb4_service's "the destination is no service IP". */
 #define LB4_NOT_SERVICE (-2)
@@ -47,6 +48,8 @@ __inline int lb4_dnat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, 
 {
 	if (nat4_rewrite(skb, p, NAT_DST, addr, port))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
+	if (p->frag)
+		frag4_remember(skb, p);
 	return verdict_pass(skb, reason);
 }
 
@@ -348,6 +351,8 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 	}
 	if (nat4_rewrite(skb, p, NAT_SRC, vip, vport))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
+	if (p->frag)
+		frag4_remember(skb, p);
 	return verdict_pass(skb, REASON_REPLY);
 }
 
@@ -415,6 +420,37 @@ __inline int lb4_handle_untranslatable(struct __sk_buff *skb, const struct pkt4 
 	if (!lb4_is_service_ip(p->daddr))
 		return verdict_pass(skb, REASON_PASS);
 	return verdict_drop(skb, reason);
+}
+
+/* Ingress, a fragment after the first (lib/frag4.h): translated as its
+ * first fragment was. Without a tracked first fragment it cannot be: to a
+ * service IP it is dropped, as it could never be reassembled at a backend;
+ * anything else passes untouched. */
+__inline int lb4_handle_later_fragment(struct __sk_buff *skb, struct pkt4 *p)
+{
+	__u32 zero = 0;
+	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
+
+	if (f && !lb4_filter_has(f, lb4_filter_dst(p->daddr)))
+		return verdict_pass(skb, REASON_PASS);
+	int ret = frag4_forward(skb, p);
+	if (ret != FRAG4_UNTRACKED)
+		return ret;
+	return lb4_handle_untranslatable(skb, p, REASON_DROP_FRAG_UNTRACKED);
+}
+
+/* Egress, a fragment after the first: a reply's is translated as its
+ * first fragment was. An untracked one passes: without its ports it
+ * cannot be told from a backend pod's own traffic to the same client, and
+ * a reply's fragment whose first went by untranslated (reordered, or
+ * lost) loses its datagram whether dropped or passed. */
+__inline int lb4_handle_egress_later_fragment(struct __sk_buff *skb, struct pkt4 *p)
+{
+	int ret = frag4_reverse(skb, p);
+
+	if (ret != FRAG4_UNTRACKED)
+		return ret;
+	return verdict_pass(skb, REASON_PASS);
 }
 
 #endif

@@ -24,6 +24,9 @@
 #ifndef LB4_AFFINITY_MAX
 #define LB4_AFFINITY_MAX 65536
 #endif
+#ifndef LB4_FRAGMENTS_MAX
+#define LB4_FRAGMENTS_MAX 8192
+#endif
 
 /* Frontends: master, backend-slot and address-marker entries (types.h). */
 struct {
@@ -89,6 +92,23 @@ struct {
 	__uint(max_entries, LB4_BACKENDS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_affinity_match SEC(".maps");
+
+/* Ports of fragmented datagrams in flight, by the fields their fragments
+ * share (lib/frag4.h). Written by the datapath only, by a first fragment
+ * it translated; an entry is needed only until its datagram's last
+ * fragment went by, microseconds to milliseconds later, so it is never
+ * deleted: the LRU drops it. 8192 datagrams in flight at once is more
+ * than a node's own reassembly holds (ipfrag_high_thresh, 4 MiB: about a
+ * thousand 4 KiB datagrams); an entry evicted early loses its one
+ * datagram, as a full reassembly queue would. A common LRU list, not
+ * per-CPU: a datagram's fragments may be handled on different CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag4_key);
+	__type(value, struct frag4_ports);
+	__uint(max_entries, LB4_FRAGMENTS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_fragments SEC(".maps");
 
 /* The prefilter bitmap (struct lb4_filter in types.h), one entry. */
 struct {

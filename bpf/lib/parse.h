@@ -14,16 +14,26 @@ struct pkt4 {
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags; /* TCP only: TCP_F_* */
-	__u8 pad[2];
+	__u8 frag;      /* PKT4_FRAG_FIRST on a first fragment (PARSE_L4); 0 unfragmented */
+	__u8 pad;
+	__be16 ip_id;   /* fragments only: the IPv4 identification */
+	__u16 pad2;
 	__u32 csum_off;   /* offset of the TCP/UDP checksum field */
 	__u32 csum_flags; /* BPF_F_MARK_MANGLED_0 for UDP: a zero checksum stays "none" */
 };
 
+#define PKT4_FRAG_FIRST 1
+
 enum parse_result {
-	PARSE_L4,            /* IPv4 TCP/UDP without options or fragmentation: pkt4 complete */
+	PARSE_L4,            /* IPv4 TCP/UDP without options, unfragmented or a first fragment: pkt4 complete */
 	PARSE_NOT_OURS,      /* not IPv4, or not TCP/UDP/ICMP */
 	PARSE_FRAGMENT,      /* TCP/UDP fragment: only addresses and proto are set */
 	PARSE_IP_OPTIONS,    /* TCP/UDP with IP options: only addresses and proto are set */
+	/* Fragments (lib/frag4.h): a first one is PARSE_L4 with pkt4.frag set;
+	 * PARSE_FRAGMENT is left for those that cannot be translated (IP
+	 * options, a first fragment cut inside its L4 header). */
+	PARSE_LATER_FRAGMENT, /* TCP/UDP fragment after the first: addresses, proto and
+			       * ip_id are set, the ports are not */
 	PARSE_MALFORMED_IP,
 	PARSE_MALFORMED_L4,
 	PARSE_ICMP,          /* whole IPv4 ICMP datagram without options: addresses and
@@ -32,6 +42,49 @@ enum parse_result {
 
 /* Enough for Ethernet + IPv4 + a TCP header without options. */
 #define PARSE_LINEAR_LEN (ETH_HLEN + sizeof(struct iphdr) + sizeof(struct tcphdr))
+
+/* Ports and, for TCP, flags: of an unfragmented packet or a first
+ * fragment, whose L4 header of l4_len bytes at most starts at l4. */
+__inline int parse_l4(struct pkt4 *p, void *l4, void *data_end, __u32 l4_len)
+{
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > data_end || l4_len < sizeof(*th))
+			return PARSE_MALFORMED_L4;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
+		p->csum_off = L4_OFF + __builtin_offsetof(struct tcphdr, check);
+		p->csum_flags = 0;
+	} else {
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) > data_end || l4_len < sizeof(*uh))
+			return PARSE_MALFORMED_L4;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		p->csum_off = L4_OFF + __builtin_offsetof(struct udphdr, check);
+		p->csum_flags = BPF_F_MARK_MANGLED_0;
+	}
+	return PARSE_L4;
+}
+
+/* A TCP/UDP fragment. The first one (offset 0) carries the L4 header and
+ * is parsed as a whole packet would be, except that a header cut short is
+ * no malformed packet but a fragment that cannot be translated (RFC 1858's
+ * tiny fragments among them). Later ones carry no L4 header at all. */
+__inline int parse_fragment(struct pkt4 *p, const struct iphdr *ip, __u32 ihl, __u32 tot_len,
+			    void *data_end)
+{
+	if (ihl != sizeof(*ip))
+		return PARSE_FRAGMENT;
+	p->ip_id = ip->id;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return PARSE_LATER_FRAGMENT;
+	p->frag = PKT4_FRAG_FIRST;
+	if (parse_l4(p, (void *)(ip + 1), data_end, tot_len - ihl) != PARSE_L4)
+		return PARSE_FRAGMENT;
+	return PARSE_L4;
+}
 
 __inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 {
@@ -76,30 +129,11 @@ __inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 		return PARSE_NOT_OURS;
 	}
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return PARSE_FRAGMENT;
+		return parse_fragment(p, ip, ihl, tot_len, data_end);
 	if (ihl != sizeof(*ip))
 		return PARSE_IP_OPTIONS;
 
-	void *l4 = (void *)(ip + 1);
-	if (p->proto == IPPROTO_TCP) {
-		struct tcphdr *th = l4;
-		if ((void *)(th + 1) > data_end || tot_len < ihl + sizeof(*th))
-			return PARSE_MALFORMED_L4;
-		p->sport = th->source;
-		p->dport = th->dest;
-		p->tcp_flags = ((__u8 *)th)[13];
-		p->csum_off = L4_OFF + __builtin_offsetof(struct tcphdr, check);
-		p->csum_flags = 0;
-	} else {
-		struct udphdr *uh = l4;
-		if ((void *)(uh + 1) > data_end || tot_len < ihl + sizeof(*uh))
-			return PARSE_MALFORMED_L4;
-		p->sport = uh->source;
-		p->dport = uh->dest;
-		p->csum_off = L4_OFF + __builtin_offsetof(struct udphdr, check);
-		p->csum_flags = BPF_F_MARK_MANGLED_0;
-	}
-	return PARSE_L4;
+	return parse_l4(p, (void *)(ip + 1), data_end, tot_len - ihl);
 }
 
 #endif

@@ -229,7 +229,6 @@ struct datapath_config {
 	__be32 service_cidr4_mask; /* netmask in network byte order */
 };
 
-
 /* ICMP error rate of REJECT, a single-entry array the agent writes at
  * start (lib/ratelimit.h). 0 in a field keeps the datapath's default. */
 struct reject_ratelimit {
@@ -249,6 +248,25 @@ enum reject_ratelimit_default {
 struct reject_bucket {
 	__u64 credit_ns; /* at most burst * cost */
 	__u64 last_ns;   /* bpf_ktime_get_ns of the last refill */
+};
+
+/* Fragment tracking (lib/frag4.h): a datagram's fragments after the first
+ * carry no L4 header, so the first one records its ports under the
+ * fields every fragment of the datagram shares (RFC 791: source,
+ * destination, protocol and identification), as it arrives, before any
+ * rewrite. Key and value of lb4_fragments, which only the datapath
+ * writes. */
+struct frag4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct frag4_ports {
+	__be16 sport;
+	__be16 dport;
 };
 
 #endif

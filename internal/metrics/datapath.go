@@ -44,6 +44,7 @@ func fillMaps(dp *maps.Datapath) []fillMap {
 		hashFill(bpf.SluiceMapLb4Affinity, dp.LB4.Affinity),
 		hashFill(bpf.SluiceMapLb4AffinityMatch, dp.LB4.AffinityMatch),
 		hashFill(bpf.SluiceMapCt4V2, dp.CT4),
+		hashFill(bpf.SluiceMapLb4Fragments, dp.LB4.Fragments),
 	}
 }
 

@@ -102,6 +102,7 @@ func TestDatapathCollector(t *testing.T) {
 		bpf.SluiceMapCt4V2:              256,
 		bpf.SluiceMapLb4Affinity:      32,
 		bpf.SluiceMapLb4AffinityMatch: 40,
+		bpf.SluiceMapLb4Fragments:     24,
 	})
 	for i := range 3 {
 		must(t, dp.LB4.Services.Put(bpf.SluiceLb4Key{Address: 0x0a600001, Dport: 80, BackendSlot: uint16(i), Proto: 6},
@@ -119,6 +120,7 @@ func TestDatapathCollector(t *testing.T) {
 		must(t, dp.LB4.Affinity.Put(bpf.SluiceLb4AffinityKey{AffinityId: 1, Client: uint32(i)}, bpf.SluiceLb4Affinity{BackendId: 1}))
 	}
 	must(t, dp.LB4.AffinityMatch.Put(bpf.SluiceLb4AffinityMatchKey{BackendId: 1, AffinityId: 1}, 1))
+	must(t, dp.LB4.Fragments.Put(bpf.SluiceFrag4Key{Saddr: 1, Daddr: 2, Id: 3, Proto: 17}, bpf.SluiceFrag4Ports{Sport: 4, Dport: 5}))
 
 	// A counter bumped on two CPUs, as the datapath does.
 	names, err := sluicemaps.ReasonNames()
@@ -152,6 +154,7 @@ func TestDatapathCollector(t *testing.T) {
 		{"lb4_affinity", 2, 32},
 		{"lb4_affinity_match", 1, 40},
 		{"lb4_backends", -1, 15}, // ids 1..15: id 0 is never allocated
+		{"lb4_fragments", 1, 24},
 		{"lb4_revnat", -1, 7},
 		{"lb4_services", 3, 64},
 	}

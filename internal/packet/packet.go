@@ -33,6 +33,7 @@ type Spec struct {
 	TCPFlags   uint8
 	Payload    []byte
 	FragOff    uint16 // flags+offset field as on the wire (0x2000 = MF)
+	ID         uint16 // IPv4 identification; 0 gives 0x1234
 	IPOptions  []byte // multiple of 4 bytes
 	ZeroUDPSum bool   // send UDP without a checksum
 }
@@ -67,7 +68,11 @@ func Build(s Spec) []byte {
 	ip := f[14 : 14+ihl]
 	ip[0] = 0x40 | byte(ihl/4)
 	binary.BigEndian.PutUint16(ip[2:], uint16(ihl+len(l4)))
-	binary.BigEndian.PutUint16(ip[4:], 0x1234)
+	id := s.ID
+	if id == 0 {
+		id = 0x1234
+	}
+	binary.BigEndian.PutUint16(ip[4:], id)
 	binary.BigEndian.PutUint16(ip[6:], s.FragOff)
 	ip[8] = 64
 	ip[9] = s.Proto
