@@ -25,8 +25,8 @@ type Tracer struct {
 
 // TraceRun is what one traced packet did.
 type TraceRun struct {
-	Ret     uint32            // the tc verdict (TC_ACT_*)
-	Out     []byte            // the packet as the program left it
+	Ret     uint32             // the tc verdict (TC_ACT_*)
+	Out     []byte             // the packet as the program left it
 	Reasons []bpf.SluiceReason // every reason met, in order
 }
 
