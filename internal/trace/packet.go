@@ -8,6 +8,12 @@ import (
 	"github.com/sluice-lb/sluice/internal/packet"
 )
 
+// Protocols a Packet may have.
+const (
+	ProtoTCP = packet.ProtoTCP
+	ProtoUDP = packet.ProtoUDP
+)
+
 // TCP flags as the header has them.
 const (
 	tcpFin = 0x01
