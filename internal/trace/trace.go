@@ -2,6 +2,11 @@
 // the packet through the trace build of the programs (loader.Tracer), which
 // reads a datapath's live maps and writes none, and explains the run with
 // what those maps hold: the frontend, the backend, the conntrack entry.
+//
+// A trace takes the path the packet would take, with two exceptions the
+// dry run cannot see: a new flow picks its backend at random (Result.Choices
+// says among how many), and a conntrack table too full to take a new flow
+// (drop-ct-full) is traced as if the insert had succeeded.
 package trace
 
 import (
