@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,11 +75,16 @@ func TestTraceOfRunningAgent(t *testing.T) {
 	}
 
 	// The table names the same.
-	out, err := c.sluice("trace", "tcp", client, vip+":80", "--flags", "A", "--pin-dir", c.pinDir)
-	if err != nil {
-		t.Fatal(err)
+	for _, args := range [][]string{{"tcp", client, vip + ":80", "--flags", "A"}, {"tcp", "10.244.0.2:1", vip + ":80"}} {
+		out, err := c.sluice(append([]string{"trace", "--pin-dir", c.pinDir}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "FRONTEND   "+vip+":80/tcp") {
+			t.Errorf("sluice trace %v names no frontend:\n%s", args, out)
+		}
+		t.Logf("sluice trace %v:\n%s", args, out)
 	}
-	t.Logf("sluice trace:\n%s", out)
 }
 
 func (c *cluster) traceJSON(args ...string) *trace.Result {

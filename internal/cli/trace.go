@@ -112,7 +112,7 @@ func printTrace(r *trace.Result) error {
 	if r.Backend != nil {
 		be := r.Backend.String()
 		if r.Choices > 0 {
-			be = fmt.Sprintf("%s: a new flow picks one of %d backends at random; this run: %s", be, r.Choices, r.Backend.Address)
+			be = fmt.Sprintf("this run: %s; a new flow picks one of %d backends at random", be, r.Choices)
 		}
 		row("BACKEND", be)
 	}
