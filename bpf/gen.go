@@ -15,3 +15,9 @@ package bpf
 // The benchmark build gives every packet a conntrack key never seen before,
 // so BPF_PROG_TEST_RUN's repeat can time the new-flow path. Test-only.
 //go:generate go tool bpf2go -target bpfel -go-package bpf -output-suffix _test -no-global-types -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include -DSLUICE_BENCH_UNIQUE_FLOWS" SluiceBench tc.c
+
+// The trace build (`sluice trace`): the same programs with every map write
+// compiled out (SLUICE_DRY_RUN, lib/common.h) and the reasons a packet meets
+// recorded in globals instead of the counters, loaded against a running
+// agent's pinned maps. Shipped in the binary; its types are Sluice's.
+//go:generate go tool bpf2go -target bpfel -go-package bpf -no-global-types -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include -DSLUICE_DRY_RUN" SluiceTrace tc.c

@@ -184,6 +184,16 @@ func (d *Datapath) linkDir() string { return filepath.Join(d.pinDir, "links") }
 // Which maps there are comes from the object; their sizes may differ from
 // it (the agent may have resized them), their layout may not.
 func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
+	m, closeAll, err := openPinnedMaps(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return maps.FromObjects(m), closeAll, nil
+}
+
+// openPinnedMaps opens every map pinned under dir read-only: a process
+// that inspects a datapath cannot change it through these handles.
+func openPinnedMaps(dir string) (*bpf.SluiceMaps, func(), error) {
 	spec, err := bpf.LoadSluice()
 	if err != nil {
 		return nil, nil, err
@@ -217,5 +227,5 @@ func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
 		closeAll()
 		return nil, nil, err
 	}
-	return maps.FromObjects(&m), closeAll, nil
+	return &m, closeAll, nil
 }

@@ -9,7 +9,8 @@
 
 #define __inline static __always_inline
 
-#define EBUSY 16  /* as helpers return them, negated */
+#define ENOENT 2  /* as helpers return them, negated */
+#define EBUSY 16
 #define EEXIST 17
 
 #define NSEC_PER_SEC 1000000000ULL
@@ -27,7 +28,17 @@ typedef _Bool bool;
  * on the live maps and must change nothing: there a write succeeds without
  * effect, as if the entry were written and then lost. */
 #ifdef SLUICE_DRY_RUN
-#define map_update(map, key, val, flags) ({ (void)(map); (void)(key); (void)(val); (void)(flags); 0; })
+/* An update answers what the real one would where the datapath branches on
+ * it: BPF_NOEXIST on a present key is -EEXIST (a retransmitted SYN, a reply
+ * tuple already held), so a trace takes the path the packet would. */
+#define map_update(map, key, val, flags)                                          \
+	({                                                                        \
+		(void)(val);                                                      \
+		__u64 __flags = (flags);                                          \
+		void *__old = bpf_map_lookup_elem(map, key);                      \
+		(__flags == BPF_NOEXIST && __old) ? -EEXIST :                     \
+		(__flags == BPF_EXIST && !__old) ? -ENOENT : 0;                   \
+	})
 #define map_delete(map, key) ({ (void)(map); (void)(key); 0; })
 #define map_store(lvalue, val) ({ (void)(val); })
 #else
