@@ -36,11 +36,11 @@ type heldID struct {
 	since time.Time
 }
 
-// quarantineGrace is how long after a release a sweep must begin to vouch
+// QuarantineGrace is how long after a release a sweep must begin to vouch
 // for the id: a datapath program that read the backend before the
 // reconciler cleared it may still be writing its flow's entries (a program
 // run lasts microseconds; the grace is generous).
-const quarantineGrace = time.Second
+const QuarantineGrace = time.Second
 
 func newIDPool(max uint32) *idPool { return &idPool{next: 1, max: max} }
 
@@ -136,7 +136,7 @@ func (p *idPool) unalloc(id uint32) {
 }
 
 // releaseUnreferenced frees the quarantined ids released at least
-// quarantineGrace before a complete sweep began at sweepStart and that the
+// QuarantineGrace before a complete sweep began at sweepStart and that the
 // sweep found no entry naming (referenced false). It returns how many it
 // freed and how many stay held.
 func (p *idPool) releaseUnreferenced(sweepStart time.Time, referenced func(uint32) bool) (freed, held int) {
@@ -144,7 +144,7 @@ func (p *idPool) releaseUnreferenced(sweepStart time.Time, referenced func(uint3
 	defer p.mu.Unlock()
 	keep := p.quarantined[:0]
 	for _, h := range p.quarantined {
-		if sweepStart.Sub(h.since) >= quarantineGrace && !referenced(h.id) {
+		if sweepStart.Sub(h.since) >= QuarantineGrace && !referenced(h.id) {
 			p.free = append(p.free, h.id)
 			freed++
 			continue
