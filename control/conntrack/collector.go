@@ -32,6 +32,14 @@ const (
 	// restarted after a while finds the table full of expired flows, and
 	// its ids are quarantined until a sweep vouches for them.
 	FirstSweep = time.Second
+	// AuditEvery: one sweep in this many (the first among them) also
+	// checks the partner of every live entry. A live forward entry
+	// without its reply entry, or a live reply entry without its flow, is
+	// rare (the datapath writes and deletes pairs together; an agent
+	// stopped mid-delete, a failed write leave them), and checking costs a
+	// lookup per entry, where an ordinary sweep looks up expired entries'
+	// partners only.
+	AuditEvery = 4
 )
 
 // Collector sweeps ct4_v2 periodically (Run) or on demand (Sweep, Purge).
@@ -44,6 +52,9 @@ type Collector struct {
 	mu       sync.Mutex
 	interval time.Duration
 	base     time.Duration
+	// sweeps counts the sweeps done; one in auditEvery audits.
+	sweeps     int
+	auditEvery int
 
 	pendingMu sync.Mutex
 	pending   map[Target]bool
@@ -61,7 +72,7 @@ func NewCollector(dp *maps.Datapath, base time.Duration, log *slog.Logger, done 
 	}
 	return &Collector{
 		dp: dp, log: log, done: done,
-		interval: base, base: base,
+		interval: base, base: base, auditEvery: AuditEvery,
 		pending: map[Target]bool{},
 		wake:    make(chan struct{}, 1),
 	}
@@ -133,6 +144,7 @@ func (c *Collector) Sweep() (Stats, error) {
 		backends: c.dp.LB4.Backends,
 		revNat:   c.dp.LB4.RevNat,
 		now:      now,
+		audit:    c.sweeps%c.auditEvery == 0,
 		purge:    purge,
 		refs: &Refs{
 			backends: newBitset(c.dp.LB4.Backends.Raw().MaxEntries()),
@@ -142,17 +154,19 @@ func (c *Collector) Sweep() (Stats, error) {
 		queued:   map[bpf.SluiceCt4Key]bool{},
 	}
 	s.stats.Start = start
+	s.stats.Audit = s.audit
 	err = s.run()
 	s.stats.Duration = time.Since(start)
 	if err != nil {
 		c.requeue(purge)
 		return s.stats, err
 	}
+	c.sweeps++
 	c.adapt(s.stats)
 	s.stats.Next = c.interval
 	c.log.Debug("conntrack sweep", "took", s.stats.Duration, "forward", s.stats.Forward, "reply", s.stats.Reply,
 		"expired", s.stats.Expired, "orphans", s.stats.Orphans, "purged", s.stats.Purged,
-		"repaired", s.stats.Repaired, "next", c.interval)
+		"repaired", s.stats.Repaired, "audit", s.audit, "next", c.interval)
 	if c.done != nil {
 		c.done(s.stats, s.refs)
 	}

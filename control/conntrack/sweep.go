@@ -32,6 +32,8 @@ type Stats struct {
 	Repaired int
 	// Next is the wait before the next periodic sweep, as this one set it.
 	Next time.Duration
+	// Audit: the sweep checked the partner of every live entry too.
+	Audit bool
 }
 
 // Deleted is every entry the sweep removed.
@@ -71,12 +73,20 @@ type sweep struct {
 	backends *maps.Map[uint32, bpf.SluiceLb4Backend]
 	revNat   *maps.Map[uint32, bpf.SluiceLb4ReverseNat]
 	now      uint32
+	// audit: also check every live entry's partner (repair a missing
+	// reply entry, drop a live orphan). Both are rare, and each check is
+	// a lookup: the collector audits one sweep in auditEvery.
+	audit    bool
 	purge    map[Target]bool
 	refs     *Refs
 	frontend map[uint32]bpf.SluiceLb4ReverseNat // lb4_revnat, as far as read
 	del      []bpf.SluiceCt4Key
 	queued   map[bpf.SluiceCt4Key]bool // del, as a set
 	stats    Stats
+	// lkey and lval hold a lookup's key and value where the syscall
+	// wrapper needs them on the heap, so a lookup allocates nothing.
+	lkey bpf.SluiceCt4Key
+	lval bpf.SluiceCt4Entry
 }
 
 const protoUDP = 17
@@ -159,6 +169,10 @@ func (s *sweep) purged(k bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) bool {
 // alone when the reply tuple is another flow's); a live one missing its
 // reply entry gets it back, so its replies are translated too.
 func (s *sweep) forward(k bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) error {
+	if !s.audit && !maps.CT4Expired(e, s.now) {
+		s.keep(e)
+		return nil
+	}
 	rk := maps.CT4ReplyKey(k, e)
 	re, err := s.lookup(rk)
 	if err != nil {
@@ -211,6 +225,10 @@ func (s *sweep) repair(rk bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) error {
 // entry gone, or the client tuple now another flow's) a reply entry is an
 // orphan and goes; a flow whose two entries have expired goes whole.
 func (s *sweep) reply(k bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) error {
+	if !s.audit && !maps.CT4Expired(e, s.now) {
+		s.keep(e)
+		return nil
+	}
 	fe, fk, err := s.forwardOf(k, e)
 	if err != nil {
 		return err
@@ -251,13 +269,15 @@ func (s *sweep) forwardOf(rk bpf.SluiceCt4Key, re bpf.SluiceCt4Entry) (*bpf.Slui
 }
 
 func (s *sweep) lookup(k bpf.SluiceCt4Key) (*bpf.SluiceCt4Entry, error) {
-	e, err := s.ct.Lookup(k)
+	s.lkey = k
+	err := s.ct.Raw().Lookup(&s.lkey, &s.lval)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	e := s.lval
 	return &e, nil
 }
 
