@@ -23,14 +23,16 @@ type benchTable struct {
 	liveKeys         []bpf.SluiceCt4Key
 	liveVals         []bpf.SluiceCt4Entry
 	backends, revNat int
+	close            func()
 }
 
-func newBenchTable(b *testing.B, flows int) *benchTable {
+func newBenchTable(b *testing.B, flows int, halfExpired bool) *benchTable {
 	testenv.Privileged(b)
 	spec, err := bpf.LoadSluice()
 	if err != nil {
 		b.Fatal(err)
 	}
+	var opened []*ebpf.Map
 	open := func(name string, entries uint32) *ebpf.Map {
 		ms := spec.Maps[name].Copy()
 		ms.Pinning = ebpf.PinNone
@@ -42,6 +44,7 @@ func newBenchTable(b *testing.B, flows int) *benchTable {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { m.Close() })
+		opened = append(opened, m)
 		return m
 	}
 	bt := &benchTable{dp: &maps.Datapath{
@@ -51,6 +54,11 @@ func newBenchTable(b *testing.B, flows int) *benchTable {
 			RevNat:   maps.New[uint32, bpf.SluiceLb4ReverseNat](open(bpf.SluiceMapLb4Revnat, 0)),
 		},
 	}, backends: 256, revNat: 16}
+	bt.close = func() {
+		for _, m := range opened {
+			m.Close()
+		}
+	}
 	for i := 1; i <= bt.revNat; i++ {
 		must(b, bt.dp.LB4.RevNat.Put(uint32(i), bpf.SluiceLb4ReverseNat{Address: ip(10, 96, 0, byte(i)), Port: maps.Port(80)}))
 	}
@@ -65,12 +73,13 @@ func newBenchTable(b *testing.B, flows int) *benchTable {
 			Sport: maps.Port(uint16(i)), Dport: maps.Port(80), Proto: 6}
 		fe := bpf.SluiceCt4Entry{Kind: bpf.SluiceCtKindCT_FORWARD, BackendAddr: ip(10, 244, 1, byte(be)), BackendPort: maps.Port(8080),
 			BackendId: be, RevNatId: rn, Expires: now + 3600}
-		if i%2 == 1 {
+		old := halfExpired && i%2 == 1
+		if old {
 			fe.Expires = now - 100
 		}
 		re := fe
 		re.Kind, re.BackendAddr, re.BackendPort = bpf.SluiceCtKindCT_REPLY, 0, 0
-		if i%2 == 1 {
+		if old {
 			bt.oldKeys = append(bt.oldKeys, fk, maps.CT4ReplyKey(fk, fe))
 			bt.oldVals = append(bt.oldVals, fe, re)
 		} else {
@@ -99,10 +108,15 @@ func cpuTime(b *testing.B) time.Duration {
 //	go test ./control/conntrack/ -run '^$' -bench Sweep1M -benchtime 3x
 // An ordinary sweep looks up the partners of expired entries; an audit
 // (one sweep in AuditEvery) those of every entry.
+// "live" is the steady state: a full table of live flows, nothing to do.
 func BenchmarkSweep1M(b *testing.B) {
-	bt := newBenchTable(b, 1<<20)
-	b.Run("ordinary", func(b *testing.B) { benchSweep(b, bt, false) })
-	b.Run("audit", func(b *testing.B) { benchSweep(b, bt, true) })
+	bt := newBenchTable(b, 1<<20, true)
+	b.Run("half-expired", func(b *testing.B) { benchSweep(b, bt, false) })
+	b.Run("half-expired-audit", func(b *testing.B) { benchSweep(b, bt, true) })
+	bt.close()
+	bt = newBenchTable(b, 1<<20, false)
+	b.Run("live", func(b *testing.B) { benchSweep(b, bt, false) })
+	b.Run("live-audit", func(b *testing.B) { benchSweep(b, bt, true) })
 }
 
 func benchSweep(b *testing.B, bt *benchTable, audit bool) {

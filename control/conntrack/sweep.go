@@ -138,9 +138,9 @@ func (s *sweep) entry(k bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) error {
 			// first is purged by itself, and its forward entry when
 			// the walk comes to it.
 			rk := maps.CT4ReplyKey(k, e)
-			if re, err := s.lookup(rk); err != nil {
+			if found, err := s.lookup(rk); err != nil {
 				return err
-			} else if re != nil && re.Kind == bpf.SluiceCtKindCT_REPLY && re.RevNatId == e.RevNatId {
+			} else if found && s.lval.Kind == bpf.SluiceCtKindCT_REPLY && s.lval.RevNatId == e.RevNatId {
 				s.stats.Purged += s.drop(rk)
 			}
 		}
@@ -174,21 +174,22 @@ func (s *sweep) forward(k bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) error {
 		return nil
 	}
 	rk := maps.CT4ReplyKey(k, e)
-	re, err := s.lookup(rk)
+	found, err := s.lookup(rk)
 	if err != nil {
 		return err
 	}
-	ours := re != nil && re.Kind == bpf.SluiceCtKindCT_REPLY && re.RevNatId == e.RevNatId
+	re := s.lval
+	ours := found && re.Kind == bpf.SluiceCtKindCT_REPLY && re.RevNatId == e.RevNatId
 	if maps.CT4Expired(e, s.now) {
 		if !ours {
 			s.stats.Expired += s.drop(k)
 			return nil
 		}
-		if maps.CT4Expired(*re, s.now) {
+		if maps.CT4Expired(re, s.now) {
 			s.stats.Expired += s.drop(k, rk)
 			return nil
 		}
-	} else if re == nil {
+	} else if !found {
 		if err := s.repair(rk, e); err != nil {
 			return err
 		}
@@ -229,15 +230,15 @@ func (s *sweep) reply(k bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) error {
 		s.keep(e)
 		return nil
 	}
-	fe, fk, err := s.forwardOf(k, e)
+	fe, fk, found, err := s.forwardOf(k, e)
 	if err != nil {
 		return err
 	}
-	if fe == nil {
+	if !found {
 		s.stats.Orphans += s.drop(k)
 		return nil
 	}
-	if maps.CT4Expired(e, s.now) && maps.CT4Expired(*fe, s.now) {
+	if maps.CT4Expired(e, s.now) && maps.CT4Expired(fe, s.now) {
 		s.stats.Expired += s.drop(k, fk)
 		return nil
 	}
@@ -245,40 +246,37 @@ func (s *sweep) reply(k bpf.SluiceCt4Key, e bpf.SluiceCt4Entry) error {
 	return nil
 }
 
-func (s *sweep) forwardOf(rk bpf.SluiceCt4Key, re bpf.SluiceCt4Entry) (*bpf.SluiceCt4Entry, bpf.SluiceCt4Key, error) {
+// forwardOf returns the forward entry of a reply entry's flow, and its key;
+// found is false when the flow has none.
+func (s *sweep) forwardOf(rk bpf.SluiceCt4Key, re bpf.SluiceCt4Entry) (fe bpf.SluiceCt4Entry, fk bpf.SluiceCt4Key, found bool, err error) {
 	rn, ok := s.frontend[re.RevNatId]
 	if !ok {
-		var err error
 		rn, err = s.revNat.Lookup(re.RevNatId)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			rn = bpf.SluiceLb4ReverseNat{} // beyond the array: no frontend
 		} else if err != nil {
-			return nil, rk, err
+			return fe, fk, false, err
 		}
 		s.frontend[re.RevNatId] = rn
 	}
 	if rn.Address == 0 {
-		return nil, rk, nil
+		return fe, fk, false, nil
 	}
-	fk := maps.CT4ForwardKey(rk, rn)
-	fe, err := s.lookup(fk)
-	if err != nil || fe == nil || !maps.CT4Partners(*fe, rk) {
-		return nil, fk, err
+	fk = maps.CT4ForwardKey(rk, rn)
+	if found, err = s.lookup(fk); err != nil || !found || !maps.CT4Partners(s.lval, rk) {
+		return fe, fk, false, err
 	}
-	return fe, fk, nil
+	return s.lval, fk, true, nil
 }
 
-func (s *sweep) lookup(k bpf.SluiceCt4Key) (*bpf.SluiceCt4Entry, error) {
+// lookup reads an entry into s.lval; found is false when there is none.
+func (s *sweep) lookup(k bpf.SluiceCt4Key) (found bool, err error) {
 	s.lkey = k
-	err := s.ct.Raw().Lookup(&s.lkey, &s.lval)
+	err = s.ct.Raw().Lookup(&s.lkey, &s.lval)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil, nil
+		return false, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	e := s.lval
-	return &e, nil
+	return err == nil, err
 }
 
 // keep counts an entry the sweep leaves and holds the ids it names.
