@@ -107,7 +107,7 @@ func cpuTime(b *testing.B) time.Duration {
 //
 //	go test ./control/conntrack/ -run '^$' -bench Sweep1M -benchtime 3x
 // An ordinary sweep looks up the partners of expired entries; an audit
-// (one sweep in AuditEvery) those of every entry.
+// (one sweep per AuditPeriod) those of every entry.
 // "live" is the steady state: a full table of live flows, nothing to do.
 func BenchmarkSweep1M(b *testing.B) {
 	bt := newBenchTable(b, 1<<20, true)
@@ -121,10 +121,10 @@ func BenchmarkSweep1M(b *testing.B) {
 
 func benchSweep(b *testing.B, bt *benchTable, audit bool) {
 	c := NewCollector(bt.dp, 0, quiet, nil)
-	c.auditEvery = 1
+	c.auditPeriod = 0
 	if !audit {
-		c.auditEvery = 1 << 30
-		c.sweeps = 1
+		c.auditPeriod = time.Hour
+		c.lastAudit = time.Now()
 	}
 	var cpu time.Duration
 	var deleted int

@@ -66,8 +66,15 @@ func TestUDPBackendLeavingRemovesItsFlows(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go w.col.Run(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		w.col.Run(ctx)
+		close(stopped)
+	}()
+	defer func() {
+		cancel()
+		<-stopped // before the cleanup closes the maps
+	}()
 	w.serve(udp, bes(udpB.String()))
 	w.serve(tcp, bes("10.244.1.3:80"))
 	testenv.WaitFor(t, "the UDP flows of the backend that left to go", 5*time.Second, func() error {

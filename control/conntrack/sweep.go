@@ -75,7 +75,7 @@ type sweep struct {
 	now      uint32
 	// audit: also check every live entry's partner (repair a missing
 	// reply entry, drop a live orphan). Both are rare, and each check is
-	// a lookup: the collector audits one sweep in auditEvery.
+	// a lookup: the collector audits one sweep per AuditPeriod.
 	audit    bool
 	purge    map[Target]bool
 	refs     *Refs

@@ -290,7 +290,16 @@ func runAgent(args []string) error {
 			func(err error) { log.Error("device", "err", err) })
 	}()
 	go func() { errs <- src.Run(ctx, syncer.Store) }()
-	go collector.Run(ctx)
+	ctDone := make(chan struct{})
+	go func() {
+		collector.Run(ctx)
+		close(ctDone)
+	}()
+	// A sweep under way ends before the maps' handles close.
+	defer func() {
+		stop()
+		<-ctDone
+	}()
 	go func() {
 		select {
 		case <-attached:
