@@ -106,6 +106,7 @@ func cpuTime(b *testing.B) time.Duration {
 // the table is never held). Run:
 //
 //	go test ./control/conntrack/ -run '^$' -bench Sweep1M -benchtime 3x
+//
 // An ordinary sweep looks up the partners of expired entries; an audit
 // (one sweep per AuditPeriod) those of every entry.
 // "live" is the steady state: a full table of live flows, nothing to do.

@@ -26,7 +26,7 @@ func TestIntervalAdapts(t *testing.T) {
 		{Stats{Forward: 50, Reply: 50, Expired: 100}, MinInterval},
 		{Stats{Forward: 50, Reply: 50, Expired: 100}, MinInterval},
 		{Stats{Forward: 90, Reply: 90, Expired: 20}, 4 * time.Second}, // 10%: back towards the base
-		{Stats{Forward: 1000, Reply: 1000}, 6 * time.Second},         // nothing deleted
+		{Stats{Forward: 1000, Reply: 1000}, 6 * time.Second},          // nothing deleted
 		{Stats{Forward: 1000, Reply: 1000, Expired: 2}, 9 * time.Second},
 		{Stats{Forward: 1000, Reply: 1000}, 13500 * time.Millisecond},
 		{Stats{Forward: 1000, Reply: 1000}, 20250 * time.Millisecond},
