@@ -101,15 +101,14 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// A sweep of a full table of 1M flows (2M entries), half of them expired:
-// the time and CPU one sweep takes, and its memory (allocations per sweep;
-// the table is never held). Run:
+// A sweep of a full table of 1M flows (2M entries): the time and CPU one
+// sweep takes, and its memory (allocations per sweep; the table is never
+// held). "half-expired": half the flows have expired and go; "live": the
+// steady state, nothing to do. An ordinary sweep looks up the partners of
+// expired entries only; an audit (one sweep per AuditPeriod) those of
+// every entry. Run:
 //
 //	go test ./control/conntrack/ -run '^$' -bench Sweep1M -benchtime 3x
-//
-// An ordinary sweep looks up the partners of expired entries; an audit
-// (one sweep per AuditPeriod) those of every entry.
-// "live" is the steady state: a full table of live flows, nothing to do.
 func BenchmarkSweep1M(b *testing.B) {
 	bt := newBenchTable(b, 1<<20, true)
 	b.Run("half-expired", func(b *testing.B) { benchSweep(b, bt, false) })
