@@ -56,6 +56,9 @@ type Reconciler struct {
 	// justAdopted: the maps were read and nothing applied since, so a
 	// full apply need not read them again (the agent's first sync).
 	justAdopted bool
+	// leftUDP: flows of UDP frontends whose backend left, since the last
+	// TakeLeftUDP.
+	leftUDP []FlowTarget
 	// afterWrite, when set (tests), is called after every map write
 	// with the phase's name.
 	afterWrite func(phase string)

@@ -3,6 +3,7 @@ package control
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/sluice-lb/sluice/bpf"
 )
@@ -23,8 +24,12 @@ func (r *Reconciler) adopt() error {
 	r.markers = snap.markers
 	r.ipRefs = map[netip.Addr]int{}
 	r.prefilter = newPrefilter(snap.filter)
-	r.backendIDs = newIDPool(r.lb.Backends.Raw().MaxEntries())
-	r.revNatIDs = newIDPool(r.lb.RevNat.Raw().MaxEntries())
+	// The pools outlive a re-read of the maps: what they hold in
+	// quarantine is known nowhere else.
+	if r.backendIDs == nil {
+		r.backendIDs = newIDPool(r.lb.Backends.Raw().MaxEntries())
+		r.revNatIDs = newIDPool(r.lb.RevNat.Raw().MaxEntries())
+	}
 	r.serviceCapacity = int(r.lb.Services.Raw().MaxEntries())
 
 	ids := make([]uint32, 0, len(snap.backends))
@@ -32,18 +37,15 @@ func (r *Reconciler) adopt() error {
 		r.backends[k] = id
 		ids = append(ids, id)
 	}
+	now := time.Now()
 	slices.Sort(ids)
-	for _, id := range ids {
-		r.backendIDs.adopt(id)
-	}
-	ids = ids[:0]
+	r.backendIDs.adoptInUse(ids, now)
+	ids = make([]uint32, 0, len(snap.revNats))
 	for id := range snap.revNats {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	for _, id := range ids {
-		r.revNatIDs.adopt(id)
-	}
+	r.revNatIDs.adoptInUse(ids, now)
 	owned := map[uint32]bool{}
 	wantedMatches := map[bpf.SluiceLb4AffinityMatchKey]bool{}
 	r.serviceEntries = len(r.markers)

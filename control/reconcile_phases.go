@@ -11,6 +11,7 @@ import (
 // execute writes a plan in make-before-break order. Each phase is one
 // batched map operation; the order of the phases is the guarantee.
 func (r *Reconciler) execute(p *plan) error {
+	r.noteLeftUDP(p)
 	// The bookkeeping of the new state first (reference counts of bits,
 	// backends and service IPs), so each phase knows what it may add or
 	// remove.

@@ -158,7 +158,7 @@ func (r *Reconciler) allocate(p *plan, s *State, fes []Frontend) {
 		}
 		if full {
 			for _, k := range fresh {
-				r.backendIDs.release(pending[k])
+				r.backendIDs.unalloc(pending[k])
 				delete(pending, k)
 			}
 			refuse(sp, "lb4_backends or lb4_revnat is full")

@@ -48,6 +48,9 @@ type SyncReport struct {
 	Triggers []time.Time
 	// Node is the node as the source last described it.
 	Node NodeInfo
+	// LeftUDP are the UDP flows whose backend left in this sync, whose
+	// conntrack entries must go (rule 30).
+	LeftUDP []FlowTarget
 }
 
 // NewSyncer ties the loop together; run it with Runner.Loop.
@@ -94,6 +97,7 @@ func (s *Syncer) sync(full bool) error {
 		rep.Stats, applyProblems, rep.Err = s.rec.ApplyFrontends(s.tracker.State(), changed)
 	}
 	rep.End = time.Now()
+	rep.LeftUDP = s.rec.TakeLeftUDP()
 	// A failed sync has taken its changes from the store: the next one
 	// compares everything (and the runner retries it with backoff).
 	s.needFull = rep.Err != nil

@@ -38,6 +38,15 @@ type Options struct {
 	Attach AttachMode
 	// MaxEntries overrides the size of maps by name ("ct4_v2": 1<<20).
 	MaxEntries map[string]uint32
+	// CTEntries, when not 0, sizes the conntrack table ct4_v2 (entries;
+	// a flow takes two): the agent derives it from its memory budget
+	// (control/conntrack.SizeTable). A pinned table of another size is
+	// migrated.
+	CTEntries uint32
+	// CTTimeouts are the conntrack lifetimes in seconds, by enum
+	// ct_timeout, written into sluice_ct_timeouts at every load (a 0
+	// keeps the datapath's default).
+	CTTimeouts [bpf.SluiceCtTimeoutCT_TIMEOUT_MAX]uint32
 	// ServiceCIDR, when valid, makes packets to unallocated addresses in
 	// it drop (rule 17).
 	ServiceCIDR netip.Prefix
@@ -101,6 +110,9 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		ms.MaxEntries = n
 	}
+	if opts.CTEntries != 0 {
+		spec.Maps[bpf.SluiceMapCt4V2].MaxEntries = opts.CTEntries
+	}
 	if err := checkPinnedMaps(spec, opts.PinDir, opts.Log); err != nil {
 		return nil, err
 	}
@@ -158,7 +170,25 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, fmt.Errorf("write REJECT rate: %w", err)
 	}
+	if err := d.writeCTTimeouts(opts.CTTimeouts); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// writeCTTimeouts writes every lifetime, so that one dropped from the
+// agent's settings goes back to the default instead of keeping the
+// previous agent's value.
+func (d *Datapath) writeCTTimeouts(secs [bpf.SluiceCtTimeoutCT_TIMEOUT_MAX]uint32) error {
+	keys := make([]bpf.SluiceCtTimeout, len(secs))
+	for i := range keys {
+		keys[i] = bpf.SluiceCtTimeout(i)
+	}
+	if err := d.Maps.CTTimeouts.PutAll(keys, secs[:]); err != nil {
+		return fmt.Errorf("write conntrack timeouts: %w", err)
+	}
+	return nil
 }
 
 func prefixMask4(bits int) netip.Addr {

@@ -17,15 +17,18 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sluice-lb/sluice/control"
+	"github.com/sluice-lb/sluice/control/conntrack"
 	"github.com/sluice-lb/sluice/control/kube"
 	"github.com/sluice-lb/sluice/control/manifests"
 	"github.com/sluice-lb/sluice/internal/healthz"
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/loader"
+	"github.com/sluice-lb/sluice/maps"
 )
 
 type listFlag []string
@@ -62,6 +65,15 @@ type agentConfig struct {
 	metricsAddr, healthzAddr                  string
 	profiling                                 bool
 	log                                       *slog.Logger
+	ct                                        ctConfig
+}
+
+// ctConfig is the conntrack part of the command line.
+type ctConfig struct {
+	memoryPercent float64
+	maxFlows      uint
+	timeouts      conntrack.Timeouts
+	gcInterval    time.Duration
 }
 
 func parseAgentFlags(args []string) (*agentConfig, error) {
@@ -96,6 +108,17 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", "0.0.0.0:10249", "address of the Prometheus metrics endpoint; empty to disable")
 	fs.BoolVar(&c.profiling, "profiling", false, "serve Go's /debug/pprof/ on the metrics address, as kube-proxy's enableProfiling")
 	fs.StringVar(&c.healthzAddr, "healthz-bind-address", "0.0.0.0:10256", "address of /healthz and /livez; empty to disable")
+	ct := conntrack.DefaultTimeouts()
+	fs.Float64Var(&c.ct.memoryPercent, "ct-memory-percent", conntrack.DefaultMemoryPercent,
+		"share of the node's physical memory, in percent, the conntrack table is sized to (rounded down to a power of two entries)")
+	fs.UintVar(&c.ct.maxFlows, "ct-max", 0, "size of the conntrack table in flows (two entries each); overrides --ct-memory-percent")
+	fs.DurationVar(&c.ct.timeouts.TCPEstablished, "conntrack-tcp-timeout-established", ct.TCPEstablished, "idle lifetime of an established TCP flow")
+	fs.DurationVar(&c.ct.timeouts.TCPClose, "conntrack-tcp-timeout-close", ct.TCPClose, "lifetime of a TCP flow after a FIN or RST")
+	fs.DurationVar(&c.ct.timeouts.TCPSyn, "conntrack-tcp-timeout-syn", ct.TCPSyn, "lifetime of a TCP flow the backend has not answered yet")
+	fs.DurationVar(&c.ct.timeouts.UDP, "conntrack-udp-timeout", ct.UDP, "idle lifetime of a UDP flow the backend has not answered")
+	fs.DurationVar(&c.ct.timeouts.UDPStream, "conntrack-udp-timeout-stream", ct.UDPStream, "idle lifetime of a UDP flow the backend answered")
+	fs.DurationVar(&c.ct.gcInterval, "conntrack-gc-interval", conntrack.DefaultInterval,
+		"usual wait between two sweeps of the conntrack collector (shortened while sweeps delete much, lengthened while little)")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity: 0 info, 4 and more debug")
 	fs.StringVar(&logLevel, "log-level", "", "log level: debug, info, warn or error (overrides --v)")
@@ -127,6 +150,15 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	}
 	if c.minSync < 0 || c.syncPeriod <= 0 {
 		return nil, fmt.Errorf("--min-sync-period %s, --sync-period %s: want >= 0 and > 0", c.minSync, c.syncPeriod)
+	}
+	if c.ct.maxFlows > 1<<31 {
+		return nil, fmt.Errorf("--ct-max %d: at most %d flows", c.ct.maxFlows, 1<<31)
+	}
+	if _, err := c.ct.timeouts.Seconds(); err != nil {
+		return nil, err
+	}
+	if c.ct.gcInterval < conntrack.MinInterval {
+		return nil, fmt.Errorf("--conntrack-gc-interval %s: want at least %s", c.ct.gcInterval, conntrack.MinInterval)
 	}
 	level := slog.Level(-verbosity)
 	if logLevel != "" {
@@ -189,16 +221,30 @@ func runAgent(args []string) error {
 		return err
 	}
 	defer closeSrc()
+	ctSize, err := c.ct.size()
+	if err != nil {
+		return err
+	}
+	timeouts, _ := c.ct.timeouts.Seconds() // checked by parseAgentFlags
 	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc,
-		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst, Log: log})
+		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst,
+		CTEntries: ctSize.Entries, CTTimeouts: timeouts, Log: log})
 	if err != nil {
 		return err
 	}
 	defer dp.Close() // handles only: pins keep the datapath serving
+	ctBytes, err := maps.MemoryBytes(dp.Maps.CT4.Raw())
+	if err != nil {
+		return fmt.Errorf("conntrack table memory: %w", err)
+	}
+	log.Info("conntrack table", "entries", ctSize.Entries, "flows", ctSize.Flows(), "memory-bytes", ctBytes,
+		"bytes-per-entry", ctBytes/uint64(max(ctSize.Entries, 1)), "derived", ctSize.Derived)
 	rec, err := control.NewReconciler(dp.Maps.LB4, log)
 	if err != nil {
 		return err
 	}
+	// Freed ids wait for a sweep of the collector before they are reused.
+	rec.QuarantineFreedIDs()
 	log.Info("adopted pinned state", "pin-dir", c.pinDir, "frontends", rec.Frontends())
 
 	// kube-proxy's rule: unhealthy once a change has waited for more
@@ -209,12 +255,24 @@ func runAgent(args []string) error {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	reg.MustRegister(metrics.NewDatapathCollector(dp.Maps))
+	ctm := metrics.NewConntrack(reg, ctSize.Entries)
+	collector := conntrack.NewCollector(dp.Maps, c.ct.gcInterval, log, func(st conntrack.Stats, refs *conntrack.Refs) {
+		rec.ReleaseQuarantined(st.Start, refs.Backend, refs.RevNat)
+		qb, qr := rec.QuarantinedIDs()
+		ctm.ObserveSweep(metrics.CTSweep{
+			Duration: st.Duration, Forward: st.Forward, Reply: st.Reply,
+			Expired: st.Expired, Orphans: st.Orphans, Purged: st.Purged, Repaired: st.Repaired,
+			Next: st.Next, QuarantinedBackends: qb, QuarantinedRevNats: qr,
+		})
+	})
 	syncer := control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
 		Queued: func() {
 			health.QueuedUpdate()
 			m.QueuedSync(time.Now())
 		},
 		Done: func(rep control.SyncReport) {
+			// Even after a failed sync: what it removed is gone.
+			collector.Purge(purgeTargets(rep.LeftUDP))
 			health.SetNodeEligible(!rep.Node.Leaving)
 			m.SetSkipped(rep.Skipped)
 			if rep.Err != nil {
@@ -260,6 +318,16 @@ func runAgent(args []string) error {
 			func(err error) { log.Error("device", "err", err) })
 	}()
 	go func() { errs <- src.Run(ctx, syncer.Store) }()
+	ctDone := make(chan struct{})
+	go func() {
+		collector.Run(ctx)
+		close(ctDone)
+	}()
+	// A sweep under way ends before the maps' handles close.
+	defer func() {
+		stop()
+		<-ctDone
+	}()
 	go func() {
 		select {
 		case <-attached:
@@ -277,4 +345,33 @@ func runAgent(args []string) error {
 		}
 		return err
 	}
+}
+
+// size derives the conntrack table's size: --ct-max, else the memory
+// budget at what an entry costs this kernel.
+func (c ctConfig) size() (conntrack.Size, error) {
+	sc := conntrack.SizeConfig{MemoryPercent: c.memoryPercent, MaxFlows: uint32(c.maxFlows)}
+	if c.maxFlows == 0 {
+		var err error
+		if sc.PhysicalBytes, err = conntrack.PhysicalMemory(); err != nil {
+			return conntrack.Size{}, err
+		}
+		// The probe map needs the memlock limit lifted, as the load does.
+		if err := rlimit.RemoveMemlock(); err != nil {
+			return conntrack.Size{}, fmt.Errorf("lift RLIMIT_MEMLOCK: %w", err)
+		}
+		if sc.EntryBytes, err = conntrack.MeasureEntryBytes(); err != nil {
+			return conntrack.Size{}, fmt.Errorf("measure a conntrack entry: %w", err)
+		}
+	}
+	return conntrack.SizeTable(sc)
+}
+
+// purgeTargets hands the reconciler's left UDP flows to the collector.
+func purgeTargets(left []control.FlowTarget) []conntrack.Target {
+	out := make([]conntrack.Target, len(left))
+	for i, t := range left {
+		out[i] = conntrack.Target{RevNat: t.RevNat, Backend: t.Backend}
+	}
+	return out
 }
