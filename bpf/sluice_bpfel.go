@@ -31,6 +31,16 @@ type SluiceCt4Entry struct {
 	Created     uint32
 }
 
+type SluiceCt4EntryV1 struct {
+	_           structs.HostLayout
+	BackendAddr uint32
+	BackendPort uint16
+	Kind        SluiceCtKind
+	Pad         uint8
+	RevNatId    uint32
+	BackendId   uint32
+}
+
 type SluiceCt4Key struct {
 	_     structs.HostLayout
 	Saddr uint32

@@ -229,4 +229,23 @@ struct datapath_config {
 	__be32 service_cidr4_mask; /* netmask in network byte order */
 };
 
+/* The layout of ct4_entry before expires and created (map ct4, an LRU hash
+ * with per-CPU lists, up to commit 90bed31), kept so that the loader can
+ * migrate a pinned map of that version (loader/migrate_ct4.go). Named
+ * struct ct4_entry in that version's BTF. */
+struct ct4_entry_v1 {
+	__be32 backend_addr;
+	__be16 backend_port;
+	enum ct_kind kind;
+	__u8 pad;
+	__u32 rev_nat_id;
+	__u32 backend_id;
+};
+
+/* Only the datapath's own code puts a type into the object's BTF, and the
+ * datapath no longer uses ct4_entry_v1: this variable does, so that bpf2go
+ * can generate its Go type. Its section is none the loader knows (not
+ * .data, .bss or .rodata), so no map is made of it. */
+struct ct4_entry_v1 sluice_layout_ct4_entry_v1 __attribute__((section(".sluice_layouts"), used));
+
 #endif
