@@ -78,6 +78,16 @@ const (
 	SluiceCtTimeoutCT_TIMEOUT_MAX             SluiceCtTimeout = 5
 )
 
+type SluiceCtTimeoutDefault uint32
+
+const (
+	SluiceCtTimeoutDefaultCT_DEFAULT_TCP_SYN         SluiceCtTimeoutDefault = 60
+	SluiceCtTimeoutDefaultCT_DEFAULT_TCP_ESTABLISHED SluiceCtTimeoutDefault = 86400
+	SluiceCtTimeoutDefaultCT_DEFAULT_TCP_CLOSE       SluiceCtTimeoutDefault = 10
+	SluiceCtTimeoutDefaultCT_DEFAULT_UDP             SluiceCtTimeoutDefault = 30
+	SluiceCtTimeoutDefaultCT_DEFAULT_UDP_REPLIED     SluiceCtTimeoutDefault = 120
+)
+
 type SluiceDatapathConfig struct {
 	_                structs.HostLayout
 	ServiceCidr4     uint32

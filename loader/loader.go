@@ -88,6 +88,9 @@ func Load(opts Options) (*Datapath, error) {
 		}
 		ms.MaxEntries = n
 	}
+	if err := runRenameMigrations(spec, opts.PinDir, opts.Log); err != nil {
+		return nil, err
+	}
 	if err := checkPinnedMaps(spec, opts.PinDir, opts.Log); err != nil {
 		return nil, err
 	}

@@ -242,10 +242,16 @@ struct ct4_entry_v1 {
 	__u32 backend_id;
 };
 
-/* Only the datapath's own code puts a type into the object's BTF, and the
- * datapath no longer uses ct4_entry_v1: this variable does, so that bpf2go
- * can generate its Go type. Its section is none the loader knows (not
- * .data, .bss or .rodata), so no map is made of it. */
-struct ct4_entry_v1 sluice_layout_ct4_entry_v1 __attribute__((section(".sluice_layouts"), used));
+/* Only what the datapath's code uses gets into the object's BTF, and
+ * bpf2go generates Go only from BTF. These types are for the Go side alone
+ * (the v1 layout, for migration; the default lifetimes, which the loader
+ * gives migrated flows): this variable puts them there. Its section is
+ * none the loader knows (not .data, .bss or .rodata), so no map is made of
+ * it and nothing of it is loaded. */
+struct sluice_go_types {
+	struct ct4_entry_v1 ct4_entry_v1;
+	enum ct_timeout_default ct_timeout_default;
+};
+struct sluice_go_types sluice_go_types __attribute__((section(".sluice_go_types"), used));
 
 #endif
