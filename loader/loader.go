@@ -157,10 +157,20 @@ func (d *Datapath) Close() error {
 
 func (d *Datapath) linkDir() string { return filepath.Join(d.pinDir, "links") }
 
-// OpenPinnedMaps opens the maps an agent pinned under dir, for inspection.
-// Which maps there are comes from the object; their sizes may differ from
-// it (the agent may have resized them), their layout may not.
+// OpenPinnedMaps opens the maps an agent pinned under dir, read-only, for
+// inspection. Which maps there are comes from the object; their sizes may
+// differ from it (the agent may have resized them), their layout may not.
 func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
+	return openPinnedMaps(dir, true)
+}
+
+// OpenPinnedMapsWritable is OpenPinnedMaps for a command that changes what
+// the agent pinned (`sluice ct flush`).
+func OpenPinnedMapsWritable(dir string) (*maps.Datapath, func(), error) {
+	return openPinnedMaps(dir, false)
+}
+
+func openPinnedMaps(dir string, readOnly bool) (*maps.Datapath, func(), error) {
 	spec, err := bpf.LoadSluice()
 	if err != nil {
 		return nil, nil, err
@@ -175,7 +185,7 @@ func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
 		if ms.Pinning != ebpf.PinByName {
 			continue
 		}
-		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
 			closeAll()
 			if errors.Is(err, os.ErrNotExist) {
@@ -184,9 +194,15 @@ func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
 			return nil, nil, fmt.Errorf("open %s: %w", name, err)
 		}
 		coll.Maps[name] = pm
-		if !sameLayout(ms, pm) {
+		change, err := layoutChange(ms, pm)
+		if err != nil {
+			change = err.Error()
+		} else if !sameLayout(ms, pm) {
+			change = "other key or value size, or type"
+		}
+		if change != "" {
 			closeAll()
-			return nil, nil, fmt.Errorf("map %s pinned at %s has another layout (made by another sluice version?)", name, dir)
+			return nil, nil, fmt.Errorf("map %s pinned at %s has another layout (made by another sluice version?): %s", name, dir, change)
 		}
 	}
 	var m bpf.SluiceMaps

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/control/kube"
 	"github.com/sluice-lb/sluice/control/manifests"
+	"github.com/sluice-lb/sluice/internal/frontendnames"
 	"github.com/sluice-lb/sluice/internal/healthz"
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/loader"
@@ -181,7 +182,9 @@ func runAgent(args []string) error {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	reg.MustRegister(metrics.NewDatapathCollector(dp.Maps))
-	syncer := control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
+	names := &frontendnames.Table{} // served on the metrics address for `sluice ct`
+	var syncer *control.Syncer
+	syncer = control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
 		Queued: func() {
 			health.QueuedUpdate()
 			m.QueuedSync(time.Now())
@@ -194,6 +197,9 @@ func runAgent(args []string) error {
 				return
 			}
 			health.Updated()
+			if rep.Changed > 0 || rep.Full {
+				names.Set(syncer.State())
+			}
 			m.ObserveSync(rep.Start, rep.End, rep.Full)
 			m.ObserveNetworkProgramming(rep.Triggers, rep.End)
 			m.SetProgrammed(rep.Services, rep.Frontends, rep.Backends)
@@ -205,15 +211,14 @@ func runAgent(args []string) error {
 		go func() { errs <- health.Serve(ctx, c.healthzAddr) }()
 	}
 	if c.metricsAddr != "" {
-		h := metrics.Handler(reg)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(reg))
+		mux.Handle(frontendnames.Path, names)
 		if c.profiling {
-			mux := http.NewServeMux()
-			mux.Handle("/metrics", h)
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			h = mux
 		}
-		go func() { errs <- metrics.Serve(ctx, c.metricsAddr, h) }()
+		go func() { errs <- metrics.Serve(ctx, c.metricsAddr, mux) }()
 	}
 	// Attached first, then synced: /healthz reports a sync only once the
 	// datapath that serves it is attached. A restarted agent's pinned
