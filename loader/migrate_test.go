@@ -253,30 +253,7 @@ func TestSameSizesOtherMeaningIsDetected(t *testing.T) {
 		t.Fatalf("maps of this binary's own layout judged changed:\n%s", logs.String())
 	}
 
-	spec, err := bpf.LoadSluice()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms := spec.Maps[bpf.SluiceMapLb4Revnat].Copy()
-	val := btf.Copy(ms.Value).(*btf.Struct)
-	val.Members[0].Name, val.Members[1].Name = val.Members[1].Name, val.Members[0].Name
-	ms.Value, ms.Pinning = val, ebpf.PinNone
-	swapped, err := ebpf.NewMap(ms)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := swapped.Put(uint32(3), bpf.SluiceLb4ReverseNat{Address: 7, Port: 8}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, bpf.SluiceMapLb4Revnat)
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if err := swapped.Pin(path); err != nil {
-		t.Fatal(err)
-	}
-	swapped.Close()
-
+	pinSwappedRevNat(t, dir)
 	logs.Reset()
 	dp, err = Load(Options{PinDir: dir, Log: quietLog(&logs)})
 	if err != nil {
@@ -289,5 +266,139 @@ func TestSameSizesOtherMeaningIsDetected(t *testing.T) {
 	}
 	if rn, err := dp.Maps.LB4.RevNat.Lookup(3); err != nil || rn != (bpf.SluiceLb4ReverseNat{}) {
 		t.Errorf("entry of the other layout kept: %+v %v", rn, err)
+	}
+}
+
+// pinSwappedRevNat pins under dir an lb4_revnat whose struct has the
+// spec's sizes but its first two members' names swapped, holding key 3.
+func pinSwappedRevNat(t *testing.T, dir string) {
+	t.Helper()
+	spec, err := bpf.LoadSluice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := spec.Maps[bpf.SluiceMapLb4Revnat].Copy()
+	val := btf.Copy(ms.Value).(*btf.Struct)
+	val.Members[0].Name, val.Members[1].Name = val.Members[1].Name, val.Members[0].Name
+	ms.Value, ms.Pinning = val, ebpf.PinNone
+	swapped, err := ebpf.NewMap(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer swapped.Close()
+	if err := swapped.Put(uint32(3), bpf.SluiceLb4ReverseNat{Address: 7, Port: 8}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, bpf.SluiceMapLb4Revnat)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := swapped.Pin(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A layout change under the same name with a migration registered for it
+// runs the migration instead of recreating the map empty.
+func TestSameNameLayoutChangeRunsItsMigration(t *testing.T) {
+	testenv.Privileged(t)
+	dir := pinDir(t)
+	pinSwappedRevNat(t, dir)
+	saved := migrations
+	t.Cleanup(func() { migrations = saved })
+	migrations = append(migrations[:len(migrations):len(migrations)], migration{
+		from: bpf.SluiceMapLb4Revnat, to: bpf.SluiceMapLb4Revnat,
+		check: func(migrationEnv, *ebpf.Map) error { return nil },
+		move: func(_ migrationEnv, old, fresh *ebpf.Map) (int, int, error) {
+			var v bpf.SluiceLb4ReverseNat
+			if err := old.Lookup(uint32(3), &v); err != nil {
+				return 0, 0, err
+			}
+			// The swap's meaning: what was called port is the address.
+			v.Address, v.Port = uint32(v.Port), uint16(v.Address)
+			return 1, 0, fresh.Put(uint32(3), v)
+		},
+	})
+	var logs bytes.Buffer
+	dp, err := Load(Options{PinDir: dir, Log: quietLog(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	if rn, err := dp.Maps.LB4.RevNat.Lookup(3); err != nil || rn != (bpf.SluiceLb4ReverseNat{Address: 8, Port: 7}) {
+		t.Errorf("entry after the migration: %+v %v, want address 8, port 7", rn, err)
+	}
+	if !strings.Contains(logs.String(), "migrating its entries") || !strings.Contains(logs.String(), "entries=1") {
+		t.Errorf("no migration log lines:\n%s", logs.String())
+	}
+}
+
+// A v1 ct4 left beside a ct4_v2 (a start stopped between pinning the new
+// map and removing the old) is removed without touching ct4_v2; one whose
+// layout is not v1's is removed and said so, its entries dropped.
+func TestCT4V1LeftoversAreRemoved(t *testing.T) {
+	testenv.Privileged(t)
+	spec, err := bpf.LoadSluice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, log   string
+		keepV2      bool
+		valueSize   uint32
+		wantEntries int
+	}{
+		{"beside its successor", "beside its successor", true, 16, 1},
+		{"not v1's layout", "not as its migration expects", false, 24, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := pinDir(t)
+			var logs bytes.Buffer
+			dp, err := Load(Options{PinDir: dir, Log: quietLog(&logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := bpf.SluiceCt4Key{Saddr: 1, Daddr: 2, Proto: packet.ProtoTCP}
+			if err := dp.Maps.CT4.Put(k, bpf.SluiceCt4Entry{Kind: bpf.SluiceCtKindCT_FORWARD, Expires: 1 << 31}); err != nil {
+				t.Fatal(err)
+			}
+			dp.Close()
+			if !c.keepV2 {
+				os.Remove(filepath.Join(dir, bpf.SluiceMapCt4V2))
+			}
+			ms := v1Spec(t, spec)
+			ms.ValueSize, ms.Value = c.valueSize, nil
+			v1, err := ebpf.NewMap(ms)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := v1.Put(make([]byte, 16), make([]byte, c.valueSize)); err != nil {
+				t.Fatal(err)
+			}
+			if err := v1.Pin(filepath.Join(dir, "ct4")); err != nil {
+				t.Fatal(err)
+			}
+			v1.Close()
+
+			dp, err = Load(Options{PinDir: dir, Log: quietLog(&logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dp.Close()
+			if _, err := os.Stat(filepath.Join(dir, "ct4")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("v1 pin still there: %v", err)
+			}
+			n := 0
+			dp.Maps.CT4.Each(func(bpf.SluiceCt4Key, bpf.SluiceCt4Entry) bool { n++; return true })
+			if n != c.wantEntries {
+				t.Errorf("ct4_v2 holds %d entries, want %d", n, c.wantEntries)
+			}
+			if !strings.Contains(logs.String(), c.log) {
+				t.Errorf("no log line %q:\n%s", c.log, logs.String())
+			}
+		})
 	}
 }
