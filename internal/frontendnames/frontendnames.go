@@ -35,17 +35,23 @@ func (e Entry) Service() string { return e.Namespace + "/" + e.Name }
 // server while the sync loop replaces it.
 type Table struct {
 	mu      sync.RWMutex
-	entries []Entry
+	entries []named
+}
+
+type named struct {
+	fe   control.Frontend
+	name control.ServicePortName
 }
 
 // Set replaces the table with s's frontends. Called by the sync loop
-// after a sync that compared frontends; one pass over the state.
+// after a sync that compared frontends: one pass over the state, copying
+// what the names are made of (s changes with the next sync); the strings
+// are made and sorted only when someone asks.
 func (t *Table) Set(s *control.State) {
-	entries := make([]Entry, 0, len(s.Ports))
+	entries := make([]named, 0, len(s.Ports))
 	for fe, sp := range s.Ports {
-		entries = append(entries, Entry{Frontend: fe.String(), Namespace: sp.Name.Namespace, Name: sp.Name.Name, Port: sp.Name.Port})
+		entries = append(entries, named{fe, sp.Name})
 	}
-	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Frontend, b.Frontend) })
 	t.mu.Lock()
 	t.entries = entries
 	t.mu.Unlock()
@@ -58,11 +64,12 @@ func (t *Table) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.mu.RLock()
-	entries := t.entries
-	t.mu.RUnlock()
-	if entries == nil {
-		entries = []Entry{}
+	entries := make([]Entry, len(t.entries))
+	for i, n := range t.entries {
+		entries[i] = Entry{Frontend: n.fe.String(), Namespace: n.name.Namespace, Name: n.name.Name, Port: n.name.Port}
 	}
+	t.mu.RUnlock()
+	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Frontend, b.Frontend) })
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(entries)
 }
