@@ -182,7 +182,9 @@ func runAgent(args []string) error {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	reg.MustRegister(metrics.NewDatapathCollector(dp.Maps))
-	names := &frontendnames.Table{} // served on the metrics address for `sluice ct`
+	// Service names of the frontends, for `sluice ct`, on the metrics
+	// address: copied from the state by the next sync after a request.
+	names := &frontendnames.Table{}
 	var syncer *control.Syncer
 	syncer = control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
 		Queued: func() {
@@ -197,7 +199,7 @@ func runAgent(args []string) error {
 				return
 			}
 			health.Updated()
-			if rep.Changed > 0 || rep.Full {
+			if names.Wanted() {
 				names.Set(syncer.State())
 			}
 			m.ObserveSync(rep.Start, rep.End, rep.Full)
@@ -206,6 +208,7 @@ func runAgent(args []string) error {
 		},
 	})
 
+	names.Refresh = syncer.Runner.Run
 	errs := make(chan error, 4)
 	if c.healthzAddr != "" {
 		go func() { errs <- health.Serve(ctx, c.healthzAddr) }()

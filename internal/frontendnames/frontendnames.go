@@ -31,11 +31,23 @@ type Entry struct {
 // Service is "namespace/name".
 func (e Entry) Service() string { return e.Namespace + "/" + e.Name }
 
-// Table is the frontends of the last sync, safe to read from the HTTP
-// server while the sync loop replaces it.
+// Table is the names of the programmed frontends, for the HTTP server.
+// The desired state belongs to the sync loop, and walking it on every
+// sync would make each sync cost the size of the state: instead a request
+// asks the loop for a copy (Refresh, a "sync soon"), the loop's next sync
+// hands it over (Wanted, Set), and the request answers with it.
 type Table struct {
-	mu      sync.RWMutex
+	// Refresh asks the sync loop to run soon; nil: serve what Set last
+	// stored without asking (tests).
+	Refresh func()
+	// Timeout bounds how long a request waits for the loop (default
+	// 10 s; the loop runs at most --min-sync-period after being asked,
+	// unless the source has not delivered its first list yet).
+	Timeout time.Duration
+
+	mu      sync.Mutex
 	entries []named
+	pending chan struct{} // closed by the next Set; nil when nobody waits
 }
 
 type named struct {
@@ -43,10 +55,17 @@ type named struct {
 	name control.ServicePortName
 }
 
-// Set replaces the table with s's frontends. Called by the sync loop
-// after a sync that compared frontends: one pass over the state, copying
-// what the names are made of (s changes with the next sync); the strings
-// are made and sorted only when someone asks.
+// Wanted reports whether a request waits for Set. For the sync loop,
+// which then calls Set with its state.
+func (t *Table) Wanted() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pending != nil
+}
+
+// Set stores s's frontends and answers the requests waiting. One pass
+// over the state, copying what the names are made of (s changes with the
+// next sync); strings and order are made by the request.
 func (t *Table) Set(s *control.State) {
 	entries := make([]named, 0, len(s.Ports))
 	for fe, sp := range s.Ports {
@@ -54,21 +73,47 @@ func (t *Table) Set(s *control.State) {
 	}
 	t.mu.Lock()
 	t.entries = entries
+	if t.pending != nil {
+		close(t.pending)
+		t.pending = nil
+	}
 	t.mu.Unlock()
 }
 
-// ServeHTTP answers GET with the table as a JSON array.
+// ServeHTTP answers GET with the table as a JSON array, fresh from the
+// sync loop.
 func (t *Table) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "GET only", http.StatusMethodNotAllowed)
 		return
 	}
-	t.mu.RLock()
+	if t.Refresh != nil {
+		t.mu.Lock()
+		if t.pending == nil {
+			t.pending = make(chan struct{})
+		}
+		done := t.pending
+		t.mu.Unlock()
+		t.Refresh()
+		timeout := t.Timeout
+		if timeout == 0 {
+			timeout = 10 * time.Second
+		}
+		select {
+		case <-done:
+		case <-time.After(timeout):
+			http.Error(w, "the agent has not synced (has its source delivered its first list?)", http.StatusServiceUnavailable)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+	t.mu.Lock()
 	entries := make([]Entry, len(t.entries))
 	for i, n := range t.entries {
 		entries[i] = Entry{Frontend: n.fe.String(), Namespace: n.name.Namespace, Name: n.name.Name, Port: n.name.Port}
 	}
-	t.mu.RUnlock()
+	t.mu.Unlock()
 	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Frontend, b.Frontend) })
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(entries)
