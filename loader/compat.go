@@ -24,6 +24,10 @@ import (
 //     read. The pin is removed, the map is created empty, and the control
 //     plane reprograms it.
 func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
+	recorded, err := readLayoutRecord(dir)
+	if err != nil {
+		return err
+	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinByName {
 			continue
@@ -36,7 +40,7 @@ func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) er
 		if err != nil {
 			return fmt.Errorf("open pinned map %s: %w", path, err)
 		}
-		err = checkPinnedMap(spec, dir, name, ms, old, log)
+		err = checkPinnedMap(spec, dir, name, ms, old, recorded, log)
 		old.Close()
 		if err != nil {
 			return fmt.Errorf("map %s: %w", name, err)
@@ -45,12 +49,12 @@ func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) er
 	return nil
 }
 
-func checkPinnedMap(spec *ebpf.CollectionSpec, dir, name string, ms *ebpf.MapSpec, old *ebpf.Map, log *slog.Logger) error {
+func checkPinnedMap(spec *ebpf.CollectionSpec, dir, name string, ms *ebpf.MapSpec, old *ebpf.Map, recorded map[string]string, log *slog.Logger) error {
 	path := filepath.Join(dir, name)
 	change := ""
 	if sameLayout(ms, old) {
 		var err error
-		if change, err = layoutChange(ms, old); err != nil {
+		if change, err = layoutChange(name, ms, old, recorded); err != nil {
 			return err
 		}
 	}

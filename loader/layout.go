@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unsafe"
@@ -68,27 +69,45 @@ func composite(b *strings.Builder, kind, name string, size uint32, members []btf
 	b.WriteString("}")
 }
 
+// layoutOf is how a map's key and value are recorded and compared.
+func layoutOf(key, value btf.Type) string {
+	return "key " + layout(key) + "; value " + layout(value)
+}
+
 // layoutChange compares the key and value types of a pinned map with the
-// spec's. It returns "" when they agree, or when either side carries no
-// BTF to compare (a map made without it, a kernel that cannot say): sizes
-// are then all there is to judge by, as before.
-func layoutChange(spec *ebpf.MapSpec, m *ebpf.Map) (string, error) {
+// spec's, from the BTF the map was created with; where this process may
+// not read that BTF (the agent has CAP_BPF, not CAP_SYS_ADMIN), from the
+// layout recorded when it was pinned (recorded, by map name; see
+// layoutrecord.go). It returns "" when they agree, or when there is
+// nothing to compare (a map made without BTF and never recorded): sizes
+// are then all there is to judge by.
+func layoutChange(name string, spec *ebpf.MapSpec, m *ebpf.Map, recorded map[string]string) (string, error) {
 	if spec.Key == nil || spec.Value == nil {
 		return "", nil
 	}
+	want := layoutOf(spec.Key, spec.Value)
 	key, val, err := pinnedKeyValue(m)
-	if err != nil || key == nil || val == nil {
+	var got string
+	switch {
+	case errors.Is(err, errBTFDenied):
+		got = recorded[name]
+		if len(want) > layoutValueLen {
+			want = want[:layoutValueLen] // as it was recorded
+		}
+	case err != nil:
 		return "", err
+	case key != nil && val != nil:
+		got = layoutOf(key, val)
 	}
-	var diffs []string
-	if want, got := layout(spec.Key), layout(key); want != got {
-		diffs = append(diffs, fmt.Sprintf("key %s, want %s", got, want))
+	if got == "" || got == want {
+		return "", nil
 	}
-	if want, got := layout(spec.Value), layout(val); want != got {
-		diffs = append(diffs, fmt.Sprintf("value %s, want %s", got, want))
-	}
-	return strings.Join(diffs, "; "), nil
+	return fmt.Sprintf("%s, want %s", got, want), nil
 }
+
+// errBTFDenied: the map has BTF, but reading it (BPF_BTF_GET_FD_BY_ID)
+// takes CAP_SYS_ADMIN, which this process lacks.
+var errBTFDenied = errors.New("reading a map's BTF needs CAP_SYS_ADMIN")
 
 // mapInfoBTF is the start of the kernel's struct bpf_map_info (uapi
 // linux/bpf.h) up to the BTF ids of key and value, which cilium/ebpf's
@@ -119,6 +138,9 @@ func pinnedKeyValue(m *ebpf.Map) (key, value btf.Type, err error) {
 		return nil, nil, nil
 	}
 	h, err := btf.NewHandleFromID(btf.ID(info.BTFID))
+	if errors.Is(err, unix.EPERM) {
+		return nil, nil, errBTFDenied
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("map BTF: %w", err)
 	}

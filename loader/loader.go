@@ -107,6 +107,10 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load datapath: %w", err)
 	}
 	d.Maps = maps.FromObjects(&d.Objs.SluiceMaps)
+	if err := writeLayoutRecord(spec, opts.PinDir); err != nil {
+		d.Close()
+		return nil, err
+	}
 
 	// The programs are pinned too, for bpftool and for the record of what
 	// this agent runs. The previous agent's pins are replaced: its
@@ -181,6 +185,10 @@ func openPinnedMaps(dir string, readOnly bool) (*maps.Datapath, func(), error) {
 			m.Close()
 		}
 	}
+	recorded, err := readLayoutRecord(dir)
+	if err != nil {
+		return nil, nil, err
+	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinByName {
 			continue
@@ -194,7 +202,7 @@ func openPinnedMaps(dir string, readOnly bool) (*maps.Datapath, func(), error) {
 			return nil, nil, fmt.Errorf("open %s: %w", name, err)
 		}
 		coll.Maps[name] = pm
-		change, err := layoutChange(ms, pm)
+		change, err := layoutChange(name, ms, pm, recorded)
 		if err != nil {
 			change = err.Error()
 		} else if !sameLayout(ms, pm) {

@@ -299,6 +299,26 @@ func pinSwappedRevNat(t *testing.T, dir string) {
 	if err := swapped.Pin(path); err != nil {
 		t.Fatal(err)
 	}
+	// As the agent that made it would have recorded it.
+	rec, err := ebpf.LoadPinnedMap(filepath.Join(dir, layoutRecordName), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		if rec, err = ebpf.NewMap(&layoutRecordSpec); err == nil {
+			err = rec.Pin(filepath.Join(dir, layoutRecordName))
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	var (
+		k layoutKey
+		v layoutValue
+	)
+	copy(k[:], bpf.SluiceMapLb4Revnat)
+	copy(v[:], layoutOf(ms.Key, val))
+	if err := rec.Put(&k, &v); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A layout change under the same name with a migration registered for it
