@@ -19,7 +19,8 @@ import (
 
 // layout describes a BTF type as far as it fixes the meaning of its bytes:
 // names, sizes and, for a struct or union, every member's name, offset and
-// layout in turn. Typedefs and qualifiers are looked through. Enums are
+// layout in turn. Typedef names are kept (__be32 and __u32 have the same
+// size, not the same byte order); qualifiers are looked through. Enums are
 // described by name and size, not values: appending a value (a new drop
 // reason) changes no existing entry's meaning.
 func layout(t btf.Type) string {
@@ -33,8 +34,16 @@ func describe(b *strings.Builder, t btf.Type, depth int) {
 		b.WriteString("...")
 		return
 	}
-	t = btf.UnderlyingType(t)
 	switch t := t.(type) {
+	case *btf.Typedef:
+		fmt.Fprintf(b, "%s=", t.Name)
+		describe(b, t.Type, depth+1)
+	case *btf.Const:
+		describe(b, t.Type, depth+1)
+	case *btf.Volatile:
+		describe(b, t.Type, depth+1)
+	case *btf.Restrict:
+		describe(b, t.Type, depth+1)
 	case *btf.Int:
 		fmt.Fprintf(b, "%s(%d)", t.Name, t.Size)
 	case *btf.Enum:
