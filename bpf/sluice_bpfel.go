@@ -31,6 +31,16 @@ type SluiceCt4Entry struct {
 	Created     uint32
 }
 
+type SluiceCt4EntryV1 struct {
+	_           structs.HostLayout
+	BackendAddr uint32
+	BackendPort uint16
+	Kind        SluiceCtKind
+	Pad         uint8
+	RevNatId    uint32
+	BackendId   uint32
+}
+
 type SluiceCt4Key struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -66,6 +76,16 @@ const (
 	SluiceCtTimeoutCT_TIMEOUT_UDP             SluiceCtTimeout = 3
 	SluiceCtTimeoutCT_TIMEOUT_UDP_REPLIED     SluiceCtTimeout = 4
 	SluiceCtTimeoutCT_TIMEOUT_MAX             SluiceCtTimeout = 5
+)
+
+type SluiceCtTimeoutDefault uint32
+
+const (
+	SluiceCtTimeoutDefaultCT_DEFAULT_TCP_SYN         SluiceCtTimeoutDefault = 60
+	SluiceCtTimeoutDefaultCT_DEFAULT_TCP_ESTABLISHED SluiceCtTimeoutDefault = 86400
+	SluiceCtTimeoutDefaultCT_DEFAULT_TCP_CLOSE       SluiceCtTimeoutDefault = 10
+	SluiceCtTimeoutDefaultCT_DEFAULT_UDP             SluiceCtTimeoutDefault = 30
+	SluiceCtTimeoutDefaultCT_DEFAULT_UDP_REPLIED     SluiceCtTimeoutDefault = 120
 )
 
 type SluiceDatapathConfig struct {

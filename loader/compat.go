@@ -12,12 +12,22 @@ import (
 
 // checkPinnedMaps compares every map pinned under dir with the spec this
 // binary carries, before anything is loaded. A compatible map is adopted
-// as it is by the load. A map whose only change is its size is migrated:
-// a new map is created, the entries are copied, and the new pin replaces
-// the old one in one rename. Any other change (type, key or value size)
-// means the old entries cannot be read: the pin is removed, the map is
-// created empty, and the control plane reprograms it.
+// as it is by the load. Compatible means the same meaning, not only the
+// same sizes: the key and value types the map was created with (its BTF)
+// must have the spec's names, members, offsets and sizes (layout.go).
+//   - Only the size changed: a new map is created, the entries are
+//     copied, and the new pin replaces the old one in one rename.
+//   - The layout changed and a migration is registered for the map
+//     (migrate.go): its entries are converted into a new map the same way.
+//   - Any other change (type, key or value size, or members that mean
+//     something else within the same sizes): the old entries cannot be
+//     read. The pin is removed, the map is created empty, and the control
+//     plane reprograms it.
 func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error {
+	recorded, err := readLayoutRecord(dir)
+	if err != nil {
+		return err
+	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinByName {
 			continue
@@ -30,26 +40,48 @@ func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) er
 		if err != nil {
 			return fmt.Errorf("open pinned map %s: %w", path, err)
 		}
-		err = ms.Compatible(old)
-		switch {
-		case err == nil:
-		case sameLayout(ms, old) && !perCPU(ms.Type):
-			var n int
-			n, err = migrateMap(ms, old, path)
-			if err == nil {
-				log.Warn("pinned map resized: entries migrated", "map", name,
-					"from", old.MaxEntries(), "to", ms.MaxEntries, "entries", n)
-			}
-		default:
-			log.Warn("pinned map layout changed: recreating it empty", "map", name, "change", err.Error())
-			err = os.Remove(path)
-		}
+		err = checkPinnedMap(spec, dir, name, ms, old, recorded, log)
 		old.Close()
 		if err != nil {
 			return fmt.Errorf("map %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+func checkPinnedMap(spec *ebpf.CollectionSpec, dir, name string, ms *ebpf.MapSpec, old *ebpf.Map, recorded map[string]string, log *slog.Logger) error {
+	path := filepath.Join(dir, name)
+	change := ""
+	if sameLayout(ms, old) {
+		var err error
+		if change, err = layoutChange(name, ms, old, recorded); err != nil {
+			return err
+		}
+	}
+	if change != "" {
+		if mig := migrationTo(name); mig != nil {
+			log.Warn("pinned map layout changed: migrating its entries", "map", name, "change", change)
+			return runMigration(spec, dir, mig, old, log)
+		}
+		log.Warn("pinned map layout changed (same sizes, another meaning): recreating it empty",
+			"map", name, "change", change)
+		return os.Remove(path)
+	}
+	err := ms.Compatible(old)
+	switch {
+	case err == nil:
+		return nil
+	case sameLayout(ms, old) && !perCPU(ms.Type):
+		n, err := migrateMap(ms, old, path)
+		if err == nil {
+			log.Warn("pinned map resized: entries migrated", "map", name,
+				"from", old.MaxEntries(), "to", ms.MaxEntries, "entries", n)
+		}
+		return err
+	default:
+		log.Warn("pinned map layout changed: recreating it empty", "map", name, "change", err.Error())
+		return os.Remove(path)
+	}
 }
 
 func migrateMap(ms *ebpf.MapSpec, old *ebpf.Map, path string) (int, error) {

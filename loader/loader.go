@@ -113,6 +113,9 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.CTEntries != 0 {
 		spec.Maps[bpf.SluiceMapCt4V2].MaxEntries = opts.CTEntries
 	}
+	if err := runRenameMigrations(spec, opts.PinDir, opts.Log); err != nil {
+		return nil, err
+	}
 	if err := checkPinnedMaps(spec, opts.PinDir, opts.Log); err != nil {
 		return nil, err
 	}
@@ -132,6 +135,10 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load datapath: %w", err)
 	}
 	d.Maps = maps.FromObjects(&d.Objs.SluiceMaps)
+	if err := writeLayoutRecord(spec, opts.PinDir); err != nil {
+		d.Close()
+		return nil, err
+	}
 
 	// The programs are pinned too, for bpftool and for the record of what
 	// this agent runs. The previous agent's pins are replaced: its
@@ -210,20 +217,30 @@ func (d *Datapath) Close() error {
 
 func (d *Datapath) linkDir() string { return filepath.Join(d.pinDir, "links") }
 
-// OpenPinnedMaps opens the maps an agent pinned under dir, for inspection.
-// Which maps there are comes from the object; their sizes may differ from
-// it (the agent may have resized them), their layout may not.
+// OpenPinnedMaps opens the maps an agent pinned under dir, read-only, for
+// inspection. Which maps there are comes from the object; their sizes may
+// differ from it (the agent may have resized them), their layout may not.
 func OpenPinnedMaps(dir string) (*maps.Datapath, func(), error) {
-	m, closeAll, err := openPinnedMaps(dir)
+	m, closeAll, err := openPinnedMaps(dir, true)
 	if err != nil {
 		return nil, nil, err
 	}
 	return maps.FromObjects(m), closeAll, nil
 }
 
-// openPinnedMaps opens every map pinned under dir read-only: a process
-// that inspects a datapath cannot change it through these handles.
-func openPinnedMaps(dir string) (*bpf.SluiceMaps, func(), error) {
+// OpenPinnedMapsWritable is OpenPinnedMaps for a command that changes what
+// the agent pinned (`sluice ct flush`).
+func OpenPinnedMapsWritable(dir string) (*maps.Datapath, func(), error) {
+	m, closeAll, err := openPinnedMaps(dir, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return maps.FromObjects(m), closeAll, nil
+}
+
+// openPinnedMaps opens every map pinned under dir; readOnly handles make
+// a process that inspects a datapath unable to change it through them.
+func openPinnedMaps(dir string, readOnly bool) (*bpf.SluiceMaps, func(), error) {
 	spec, err := bpf.LoadSluice()
 	if err != nil {
 		return nil, nil, err
@@ -234,11 +251,15 @@ func openPinnedMaps(dir string) (*bpf.SluiceMaps, func(), error) {
 			m.Close()
 		}
 	}
+	recorded, err := readLayoutRecord(dir)
+	if err != nil {
+		return nil, nil, err
+	}
 	for name, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinByName {
 			continue
 		}
-		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
 			closeAll()
 			if errors.Is(err, os.ErrNotExist) {
@@ -247,9 +268,15 @@ func openPinnedMaps(dir string) (*bpf.SluiceMaps, func(), error) {
 			return nil, nil, fmt.Errorf("open %s: %w", name, err)
 		}
 		coll.Maps[name] = pm
-		if !sameLayout(ms, pm) {
+		change, err := layoutChange(name, ms, pm, recorded)
+		if err != nil {
+			change = err.Error()
+		} else if !sameLayout(ms, pm) {
+			change = "other key or value size, or type"
+		}
+		if change != "" {
 			closeAll()
-			return nil, nil, fmt.Errorf("map %s pinned at %s has another layout (made by another sluice version?)", name, dir)
+			return nil, nil, fmt.Errorf("map %s pinned at %s has another layout (made by another sluice version?): %s", name, dir, change)
 		}
 	}
 	var m bpf.SluiceMaps

@@ -40,7 +40,7 @@ func OpenTracer(dir string) (t *Tracer, dp *maps.Datapath, done func(), err erro
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, nil, nil, fmt.Errorf("lift RLIMIT_MEMLOCK: %w", err)
 	}
-	m, closeMaps, err := openPinnedMaps(dir)
+	m, closeMaps, err := openPinnedMaps(dir, true)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -269,4 +269,29 @@ struct frag4_ports {
 	__be16 dport;
 };
 
+/* The layout of ct4_entry before expires and created (map ct4, an LRU hash
+ * with per-CPU lists, up to commit 90bed31), kept so that the loader can
+ * migrate a pinned map of that version (loader/migrate_ct4.go). Named
+ * struct ct4_entry in that version's BTF. */
+struct ct4_entry_v1 {
+	__be32 backend_addr;
+	__be16 backend_port;
+	enum ct_kind kind;
+	__u8 pad;
+	__u32 rev_nat_id;
+	__u32 backend_id;
+};
+
+/* Only what the datapath's code uses gets into the object's BTF, and
+ * bpf2go generates Go only from BTF. These types are for the Go side alone
+ * (the v1 layout, for migration; the default lifetimes, which the loader
+ * gives migrated flows): this variable puts them there. Its section is
+ * none the loader knows (not .data, .bss or .rodata), so no map is made of
+ * it and nothing of it is loaded. */
+struct sluice_go_types {
+	struct ct4_entry_v1 ct4_entry_v1;
+	enum ct_timeout_default ct_timeout_default;
+};
+struct sluice_go_types sluice_go_types __attribute__((section(".sluice_go_types"), used));
+
 #endif

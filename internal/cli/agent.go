@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-lb/sluice/control/conntrack"
 	"github.com/sluice-lb/sluice/control/kube"
 	"github.com/sluice-lb/sluice/control/manifests"
+	"github.com/sluice-lb/sluice/internal/frontendnames"
 	"github.com/sluice-lb/sluice/internal/healthz"
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/loader"
@@ -265,7 +266,11 @@ func runAgent(args []string) error {
 			Next: st.Next, QuarantinedBackends: qb, QuarantinedRevNats: qr,
 		})
 	})
-	syncer := control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
+	// Service names of the frontends, for `sluice ct`, on the metrics
+	// address: copied from the state by the next sync after a request.
+	names := &frontendnames.Table{}
+	var syncer *control.Syncer
+	syncer = control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
 		Queued: func() {
 			health.QueuedUpdate()
 			m.QueuedSync(time.Now())
@@ -280,26 +285,29 @@ func runAgent(args []string) error {
 				return
 			}
 			health.Updated()
+			if names.Wanted() {
+				names.Set(syncer.State())
+			}
 			m.ObserveSync(rep.Start, rep.End, rep.Full)
 			m.ObserveNetworkProgramming(rep.Triggers, rep.End)
 			m.SetProgrammed(rep.Services, rep.Frontends, rep.Backends)
 		},
 	})
 
+	names.Refresh = syncer.Runner.Run
 	errs := make(chan error, 4)
 	if c.healthzAddr != "" {
 		go func() { errs <- health.Serve(ctx, c.healthzAddr) }()
 	}
 	if c.metricsAddr != "" {
-		h := metrics.Handler(reg)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(reg))
+		mux.Handle(frontendnames.Path, names)
 		if c.profiling {
-			mux := http.NewServeMux()
-			mux.Handle("/metrics", h)
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			h = mux
 		}
-		go func() { errs <- metrics.Serve(ctx, c.metricsAddr, h) }()
+		go func() { errs <- metrics.Serve(ctx, c.metricsAddr, mux) }()
 	}
 	// Attached first, then synced: /healthz reports a sync only once the
 	// datapath that serves it is attached. A restarted agent's pinned

@@ -26,6 +26,7 @@ var commands = []command{
 	{"agent", "run the node agent (translates services in the kernel)", runAgent, ""},
 	{"lb", "lb list: frontends and their backends, read from the pinned maps", runLB, lbUsage},
 	{"stats", "datapath counters by reason", runStats, ""},
+	{"ct", "ct list|flush: translated flows (conntrack), read from or removed from the pinned maps", runCT, ctUsage},
 	{"trace", "what the datapath would do with a packet, from the live maps, changing nothing", runTrace, ""},
 	{"uninstall", "detach the datapath and remove its pinned state", runUninstall, ""},
 	{"whoami", "demo backend answering HTTP, TCP and UDP with who it is", runWhoami, ""},

@@ -51,6 +51,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{"agent", "--help"}, {"agent", "-h"},
 		{"lb", "--help"}, {"lb", "-h"}, {"lb", "list", "--help"},
 		{"stats", "--help"}, {"stats", "-h"},
+		{"ct", "--help"}, {"ct", "list", "--help"}, {"ct", "flush", "-h"},
 		{"uninstall", "--help"},
 		{"whoami", "--help"},
 		{"lab", "--help"}, {"lab", "-h"}, {"lab", "up", "--help"}, {"lab", "traffic", "-h"},
