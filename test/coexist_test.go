@@ -2,8 +2,11 @@ package test
 
 import (
 	"encoding/json"
+	"errors"
 	"os/exec"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sluice-lb/sluice/internal/testenv"
 )
@@ -39,7 +42,9 @@ func TestServiceUnderConntrackFirewall(t *testing.T) {
 	})
 }
 
-// Both at once, as on a hardened node.
+// Both at once, as on a hardened node. REJECT still refuses at once: its
+// ICMP error leaves by the client's device without crossing the node's
+// routing or firewall.
 func TestServiceUnderStrictRPFilterAndConntrackFirewall(t *testing.T) {
 	requireNft(t)
 	eachMode(t, 2, whoamiManifest(1, 2), func(t *testing.T, c *cluster) {
@@ -49,6 +54,15 @@ func TestServiceUnderStrictRPFilterAndConntrackFirewall(t *testing.T) {
 		fw := newStatefulFirewall(t, c)
 		c.askEach(t, 20)
 		fw.check(t, 20)
+		for _, addr := range []string{emptyVIP + ":80", vip + ":81"} {
+			conn, err := c.dial(addr, testenv.Scaled(2*time.Second))
+			if conn != nil {
+				conn.Close()
+			}
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("dial %s: %v, want ECONNREFUSED", addr, err)
+			}
+		}
 	})
 }
 
@@ -91,8 +105,9 @@ table inet filter {
 }
 `
 
-// requireNft skips the test where nft is not installed (the test VM's
-// busybox image), and fails it under CI=true.
+// requireNft skips the test where nft is not installed, and fails it
+// under CI=true: the test VM (CI=true, a busybox image without nft or
+// the nf_tables modules) cannot run it as it is.
 func requireNft(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("nft"); err != nil {
