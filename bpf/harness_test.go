@@ -47,13 +47,19 @@ func loadSpec(t testing.TB, spec *ebpf.CollectionSpec, objs any, sizes map[strin
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
+	return newWorldSized(t, nil)
+}
+
+// newWorldSized is newWorld with some maps resized (name: max entries).
+func newWorldSized(t testing.TB, sizes map[string]uint32) *world {
+	t.Helper()
 	testenv.Privileged(t)
 	spec, err := bpf.LoadSluice()
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := &world{t: t, ports: map[control.Frontend]*control.ServicePort{}}
-	loadSpec(t, spec, &w.objs, nil)
+	loadSpec(t, spec, &w.objs, sizes)
 	t.Cleanup(func() { w.objs.Close() })
 	w.dp = maps.FromObjects(&w.objs.SluiceMaps)
 	if w.rec, err = control.NewReconciler(w.dp.LB4, slog.Default()); err != nil {
