@@ -10,6 +10,7 @@ command -v "llvm-strip-${CLANG#clang-}" >/dev/null || need+=("llvm-${CLANG#clang
 command -v bpftool >/dev/null || need+=(bpftool)
 command -v ip >/dev/null || need+=(iproute2)
 command -v git >/dev/null || need+=(git)
+command -v nft >/dev/null || need+=(nftables) # the e2e tests next to a stateful firewall
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || need+=(golang-go)
 
 if [ ${#need[@]} -gt 0 ]; then
