@@ -50,10 +50,12 @@ func fillMaps(dp *maps.Datapath) []fillMap {
 
 // notFilled are the maps of the object whose fill means nothing, and why.
 var notFilled = map[string]string{
-	bpf.SluiceMapLb4Prefilter:     "one entry, a bitmap",
-	bpf.SluiceMapSluiceConfig:     "one entry",
-	bpf.SluiceMapSluiceCtTimeouts: "one entry per lifetime, all written at start",
-	bpf.SluiceMapSluiceCounters:   "one slot per reason, all always present; exported as sluice_datapath_*_total",
+	bpf.SluiceMapLb4Prefilter:       "one entry, a bitmap",
+	bpf.SluiceMapSluiceConfig:       "one entry",
+	bpf.SluiceMapSluiceCtTimeouts:   "one entry per lifetime, all written at start",
+	bpf.SluiceMapSluiceCounters:     "one slot per reason, all always present; exported as sluice_datapath_*_total",
+	bpf.SluiceMapSluiceRejectRate:   "one entry, written at start",
+	bpf.SluiceMapSluiceRejectBucket: "one token bucket per CPU; limited errors are counted as reject-rate-limited",
 }
 
 // hashFill counts every entry of a hash or LRU map. The map is read in
@@ -124,7 +126,7 @@ func NewDatapathCollector(dp *maps.Datapath) prometheus.Collector {
 		capacity: desc("map_capacity",
 			"Entries a BPF map can hold.", "map"),
 		filled: desc("map_fill_ratio",
-			"map_entries / map_capacity; an LRU map (ct4) at 1 evicts flows.", "map"),
+			"map_entries / map_capacity; conntrack (ct4_v2) at 1 refuses new flows.", "map"),
 	}
 }
 

@@ -168,7 +168,7 @@ func TestDatapathCollector(t *testing.T) {
 	for _, f := range fill {
 		fmt.Fprintf(&exp, "sluice_map_entries{map=%q} %d\n", f.name, f.entries)
 	}
-	exp.WriteString(`# HELP sluice_map_fill_ratio map_entries / map_capacity; an LRU map (ct4) at 1 evicts flows.
+	exp.WriteString(`# HELP sluice_map_fill_ratio map_entries / map_capacity; conntrack (ct4_v2) at 1 refuses new flows.
 # TYPE sluice_map_fill_ratio gauge
 `)
 	for _, f := range fill {
