@@ -55,6 +55,21 @@ func expiresIn(t *testing.T, what string, e bpf.SluiceCt4Entry, before, after, s
 	}
 }
 
+// expire puts conntrack entries one second in the past.
+func (w *world) expire(t *testing.T, keys ...bpf.SluiceCt4Key) {
+	t.Helper()
+	for _, k := range keys {
+		e, err := w.dp.CT4.Lookup(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Expires = monoSecs(t) - 1
+		if err := w.dp.CT4.Put(k, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func tcpSeg(src, dst netip.AddrPort, flags uint8) []byte {
 	return packet.Build(packet.Spec{Src: src, Dst: dst, Proto: packet.ProtoTCP, TCPFlags: flags})
 }
@@ -208,15 +223,7 @@ func TestConntrackSYNOnTrackedTuple(t *testing.T) {
 			w.runOut(t, tcpSeg(be, client, tcpFin|packet.TCPAck))
 		}, map[string]uint64{"ct-reopened": 1, "new-flow": 1}},
 		{"expired", func(w *world, t *testing.T, _ netip.AddrPort) {
-			k := ctKey(client, vipAP, packet.ProtoTCP)
-			e, err := w.dp.CT4.Lookup(k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.Expires = monoSecs(t) - 1
-			if err := w.dp.CT4.Put(k, e); err != nil {
-				t.Fatal(err)
-			}
+			w.expire(t, ctKey(client, vipAP, packet.ProtoTCP))
 		}, map[string]uint64{"ct-reopened": 1, "new-flow": 1}},
 	}
 	for _, c := range cases {
@@ -284,16 +291,7 @@ func TestConntrackReplyTupleClash(t *testing.T) {
 	}
 
 	// Both entries of the first flow expire: the tuple is free.
-	for _, k := range []bpf.SluiceCt4Key{ctKey(client, netip.MustParseAddrPort(fe80), packet.ProtoTCP), ctKey(beAP, client, packet.ProtoTCP)} {
-		e, err := w.dp.CT4.Lookup(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.Expires = monoSecs(t) - 1
-		if err := w.dp.CT4.Put(k, e); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w.expire(t, ctKey(client, netip.MustParseAddrPort(fe80), packet.ProtoTCP), ctKey(beAP, client, packet.ProtoTCP))
 	before = w.counts()
 	if verdict, _ := w.run(t, tcpSeg(client, netip.MustParseAddrPort(fe8080), packet.TCPSyn)); verdict != tcActPass {
 		t.Fatalf("after the first flow expired: verdict %d, counters %v", verdict, delta(before, w.counts()))
@@ -343,16 +341,7 @@ func TestConntrackDirectDatagramAndStaleReply(t *testing.T) {
 			_, out := w.run(t, udpTo(vip, "q"))
 			be := netip.AddrPortFrom(parse(t, out).Dst, parse(t, out).DstPort)
 			if dead {
-				for _, k := range []bpf.SluiceCt4Key{ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP), ctKey(be, client, packet.ProtoUDP)} {
-					e, err := w.dp.CT4.Lookup(k)
-					if err != nil {
-						t.Fatal(err)
-					}
-					e.Expires = monoSecs(t) - 1
-					if err := w.dp.CT4.Put(k, e); err != nil {
-						t.Fatal(err)
-					}
-				}
+				w.expire(t, ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP), ctKey(be, client, packet.ProtoUDP))
 			}
 			before := w.counts()
 			w.run(t, packet.Build(packet.Spec{Src: client, Dst: be, Proto: packet.ProtoUDP, Payload: []byte("direct")}))
