@@ -69,6 +69,9 @@ func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDat
 		if err != nil {
 			b.Fatal(err)
 		}
+		if _, err := bpf.UseCoarseClock(spec); err != nil {
+			b.Fatal(err)
+		}
 		var objs bpf.SluiceBenchObjects
 		loadSpec(b, spec, &objs, sizes)
 		b.Cleanup(func() { objs.Close() })
@@ -81,6 +84,9 @@ func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDat
 	} else {
 		spec, err := bpf.LoadSluice()
 		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := bpf.UseCoarseClock(spec); err != nil {
 			b.Fatal(err)
 		}
 		var objs bpf.SluiceObjects

@@ -58,6 +58,11 @@ func newWorldSized(t testing.TB, sizes map[string]uint32) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As the agent loads it: the coarse conntrack clock where the kernel
+	// has it (the kernel matrix's 5.10 runs the precise one).
+	if _, err := bpf.UseCoarseClock(spec); err != nil {
+		t.Fatal(err)
+	}
 	w := &world{t: t, ports: map[control.Frontend]*control.ServicePort{}}
 	loadSpec(t, spec, &w.objs, sizes)
 	t.Cleanup(func() { w.objs.Close() })

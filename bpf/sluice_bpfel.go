@@ -253,6 +253,7 @@ const (
 	SluiceProgSluiceEgress      = "sluice_egress"
 	SluiceProgSluiceEmpty       = "sluice_empty"
 	SluiceProgSluiceIngress     = "sluice_ingress"
+	SluiceVarCtCoarseClock      = "ct_coarse_clock"
 )
 
 // LoadSluice returns the embedded CollectionSpec for Sluice.
@@ -325,6 +326,7 @@ type SluiceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceVariableSpecs struct {
+	CtCoarseClock *ebpf.VariableSpec `ebpf:"ct_coarse_clock"`
 }
 
 // SluiceObjects contains all objects after they have been loaded into the kernel.
@@ -384,6 +386,7 @@ func (m *SluiceMaps) Close() error {
 //
 // It can be passed to LoadSluiceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceVariables struct {
+	CtCoarseClock *ebpf.Variable `ebpf:"ct_coarse_clock"`
 }
 
 // SluicePrograms contains all programs after they have been loaded into the kernel.

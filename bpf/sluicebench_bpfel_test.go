@@ -33,6 +33,7 @@ const (
 	SluiceBenchProgSluiceEmpty       = "sluice_empty"
 	SluiceBenchProgSluiceIngress     = "sluice_ingress"
 	SluiceBenchVarBenchFlowSeq       = "bench_flow_seq"
+	SluiceBenchVarCtCoarseClock      = "ct_coarse_clock"
 )
 
 // LoadSluiceBench returns the embedded CollectionSpec for SluiceBench.
@@ -105,7 +106,8 @@ type SluiceBenchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchVariableSpecs struct {
-	BenchFlowSeq *ebpf.VariableSpec `ebpf:"bench_flow_seq"`
+	BenchFlowSeq  *ebpf.VariableSpec `ebpf:"bench_flow_seq"`
+	CtCoarseClock *ebpf.VariableSpec `ebpf:"ct_coarse_clock"`
 }
 
 // SluiceBenchObjects contains all objects after they have been loaded into the kernel.
@@ -165,7 +167,8 @@ func (m *SluiceBenchMaps) Close() error {
 //
 // It can be passed to LoadSluiceBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchVariables struct {
-	BenchFlowSeq *ebpf.Variable `ebpf:"bench_flow_seq"`
+	BenchFlowSeq  *ebpf.Variable `ebpf:"bench_flow_seq"`
+	CtCoarseClock *ebpf.Variable `ebpf:"ct_coarse_clock"`
 }
 
 // SluiceBenchPrograms contains all programs after they have been loaded into the kernel.

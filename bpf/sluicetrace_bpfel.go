@@ -32,6 +32,7 @@ const (
 	SluiceTraceProgSluiceEgress      = "sluice_egress"
 	SluiceTraceProgSluiceEmpty       = "sluice_empty"
 	SluiceTraceProgSluiceIngress     = "sluice_ingress"
+	SluiceTraceVarCtCoarseClock      = "ct_coarse_clock"
 	SluiceTraceVarTraceNreasons      = "trace_nreasons"
 	SluiceTraceVarTraceReasons       = "trace_reasons"
 )
@@ -106,6 +107,7 @@ type SluiceTraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceTraceVariableSpecs struct {
+	CtCoarseClock *ebpf.VariableSpec `ebpf:"ct_coarse_clock"`
 	TraceNreasons *ebpf.VariableSpec `ebpf:"trace_nreasons"`
 	TraceReasons  *ebpf.VariableSpec `ebpf:"trace_reasons"`
 }
@@ -167,6 +169,7 @@ func (m *SluiceTraceMaps) Close() error {
 //
 // It can be passed to LoadSluiceTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceTraceVariables struct {
+	CtCoarseClock *ebpf.Variable `ebpf:"ct_coarse_clock"`
 	TraceNreasons *ebpf.Variable `ebpf:"trace_nreasons"`
 	TraceReasons  *ebpf.Variable `ebpf:"trace_reasons"`
 }

@@ -103,6 +103,11 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, err
 	}
+	coarse, err := bpf.UseCoarseClock(spec)
+	if err != nil {
+		return nil, err
+	}
+	opts.Log.Debug("conntrack clock", "coarse", coarse)
 	for name, n := range opts.MaxEntries {
 		ms, ok := spec.Maps[name]
 		if !ok {

@@ -62,6 +62,9 @@ func LoadTracer(m *bpf.SluiceMaps) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := bpf.UseCoarseClock(spec); err != nil {
+		return nil, err
+	}
 	repl := mapsByName(m)
 	for name, ms := range spec.Maps {
 		r, ok := repl[name]

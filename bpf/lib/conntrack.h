@@ -19,10 +19,21 @@
 __u32 bench_flow_seq;
 #endif
 
+/* Set by the loader (bpf.UseCoarseClock) where the kernel has
+ * bpf_ktime_get_coarse_ns (5.11+): CLOCK_MONOTONIC_COARSE, read from the
+ * timekeeper in a few ns where bpf_ktime_get_ns reads the clock source (tens
+ * of ns, once per packet of every tracked flow). It lags CLOCK_MONOTONIC by
+ * at most a tick, which seconds of expiry do not notice. The value is a
+ * constant of the loaded program, so on an older kernel the verifier never
+ * visits the call it could not load. */
+volatile const __u8 ct_coarse_clock = 0;
+
 /* Seconds of CLOCK_MONOTONIC, the clock of ct4_entry.expires. */
 __inline __u32 ct_now(void)
 {
-	return bpf_ktime_get_ns() / NSEC_PER_SEC;
+	__u64 ns = ct_coarse_clock ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+
+	return ns / NSEC_PER_SEC;
 }
 
 /* Lifetime of a state in seconds: the agent's setting, else the default. */
