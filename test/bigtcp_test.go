@@ -1,0 +1,94 @@
+package test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
+	"github.com/sluice-lb/sluice/loader"
+)
+
+// IPv4 BIG TCP (Linux 6.3+): a client whose device allows GSO packets over
+// 64 KiB sends them with an IPv4 total length of 0, and they reach the
+// node's devices whole. The datapath takes their length from the skb
+// instead of dropping them as malformed, so a bulk transfer through a
+// ClusterIP goes on.
+func TestBigTCPThroughClusterIP(t *testing.T) {
+	const bigGSO = 185000
+	c := newCluster(t, 1, "auto")
+	c.write("whoami.yaml", whoamiManifest(1))
+	err := c.topo.Client.Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetGSOIPv4MaxSize(l, bigGSO); err != nil {
+			return err
+		}
+		// A kernel without the attribute may ignore it: read it back.
+		if l, err = netlink.LinkByName("eth0"); err != nil {
+			return err
+		}
+		if l.Attrs().GSOIPv4MaxSize != bigGSO {
+			return fmt.Errorf("gso_ipv4_max_size reads %d: %w", l.Attrs().GSOIPv4MaxSize, unix.EOPNOTSUPP)
+		}
+		return nil
+	})
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		t.Skipf("kernel without IPv4 BIG TCP (6.3+): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.startAgent()
+
+	established := func() (packets, bytes uint64) {
+		dp, done, err := loader.OpenPinnedMaps(c.pinDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer done()
+		counts, err := dp.ReadCounters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rc := range counts {
+			if rc.Reason == "established" {
+				return rc.Packets, rc.Bytes
+			}
+		}
+		t.Fatal("no established counter")
+		return 0, 0
+	}
+	ec := c.dialEcho(t, vip+":80")
+	ec.exchange(t, "hello")
+	p0, b0 := established()
+	// One write without a newline: the echo server answers nothing yet,
+	// so the client's forward packets are its data segments alone.
+	const size = 8 << 20
+	ec.conn.SetDeadline(time.Now().Add(testenv.Scaled(10 * time.Second)))
+	if _, err := ec.conn.Write([]byte(strings.Repeat("x", size))); err != nil {
+		t.Fatalf("write %d bytes through the ClusterIP: %v", size, err)
+	}
+	c.waitFor("the data counted as established", testenv.Scaled(5*time.Second), func() error {
+		if _, b := established(); b-b0 < size {
+			return fmt.Errorf("established bytes moved %d", b-b0)
+		}
+		return nil
+	})
+	p1, b1 := established()
+	if n := c.counter("drop-malformed-ip"); n != 0 {
+		t.Errorf("drop-malformed-ip moved %d times", n)
+	}
+	// A frame of at most 64 KiB of IP is 65,549 bytes: more bytes than
+	// that per packet means packets over 64 KiB went through.
+	if packets, bytes := p1-p0, b1-b0; bytes <= packets*65549 {
+		t.Fatalf("%d bytes in %d packets: no packet over 64 KiB was seen, so BIG TCP was not exercised", bytes, packets)
+	}
+}
