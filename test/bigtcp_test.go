@@ -3,6 +3,7 @@ package test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,11 @@ import (
 // ClusterIP goes on.
 func TestBigTCPThroughClusterIP(t *testing.T) {
 	const bigGSO = 185000
+	if k := os.Getenv("SLUICE_VMTEST_KERNEL"); k != "" {
+		// Under the matrix's software emulation an 8 MiB transfer takes
+		// minutes; the host run of make test covers it.
+		t.Skipf("kernel matrix VM (%s): bulk transfer too slow under emulation", k)
+	}
 	c := newCluster(t, 1, "auto")
 	c.write("whoami.yaml", whoamiManifest(1))
 	err := c.topo.Client.Do(func() error {

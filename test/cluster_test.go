@@ -44,6 +44,7 @@ type cluster struct {
 	agent     *agenttest.Agent
 	agentLog  string
 	agentEnv  []string // added to the agent's environment
+	agentArgs []string // added to the agent's command line
 	stop      context.CancelFunc
 }
 
@@ -114,12 +115,12 @@ func (c *cluster) writeRaw(name, content string) {
 // programmed at least one frontend.
 func (c *cluster) startAgent() {
 	c.t.Helper()
-	c.agent = agenttest.Start(c.t, c.topo.Node, c.agentLog, c.agentEnv,
-		"agent", "--manifests", c.manifests, "--pin-dir", c.pinDir,
-		"--node-name", c.topo.Prefix+"-node", "--service-cidr", "10.96.0.0/12", "--attach", c.mode,
+	args := []string{"agent", "--manifests", c.manifests, "--pin-dir", c.pinDir,
+		"--node-name", c.topo.Prefix + "-node", "--service-cidr", "10.96.0.0/12", "--attach", c.mode,
 		// The tests time how fast a change is followed, not the
 		// coalescing of the production default (1 s).
-		"--min-sync-period", "10ms")
+		"--min-sync-period", "10ms"}
+	c.agent = agenttest.Start(c.t, c.topo.Node, c.agentLog, c.agentEnv, append(args, c.agentArgs...)...)
 	if err := cli.WaitServing(c.topo.Node, cli.DefaultHealthzAddr, testenv.Scaled(10*time.Second)); err != nil {
 		c.t.Fatal(err)
 	}

@@ -42,6 +42,10 @@ func TestIdleFlowsSurviveConntrackFlood(t *testing.T) {
 	const room, idleConns = 32, 3
 	c := newCluster(t, 2, "auto")
 	c.write("whoami.yaml", whoamiManifest(1, 2))
+	// Nothing the flood makes may expire while the test counts: the
+	// collector would make room as the accepted connections close (10 s
+	// after their RST by default, soon enough under a VM's emulation).
+	c.agentArgs = []string{"--conntrack-tcp-timeout-close", "1h", "--conntrack-tcp-timeout-syn", "1h"}
 	c.startAgent()
 
 	var idle []*echoConn
