@@ -99,7 +99,7 @@ func TestDatapathCollector(t *testing.T) {
 		bpf.SluiceMapLb4Services:      64,
 		bpf.SluiceMapLb4Backends:      16,
 		bpf.SluiceMapLb4Revnat:        8,
-		bpf.SluiceMapCt4V2:              256,
+		bpf.SluiceMapCt4V2:            256,
 		bpf.SluiceMapLb4Affinity:      32,
 		bpf.SluiceMapLb4AffinityMatch: 40,
 		bpf.SluiceMapLb4Fragments:     24,

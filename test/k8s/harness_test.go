@@ -35,7 +35,6 @@ import (
 	"github.com/sluice-lb/sluice/loader"
 )
 
-
 func TestMain(m *testing.M) { os.Exit(agenttest.Main(m)) }
 
 const (
