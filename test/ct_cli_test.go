@@ -1,15 +1,12 @@
 package test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sluice-lb/sluice/internal/netlab"
 )
@@ -42,37 +39,21 @@ func TestCTListAndFlushFrontend(t *testing.T) {
 	c.write("whoami.yaml", whoamiManifest(1, 2))
 	c.startAgent()
 
-	conn, err := c.dial(vip+":80", 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	who := readGreeting(t, r)
+	ec := c.dialEcho(t, vip+":80")
+	who := ec.who
 	n, err := strconv.Atoi(strings.TrimPrefix(who, "backend-"))
 	if err != nil {
 		t.Fatalf("greeting from %q", who)
 	}
 	backend := netip.AddrPortFrom(netlab.BackendAddr(n), 8080).String()
-	echo := func(msg string) {
-		t.Helper()
-		conn.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := io.WriteString(conn, msg+"\n"); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := r.ReadString('\n'); err != nil || got != msg+"\n" {
-			t.Fatalf("echo %q (%v), want %q", got, err, msg)
-		}
-	}
-	echo("before")
+	ec.exchange(t, "before")
 	for range 3 {
 		if _, err := c.ask("udp", vip+":80"); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	client := conn.LocalAddr().String()
+	client := ec.conn.LocalAddr().String()
 	tcpFrontend, udpFrontend := vip+":80/TCP", vip+":80/UDP"
 	var mine *ctListed
 	udpFlows := 0
@@ -115,7 +96,7 @@ func TestCTListAndFlushFrontend(t *testing.T) {
 	if tcpLeft != 1 {
 		t.Errorf("the connection's flow listed %d times after flushing UDP, want once", tcpLeft)
 	}
-	echo("after the UDP flush")
+	ec.exchange(t, "after the UDP flush")
 
 	// By Service: the agent names the frontends; every flow of the
 	// Service goes.

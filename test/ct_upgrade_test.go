@@ -1,14 +1,11 @@
 package test
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -79,27 +76,14 @@ func TestUpgradeFromCT4V1KeepsConnections(t *testing.T) {
 	c.write("whoami.yaml", whoamiManifest(1, 2))
 	c.startAgent()
 
-	conn, err := c.dial(vip+":80", 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	who := readGreeting(t, r)
+	ec := c.dialEcho(t, vip+":80")
+	who := ec.who
 	n := 0
 	exchange := func(phase string, times int) {
 		t.Helper()
 		for range times {
 			n++
-			msg := fmt.Sprintf("ping %d\n", n)
-			conn.SetDeadline(time.Now().Add(2 * time.Second))
-			if _, err := io.WriteString(conn, msg); err != nil {
-				t.Fatalf("%s: write: %v", phase, err)
-			}
-			if got, err := r.ReadString('\n'); err != nil || got != msg {
-				t.Fatalf("%s: echo %q (%v), want %q", phase, got, err, msg)
-			}
+			ec.exchange(t, fmt.Sprintf("%s: ping %d", phase, n))
 		}
 	}
 	exchange("before the upgrade", 3)
@@ -126,7 +110,7 @@ func TestUpgradeFromCT4V1KeepsConnections(t *testing.T) {
 		t.Errorf("%d established packets for 10 messages after the upgrade", got)
 	}
 	for _, f := range c.ctList(t) {
-		if f.Client == conn.LocalAddr().String() && f.State != "established" {
+		if f.Client == ec.conn.LocalAddr().String() && f.State != "established" {
 			t.Errorf("the connection's flow after the upgrade: %+v", f)
 		}
 	}

@@ -257,6 +257,7 @@ func (c *cluster) waitBackends(t *testing.T, vip string, port uint16, proto uint
 type echoConn struct {
 	conn net.Conn
 	r    *bufio.Reader
+	who  string // the backend's name, from its greeting
 }
 
 func (c *cluster) dialEcho(t *testing.T, addr string) *echoConn {
@@ -268,7 +269,7 @@ func (c *cluster) dialEcho(t *testing.T, addr string) *echoConn {
 	t.Cleanup(func() { conn.Close() })
 	ec := &echoConn{conn: conn, r: bufio.NewReader(conn)}
 	conn.SetDeadline(time.Now().Add(testenv.Scaled(5 * time.Second)))
-	readGreeting(t, ec.r)
+	ec.who = readGreeting(t, ec.r)
 	return ec
 }
 
