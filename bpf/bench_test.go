@@ -58,7 +58,7 @@ type benchDatapath struct {
 
 func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDatapath {
 	testenv.Privileged(b)
-	sizes := map[string]uint32{bpf.SluiceMapCt4V2: ctSize}
+	sizes := map[string]uint32{bpf.SluiceMapCt4V3: ctSize}
 	for k, v := range benchSizes {
 		sizes[k] = v
 	}
@@ -77,7 +77,7 @@ func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDat
 		b.Cleanup(func() { objs.Close() })
 		bd.ingress, bd.egress, bd.empty = objs.SluiceIngress, objs.SluiceEgress, objs.SluiceEmpty
 		m := objs.SluiceBenchMaps
-		sm = bpf.SluiceMaps{Ct4V2: m.Ct4V2, Lb4Backends: m.Lb4Backends, Lb4Revnat: m.Lb4Revnat,
+		sm = bpf.SluiceMaps{Ct4V3: m.Ct4V3, Lb4Backends: m.Lb4Backends, Lb4Revnat: m.Lb4Revnat,
 			Lb4Services: m.Lb4Services, Lb4Prefilter: m.Lb4Prefilter, SluiceConfig: m.SluiceConfig, SluiceCounters: m.SluiceCounters,
 			Lb4Affinity: m.Lb4Affinity, Lb4AffinityMatch: m.Lb4AffinityMatch, SluiceCtTimeouts: m.SluiceCtTimeouts}
 		bd.maxRepeat = int(ctSize/2) - 16

@@ -63,7 +63,7 @@ func (w *world) expire(t *testing.T, keys ...bpf.SluiceCt4Key) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.Expires = monoSecs(t) - 1
+		e.Expires = monoSecs(t) - 2 // the datapath's coarse clock may lag by a tick
 		if err := w.dp.CT4.Put(k, e); err != nil {
 			t.Fatal(err)
 		}
@@ -305,7 +305,7 @@ func TestConntrackReplyTupleClash(t *testing.T) {
 // A full table refuses new flows, counted, and every flow it holds keeps
 // being translated: nothing live is evicted.
 func TestConntrackFullRefusesNewFlows(t *testing.T) {
-	w := newWorldSized(t, map[string]uint32{bpf.SluiceMapCt4V2: 4})
+	w := newWorldSized(t, map[string]uint32{bpf.SluiceMapCt4V3: 4})
 	w.serve(frontend(vip, control.TCP), backends(be1, be2))
 	vipAP := netip.MustParseAddrPort(vip)
 	c1 := netip.MustParseAddrPort("10.244.0.2:1001")

@@ -29,6 +29,9 @@ type SluiceCt4Entry struct {
 	BackendId   uint32
 	Expires     uint32
 	Created     uint32
+	NatAddr     uint32
+	NatPort     uint16
+	Pad         [2]uint8
 }
 
 type SluiceCt4EntryV1 struct {
@@ -39,6 +42,18 @@ type SluiceCt4EntryV1 struct {
 	Pad         uint8
 	RevNatId    uint32
 	BackendId   uint32
+}
+
+type SluiceCt4EntryV2 struct {
+	_           structs.HostLayout
+	BackendAddr uint32
+	BackendPort uint16
+	Kind        SluiceCtKind
+	Flags       SluiceCtFlags
+	RevNatId    uint32
+	BackendId   uint32
+	Expires     uint32
+	Created     uint32
 }
 
 type SluiceCt4Key struct {
@@ -58,6 +73,7 @@ const (
 	SluiceCtFlagsCT_F_FIN        SluiceCtFlags = 2
 	SluiceCtFlagsCT_F_RST        SluiceCtFlags = 4
 	SluiceCtFlagsCT_F_PEER_TOLD  SluiceCtFlags = 8
+	SluiceCtFlagsCT_F_SNAT       SluiceCtFlags = 16
 )
 
 type SluiceCtKind uint8
@@ -92,6 +108,11 @@ type SluiceDatapathConfig struct {
 	_                structs.HostLayout
 	ServiceCidr4     uint32
 	ServiceCidr4Mask uint32
+	NodeAddr4        uint32
+	PodCidr4         uint32
+	PodCidr4Mask     uint32
+	SnatPortMin      uint16
+	SnatPortMax      uint16
 }
 
 type SluiceFrag4Key struct {
@@ -164,23 +185,50 @@ type SluiceLb4Service struct {
 	RevNatId        uint32
 	Count           uint16
 	Flags           SluiceLbServiceFlags
-	Pad             uint8
+	Kind            SluiceLbFrontendKind
 	AffinityTimeout uint32
 	AffinityId      uint32
+}
+
+type SluiceLb4SrcRangeKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	RevNatId  uint32
+	Addr      uint32
 }
 
 type SluiceLbBackendFlags uint8
 
 const (
 	SluiceLbBackendFlagsBE_F_ACTIVE SluiceLbBackendFlags = 1
+	SluiceLbBackendFlagsBE_F_LOCAL  SluiceLbBackendFlags = 2
+)
+
+type SluiceLbFrontendKind uint8
+
+const (
+	SluiceLbFrontendKindFE_CLUSTER_IP    SluiceLbFrontendKind = 0
+	SluiceLbFrontendKindFE_NODE_PORT     SluiceLbFrontendKind = 1
+	SluiceLbFrontendKindFE_EXTERNAL_IP   SluiceLbFrontendKind = 2
+	SluiceLbFrontendKindFE_LOAD_BALANCER SluiceLbFrontendKind = 3
+)
+
+type SluiceLbScope uint8
+
+const (
+	SluiceLbScopeLB_SCOPE_EXTERNAL SluiceLbScope = 0
+	SluiceLbScopeLB_SCOPE_INTERNAL SluiceLbScope = 1
 )
 
 type SluiceLbServiceFlags uint8
 
 const (
-	SluiceLbServiceFlagsSVC_F_MARKER     SluiceLbServiceFlags = 1
-	SluiceLbServiceFlagsSVC_F_DROP_EMPTY SluiceLbServiceFlags = 2
-	SluiceLbServiceFlagsSVC_F_AFFINITY   SluiceLbServiceFlags = 4
+	SluiceLbServiceFlagsSVC_F_MARKER        SluiceLbServiceFlags = 1
+	SluiceLbServiceFlagsSVC_F_DROP_EMPTY    SluiceLbServiceFlags = 2
+	SluiceLbServiceFlagsSVC_F_AFFINITY      SluiceLbServiceFlags = 4
+	SluiceLbServiceFlagsSVC_F_SNAT_REMOTE   SluiceLbServiceFlags = 8
+	SluiceLbServiceFlagsSVC_F_TWO_SCOPES    SluiceLbServiceFlags = 16
+	SluiceLbServiceFlagsSVC_F_SOURCE_RANGES SluiceLbServiceFlags = 32
 )
 
 type SluiceReason uint32
@@ -218,7 +266,13 @@ const (
 	SluiceReasonREASON_DROP_ICMP_ERROR         SluiceReason = 29
 	SluiceReasonREASON_REJECT_RATE_LIMITED     SluiceReason = 30
 	SluiceReasonREASON_DROP_NO_ANSWER          SluiceReason = 31
-	SluiceReasonREASON_MAX                     SluiceReason = 32
+	SluiceReasonREASON_DROP_SOURCE_RANGE       SluiceReason = 32
+	SluiceReasonREASON_SNAT                    SluiceReason = 33
+	SluiceReasonREASON_REPLY_SNAT              SluiceReason = 34
+	SluiceReasonREASON_DROP_SNAT_EXHAUSTED     SluiceReason = 35
+	SluiceReasonREASON_DROP_SNAT_NO_ADDRESS    SluiceReason = 36
+	SluiceReasonREASON_DROP_FIB                SluiceReason = 37
+	SluiceReasonREASON_MAX                     SluiceReason = 38
 )
 
 type SluiceRejectBucket struct {
@@ -233,11 +287,18 @@ type SluiceRejectRatelimit struct {
 	Burst uint32
 }
 
+type SluiceSnatDefault uint32
+
+const (
+	SluiceSnatDefaultSNAT_DEFAULT_PORT_MIN SluiceSnatDefault = 61000
+	SluiceSnatDefaultSNAT_DEFAULT_PORT_MAX SluiceSnatDefault = 65535
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceMapCt4V2              = "ct4_v2"
+	SluiceMapCt4V3              = "ct4_v3"
 	SluiceMapLb4Affinity        = "lb4_affinity"
 	SluiceMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceMapLb4Backends        = "lb4_backends"
@@ -245,6 +306,7 @@ const (
 	SluiceMapLb4Prefilter       = "lb4_prefilter"
 	SluiceMapLb4Revnat          = "lb4_revnat"
 	SluiceMapLb4Services        = "lb4_services"
+	SluiceMapLb4SourceRanges    = "lb4_source_ranges"
 	SluiceMapSluiceConfig       = "sluice_config"
 	SluiceMapSluiceCounters     = "sluice_counters"
 	SluiceMapSluiceCtTimeouts   = "sluice_ct_timeouts"
@@ -307,7 +369,7 @@ type SluiceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceMapSpecs struct {
-	Ct4V2              *ebpf.MapSpec `ebpf:"ct4_v2"`
+	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -315,6 +377,7 @@ type SluiceMapSpecs struct {
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SourceRanges    *ebpf.MapSpec `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
 	SluiceCtTimeouts   *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
@@ -349,7 +412,7 @@ func (o *SluiceObjects) Close() error {
 //
 // It can be passed to LoadSluiceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceMaps struct {
-	Ct4V2              *ebpf.Map `ebpf:"ct4_v2"`
+	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -357,6 +420,7 @@ type SluiceMaps struct {
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SourceRanges    *ebpf.Map `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
 	SluiceCtTimeouts   *ebpf.Map `ebpf:"sluice_ct_timeouts"`
@@ -366,7 +430,7 @@ type SluiceMaps struct {
 
 func (m *SluiceMaps) Close() error {
 	return _SluiceClose(
-		m.Ct4V2,
+		m.Ct4V3,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,
@@ -374,6 +438,7 @@ func (m *SluiceMaps) Close() error {
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
+		m.Lb4SourceRanges,
 		m.SluiceConfig,
 		m.SluiceCounters,
 		m.SluiceCtTimeouts,

@@ -16,7 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceBenchMapCt4V2              = "ct4_v2"
+	SluiceBenchMapCt4V3              = "ct4_v3"
 	SluiceBenchMapLb4Affinity        = "lb4_affinity"
 	SluiceBenchMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceBenchMapLb4Backends        = "lb4_backends"
@@ -24,6 +24,7 @@ const (
 	SluiceBenchMapLb4Prefilter       = "lb4_prefilter"
 	SluiceBenchMapLb4Revnat          = "lb4_revnat"
 	SluiceBenchMapLb4Services        = "lb4_services"
+	SluiceBenchMapLb4SourceRanges    = "lb4_source_ranges"
 	SluiceBenchMapSluiceConfig       = "sluice_config"
 	SluiceBenchMapSluiceCounters     = "sluice_counters"
 	SluiceBenchMapSluiceCtTimeouts   = "sluice_ct_timeouts"
@@ -87,7 +88,7 @@ type SluiceBenchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchMapSpecs struct {
-	Ct4V2              *ebpf.MapSpec `ebpf:"ct4_v2"`
+	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -95,6 +96,7 @@ type SluiceBenchMapSpecs struct {
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SourceRanges    *ebpf.MapSpec `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
 	SluiceCtTimeouts   *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
@@ -130,7 +132,7 @@ func (o *SluiceBenchObjects) Close() error {
 //
 // It can be passed to LoadSluiceBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchMaps struct {
-	Ct4V2              *ebpf.Map `ebpf:"ct4_v2"`
+	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -138,6 +140,7 @@ type SluiceBenchMaps struct {
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SourceRanges    *ebpf.Map `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
 	SluiceCtTimeouts   *ebpf.Map `ebpf:"sluice_ct_timeouts"`
@@ -147,7 +150,7 @@ type SluiceBenchMaps struct {
 
 func (m *SluiceBenchMaps) Close() error {
 	return _SluiceBenchClose(
-		m.Ct4V2,
+		m.Ct4V3,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,
@@ -155,6 +158,7 @@ func (m *SluiceBenchMaps) Close() error {
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
+		m.Lb4SourceRanges,
 		m.SluiceConfig,
 		m.SluiceCounters,
 		m.SluiceCtTimeouts,

@@ -16,7 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SluiceTraceMapCt4V2              = "ct4_v2"
+	SluiceTraceMapCt4V3              = "ct4_v3"
 	SluiceTraceMapLb4Affinity        = "lb4_affinity"
 	SluiceTraceMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceTraceMapLb4Backends        = "lb4_backends"
@@ -24,6 +24,7 @@ const (
 	SluiceTraceMapLb4Prefilter       = "lb4_prefilter"
 	SluiceTraceMapLb4Revnat          = "lb4_revnat"
 	SluiceTraceMapLb4Services        = "lb4_services"
+	SluiceTraceMapLb4SourceRanges    = "lb4_source_ranges"
 	SluiceTraceMapSluiceConfig       = "sluice_config"
 	SluiceTraceMapSluiceCounters     = "sluice_counters"
 	SluiceTraceMapSluiceCtTimeouts   = "sluice_ct_timeouts"
@@ -88,7 +89,7 @@ type SluiceTraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceTraceMapSpecs struct {
-	Ct4V2              *ebpf.MapSpec `ebpf:"ct4_v2"`
+	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -96,6 +97,7 @@ type SluiceTraceMapSpecs struct {
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SourceRanges    *ebpf.MapSpec `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
 	SluiceCtTimeouts   *ebpf.MapSpec `ebpf:"sluice_ct_timeouts"`
@@ -132,7 +134,7 @@ func (o *SluiceTraceObjects) Close() error {
 //
 // It can be passed to LoadSluiceTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceTraceMaps struct {
-	Ct4V2              *ebpf.Map `ebpf:"ct4_v2"`
+	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -140,6 +142,7 @@ type SluiceTraceMaps struct {
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SourceRanges    *ebpf.Map `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
 	SluiceCtTimeouts   *ebpf.Map `ebpf:"sluice_ct_timeouts"`
@@ -149,7 +152,7 @@ type SluiceTraceMaps struct {
 
 func (m *SluiceTraceMaps) Close() error {
 	return _SluiceTraceClose(
-		m.Ct4V2,
+		m.Ct4V3,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,
@@ -157,6 +160,7 @@ func (m *SluiceTraceMaps) Close() error {
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
+		m.Lb4SourceRanges,
 		m.SluiceConfig,
 		m.SluiceCounters,
 		m.SluiceCtTimeouts,

@@ -22,8 +22,8 @@ func TestLoadSizesConntrackAndWritesTimeouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := dp.Objs.Ct4V2.MaxEntries(); got != 1<<12 {
-		t.Errorf("ct4_v2 has %d entries, want %d", got, 1<<12)
+	if got := dp.Objs.Ct4V3.MaxEntries(); got != 1<<12 {
+		t.Errorf("ct4_v3 has %d entries, want %d", got, 1<<12)
 	}
 	for k, want := range secs {
 		if got, err := dp.Maps.CTTimeouts.Lookup(bpf.SluiceCtTimeout(k)); err != nil || got != want {
@@ -38,8 +38,8 @@ func TestLoadSizesConntrackAndWritesTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dp.Close()
-	if got := dp.Objs.Ct4V2.MaxEntries(); got != 1<<13 {
-		t.Errorf("ct4_v2 resized to %d entries, want %d", got, 1<<13)
+	if got := dp.Objs.Ct4V3.MaxEntries(); got != 1<<13 {
+		t.Errorf("ct4_v3 resized to %d entries, want %d", got, 1<<13)
 	}
 	if got, _ := dp.Maps.CTTimeouts.Lookup(bpf.SluiceCtTimeoutCT_TIMEOUT_UDP); got != 0 {
 		t.Errorf("UDP timeout kept the previous agent's %d", got)

@@ -36,9 +36,9 @@ const (
 type Options struct {
 	PinDir string
 	Attach AttachMode
-	// MaxEntries overrides the size of maps by name ("ct4_v2": 1<<20).
+	// MaxEntries overrides the size of maps by name ("ct4_v3": 1<<20).
 	MaxEntries map[string]uint32
-	// CTEntries, when not 0, sizes the conntrack table ct4_v2 (entries;
+	// CTEntries, when not 0, sizes the conntrack table ct4_v3 (entries;
 	// a flow takes two): the agent derives it from its memory budget
 	// (control/conntrack.SizeTable). A pinned table of another size is
 	// migrated.
@@ -116,7 +116,7 @@ func Load(opts Options) (*Datapath, error) {
 		ms.MaxEntries = n
 	}
 	if opts.CTEntries != 0 {
-		spec.Maps[bpf.SluiceMapCt4V2].MaxEntries = opts.CTEntries
+		spec.Maps[bpf.SluiceMapCt4V3].MaxEntries = opts.CTEntries
 	}
 	if err := runRenameMigrations(spec, opts.PinDir, opts.Log); err != nil {
 		return nil, err

@@ -12,7 +12,7 @@ import (
 
 // A migration carries the entries of a pinned map of an older layout into
 // the map of the current one. Maps carry their layout version in their
-// name (ct4 became ct4_v2), so an old pin is found by its name; a layout
+// name (ct4 became ct4_v2, then ct4_v3), so an old pin is found by its name; a layout
 // changed under the same name is found by comparing BTF (layout.go) and
 // migrated by a registration whose from and to are equal. The next layout
 // change adds one entry to migrations and one function.
@@ -33,7 +33,9 @@ type migrationEnv struct {
 }
 
 var migrations = []migration{
-	{from: "ct4", to: "ct4_v2", check: checkCT4V1, move: moveCT4V1},
+	{from: "ct4", to: "ct4_v3", check: checkCT4V1, move: moveCT4V1},
+	{from: "ct4_v2", to: "ct4_v3", check: checkCT4V2, move: moveCT4V2},
+	{from: "lb4_services", to: "lb4_services", check: checkLB4ServicesPad, move: copyEntries},
 }
 
 // migrationTo returns the migration of a same-named map whose layout

@@ -16,7 +16,7 @@ import (
 	"github.com/sluice-lb/sluice/maps"
 )
 
-// ct4 (v1) -> ct4_v2: the conntrack of agents up to commit 90bed31, an LRU
+// ct4 (v1) -> ct4_v3: the conntrack of agents up to commit 90bed31, an LRU
 // hash with per-CPU lists whose entries had no lifetimes (struct
 // ct4_entry_v1). Every v1 entry was a live flow, or the LRU would have
 // evicted it: each becomes an entry of an answered flow, as if seen now.
@@ -38,6 +38,13 @@ func checkCT4V1(env migrationEnv, old *ebpf.Map) error {
 	if err := env.spec.Types.TypeByName("ct4_entry_v1", &want); err != nil {
 		return err
 	}
+	return checkPinnedMembers(old, want)
+}
+
+// checkPinnedMembers compares the members of a pinned map's value type
+// with want's, where its BTF can be read. An old version named its struct
+// ct4_entry; only the members must agree.
+func checkPinnedMembers(old *ebpf.Map, want *btf.Struct) error {
 	_, got, err := pinnedKeyValue(old)
 	if errors.Is(err, errBTFDenied) || (err == nil && got == nil) {
 		return nil // no BTF to read: the sizes are all there is
@@ -45,7 +52,6 @@ func checkCT4V1(env migrationEnv, old *ebpf.Map) error {
 	if err != nil {
 		return err
 	}
-	// v1 called it struct ct4_entry; only its members must agree.
 	if w, g := membersOf(layout(want)), membersOf(layout(got)); w != g {
 		return fmt.Errorf("value %s, want %s", g, w)
 	}

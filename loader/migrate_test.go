@@ -43,14 +43,14 @@ func v1Spec(t *testing.T, spec *ebpf.CollectionSpec) *ebpf.MapSpec {
 		KeySize:    16,
 		ValueSize:  16,
 		MaxEntries: 1024,
-		Key:        spec.Maps[bpf.SluiceMapCt4V2].Key,
+		Key:        spec.Maps[bpf.SluiceMapCt4V3].Key,
 		Value:      val,
 	}
 }
 
 // The state an agent of the v1 layout leaves: lb4 maps programmed for one
 // TCP frontend, and ct4 (v1) holding an established flow to it, plus a UDP
-// flow's forward entry. The current layout's ct4_v2 is not pinned.
+// flow's forward entry. The current layout's ct4_v3 is not pinned.
 func pinV1State(t *testing.T, dir string) (revNat, backendID uint32) {
 	t.Helper()
 	var logs bytes.Buffer
@@ -79,7 +79,7 @@ func pinV1State(t *testing.T, dir string) (revNat, backendID uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(filepath.Join(dir, bpf.SluiceMapCt4V2)); err != nil {
+	if err := os.Remove(filepath.Join(dir, bpf.SluiceMapCt4V3)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -129,7 +129,7 @@ func monoSeconds(t *testing.T) uint32 {
 }
 
 // An agent of the current layout starting on the pinned state of a v1
-// agent moves every ct4 entry into ct4_v2 as an answered, live flow,
+// agent moves every ct4 entry into ct4_v3 as an answered, live flow,
 // removes the ct4 pin, and says so; the established flow is then
 // translated both ways to the backend and frontend it had.
 func TestCT4V1IsMigrated(t *testing.T) {
@@ -164,7 +164,7 @@ func TestCT4V1IsMigrated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(got) != len(want) {
-		t.Fatalf("ct4_v2 holds %d entries, want %d: %+v", len(got), len(want), got)
+		t.Fatalf("ct4_v3 holds %d entries, want %d: %+v", len(got), len(want), got)
 	}
 	for k, w := range want {
 		e, ok := got[k]
@@ -356,8 +356,8 @@ func TestSameNameLayoutChangeRunsItsMigration(t *testing.T) {
 	}
 }
 
-// A v1 ct4 left beside a ct4_v2 (a start stopped between pinning the new
-// map and removing the old) is removed without touching ct4_v2; one whose
+// A v1 ct4 left beside a ct4_v3 (a start stopped between pinning the new
+// map and removing the old) is removed without touching ct4_v3; one whose
 // layout is not v1's is removed and said so, its entries dropped.
 func TestCT4V1LeftoversAreRemoved(t *testing.T) {
 	testenv.Privileged(t)
@@ -387,7 +387,7 @@ func TestCT4V1LeftoversAreRemoved(t *testing.T) {
 			}
 			dp.Close()
 			if !c.keepV2 {
-				os.Remove(filepath.Join(dir, bpf.SluiceMapCt4V2))
+				os.Remove(filepath.Join(dir, bpf.SluiceMapCt4V3))
 			}
 			ms := v1Spec(t, spec)
 			ms.ValueSize, ms.Value = c.valueSize, nil
@@ -414,7 +414,7 @@ func TestCT4V1LeftoversAreRemoved(t *testing.T) {
 			n := 0
 			dp.Maps.CT4.Each(func(bpf.SluiceCt4Key, bpf.SluiceCt4Entry) bool { n++; return true })
 			if n != c.wantEntries {
-				t.Errorf("ct4_v2 holds %d entries, want %d", n, c.wantEntries)
+				t.Errorf("ct4_v3 holds %d entries, want %d", n, c.wantEntries)
 			}
 			if !strings.Contains(logs.String(), c.log) {
 				t.Errorf("no log line %q:\n%s", c.log, logs.String())

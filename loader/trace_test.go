@@ -19,7 +19,7 @@ import (
 func TestTracerRunsOnReadOnlyPins(t *testing.T) {
 	testenv.Privileged(t)
 	dir := pinDir(t)
-	agent, err := Load(Options{PinDir: dir, MaxEntries: map[string]uint32{bpf.SluiceMapCt4V2: 4096}})
+	agent, err := Load(Options{PinDir: dir, MaxEntries: map[string]uint32{bpf.SluiceMapCt4V3: 4096}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/sluice-lb/sluice/bpf"
 )
 
-// CT4 is the conntrack table ct4_v2 (bpf/lib/conntrack.h): one entry per
+// CT4 is the conntrack table ct4_v3 (bpf/lib/conntrack.h): one entry per
 // direction of a translated flow, the forward one keyed by the client's
 // tuple to the frontend, the reply one by the backend's tuple to the
 // client. The helpers below are what readers of the table share (the
@@ -30,22 +30,34 @@ func CT4Flows(entries uint32) uint32 { return entries / 2 }
 // entry is fe under key fk: the backend's tuple back to the client
 // (ct4_reply_key in conntrack.h).
 func CT4ReplyKey(fk bpf.SluiceCt4Key, fe bpf.SluiceCt4Entry) bpf.SluiceCt4Key {
-	return bpf.SluiceCt4Key{
+	k := bpf.SluiceCt4Key{
 		Saddr: fe.BackendAddr, Daddr: fk.Saddr,
 		Sport: fe.BackendPort, Dport: fk.Sport,
 		Proto: fk.Proto,
 	}
+	if CT4SNAT(fe) { // replies come to the node's address and port
+		k.Daddr, k.Dport = fe.NatAddr, fe.NatPort
+	}
+	return k
 }
 
+// CT4SNAT reports whether an entry's flow is SNATed (CT_F_SNAT).
+func CT4SNAT(e bpf.SluiceCt4Entry) bool { return e.Flags&bpf.SluiceCtFlagsCT_F_SNAT != 0 }
+
 // CT4ForwardKey is the key of the forward entry of the flow whose reply
-// entry is keyed rk, given the flow's frontend (lb4_revnat[rev_nat_id]):
-// the client's tuple to the frontend (lb4_forward_of_reply in lb4.h).
-func CT4ForwardKey(rk bpf.SluiceCt4Key, frontend bpf.SluiceLb4ReverseNat) bpf.SluiceCt4Key {
-	return bpf.SluiceCt4Key{
+// entry re is keyed rk, given the flow's frontend (lb4_revnat[rev_nat_id]):
+// the client's tuple to the frontend (lb4_forward_of_reply in lb4.h). A
+// SNATed flow's client is in its reply entry.
+func CT4ForwardKey(rk bpf.SluiceCt4Key, re bpf.SluiceCt4Entry, frontend bpf.SluiceLb4ReverseNat) bpf.SluiceCt4Key {
+	k := bpf.SluiceCt4Key{
 		Saddr: rk.Daddr, Daddr: frontend.Address,
 		Sport: rk.Dport, Dport: frontend.Port,
 		Proto: rk.Proto,
 	}
+	if CT4SNAT(re) {
+		k.Saddr, k.Sport = re.NatAddr, re.NatPort
+	}
+	return k
 }
 
 // CT4Partners reports whether fe is the forward entry of the flow of the

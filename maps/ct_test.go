@@ -3,6 +3,7 @@ package maps
 import (
 	"net/netip"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -16,7 +17,7 @@ import (
 func TestWalkCT4DeletingAsItGoes(t *testing.T) {
 	testenv.Privileged(t)
 	for _, batch := range []bool{true, false} {
-		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 16, ValueSize: 24, MaxEntries: 20000})
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 16, ValueSize: uint32(unsafe.Sizeof(bpf.SluiceCt4Entry{})), MaxEntries: 20000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,8 +89,23 @@ func TestCT4PartnerKeys(t *testing.T) {
 	if got := CT4ReplyKey(fk, fe); got != rk {
 		t.Errorf("reply key %+v, want %+v", got, rk)
 	}
-	if got := CT4ForwardKey(rk, bpf.SluiceLb4ReverseNat{Address: Addr4(vip.Addr()), Port: Port(vip.Port())}); got != fk {
+	front := bpf.SluiceLb4ReverseNat{Address: Addr4(vip.Addr()), Port: Port(vip.Port())}
+	re := bpf.SluiceCt4Entry{Kind: bpf.SluiceCtKindCT_REPLY}
+	if got := CT4ForwardKey(rk, re, front); got != fk {
 		t.Errorf("forward key %+v, want %+v", got, fk)
+	}
+	// A SNATed flow: replies come to the node's address and port; the
+	// client is in the reply entry.
+	node := netip.MustParseAddrPort("192.168.50.11:61234")
+	sfe := fe
+	sfe.Flags, sfe.NatAddr, sfe.NatPort = bpf.SluiceCtFlagsCT_F_SNAT, Addr4(node.Addr()), Port(node.Port())
+	srk := key(be, node)
+	if got := CT4ReplyKey(fk, sfe); got != srk {
+		t.Errorf("SNAT reply key %+v, want %+v", got, srk)
+	}
+	sre := bpf.SluiceCt4Entry{Kind: bpf.SluiceCtKindCT_REPLY, Flags: bpf.SluiceCtFlagsCT_F_SNAT, NatAddr: Addr4(client.Addr()), NatPort: Port(client.Port())}
+	if got := CT4ForwardKey(srk, sre, front); got != fk {
+		t.Errorf("SNAT forward key %+v, want %+v", got, fk)
 	}
 	if !CT4Partners(fe, rk) {
 		t.Error("a forward entry to the reply's backend is not its partner")

@@ -27,6 +27,9 @@ type LB4 struct {
 	// Fragments is written by the datapath only: the ports of fragmented
 	// datagrams in flight, recorded by their first fragment.
 	Fragments *Map[bpf.SluiceFrag4Key, bpf.SluiceFrag4Ports]
+	// SourceRanges (an LPM trie) holds value 1 for every allowed source
+	// CIDR of a load-balancer frontend, by its rev_nat_id (rule 21).
+	SourceRanges *Map[bpf.SluiceLb4SrcRangeKey, uint8]
 }
 
 // Datapath is every map of the datapath, typed.
@@ -50,8 +53,9 @@ func FromObjects(m *bpf.SluiceMaps) *Datapath {
 			Affinity:      New[bpf.SluiceLb4AffinityKey, bpf.SluiceLb4Affinity](m.Lb4Affinity),
 			AffinityMatch: New[bpf.SluiceLb4AffinityMatchKey, uint8](m.Lb4AffinityMatch),
 			Fragments:     New[bpf.SluiceFrag4Key, bpf.SluiceFrag4Ports](m.Lb4Fragments),
+			SourceRanges:  New[bpf.SluiceLb4SrcRangeKey, uint8](m.Lb4SourceRanges),
 		},
-		CT4:        New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4V2),
+		CT4:        New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4V3),
 		CTTimeouts: New[bpf.SluiceCtTimeout, uint32](m.SluiceCtTimeouts),
 		Counters:   NewPerCPU[bpf.SluiceReason, bpf.SluiceCounter](m.SluiceCounters),
 		Config:     New[uint32, bpf.SluiceDatapathConfig](m.SluiceConfig),

@@ -16,7 +16,7 @@ import (
 
 // pinAsV1 turns the conntrack an agent left under pinDir into what an agent
 // of the v1 layout (up to commit 90bed31) leaves: a ct4 LRU map of struct
-// ct4_entry_v1 values instead of ct4_v2. The running datapath keeps the
+// ct4_entry_v1 values instead of ct4_v3. The running datapath keeps the
 // map it holds; only the pins change, as they would have been.
 func pinAsV1(t *testing.T, pinDir string) int {
 	t.Helper()
@@ -31,12 +31,12 @@ func pinAsV1(t *testing.T, pinDir string) int {
 	val := btf.Copy(v1).(*btf.Struct)
 	val.Name = "ct4_entry"
 	old, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ct4", Type: ebpf.LRUHash, Flags: unix.BPF_F_NO_COMMON_LRU,
-		KeySize: 16, ValueSize: 16, MaxEntries: 4096, Key: spec.Maps[bpf.SluiceMapCt4V2].Key, Value: val})
+		KeySize: 16, ValueSize: 16, MaxEntries: 4096, Key: spec.Maps[bpf.SluiceMapCt4V3].Key, Value: val})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer old.Close()
-	v2Path := filepath.Join(pinDir, bpf.SluiceMapCt4V2)
+	v2Path := filepath.Join(pinDir, bpf.SluiceMapCt4V3)
 	v2, err := ebpf.LoadPinnedMap(v2Path, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -336,7 +336,7 @@ func (c *cluster) flood(t *testing.T, addr string, n int, timeout time.Duration)
 // writableConntrack opens the agent's pinned conntrack map for writing.
 func (c *cluster) writableConntrack(t *testing.T) *maps.Map[bpf.SluiceCt4Key, bpf.SluiceCt4Entry] {
 	t.Helper()
-	m, err := ebpf.LoadPinnedMap(filepath.Join(c.pinDir, bpf.SluiceMapCt4V2), nil)
+	m, err := ebpf.LoadPinnedMap(filepath.Join(c.pinDir, bpf.SluiceMapCt4V3), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

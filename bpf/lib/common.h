@@ -12,6 +12,7 @@
 #define ENOENT 2  /* as helpers return them, negated */
 #define EBUSY 16
 #define EEXIST 17
+#define ENOSPC 28
 
 #define NSEC_PER_SEC 1000000000ULL
 

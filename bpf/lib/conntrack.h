@@ -84,6 +84,17 @@ __inline void ct4_reply_key(struct ct4_key *k, const struct pkt4 *p, __be32 be_a
 	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
+/* Reply key of a tracked flow, from its forward packet and forward entry:
+ * a SNATed flow's replies come to the node's address and port. */
+__inline void ct4_reply_key_of(struct ct4_key *k, const struct pkt4 *p, const struct ct4_entry *fwd)
+{
+	ct4_reply_key(k, p, fwd->backend_addr, fwd->backend_port);
+	if (fwd->flags & CT_F_SNAT) {
+		k->daddr = fwd->nat_addr;
+		k->dport = fwd->nat_port;
+	}
+}
+
 /* Forward key of a flow, from its client and frontend: what a reply knows
  * once its reverse-NAT entry is read. */
 __inline void ct4_flow_key(struct ct4_key *k, __be32 client, __be16 cport, __be32 vip,
@@ -99,7 +110,7 @@ __inline void ct4_flow_key(struct ct4_key *k, __be32 client, __be16 cport, __be3
 
 __inline struct ct4_entry *ct4_lookup(const struct ct4_key *k)
 {
-	return bpf_map_lookup_elem(&ct4_v2, k);
+	return bpf_map_lookup_elem(&ct4_v3, k);
 }
 
 __inline bool ct4_closing(const struct ct4_entry *e)
@@ -182,8 +193,8 @@ __inline bool ct4_closes(const struct pkt4 *p)
 /* Removes both entries of a flow. */
 __inline void ct4_delete_flow(const struct ct4_key *fwd, const struct ct4_key *rev)
 {
-	map_delete(&ct4_v2, fwd);
-	map_delete(&ct4_v2, rev);
+	map_delete(&ct4_v3, fwd);
+	map_delete(&ct4_v3, rev);
 }
 
 /* The entries a new flow starts with: both on the lifetime of an
@@ -203,6 +214,9 @@ __inline void ct4_new_entries(struct ct4_entry *fwd, struct ct4_entry *rev, cons
 	fwd->backend_id = backend_id;
 	fwd->expires = expires;
 	fwd->created = now;
+	fwd->nat_addr = 0;
+	fwd->nat_port = 0;
+	fwd->pad[0] = fwd->pad[1] = 0;
 	*rev = *fwd;
 	rev->backend_addr = 0;
 	rev->backend_port = 0;

@@ -93,7 +93,8 @@ __inline int frag4_forward(struct __sk_buff *skb, struct pkt4 *p)
 		return FRAG4_UNTRACKED;
 	ct4_forward_key(&ck, p);
 	struct ct4_entry *ct = ct4_lookup(&ck);
-	if (!ct || ct->kind != CT_FORWARD)
+	/* A SNATed flow's first fragment is never remembered (lb4.h). */
+	if (!ct || ct->kind != CT_FORWARD || (ct->flags & CT_F_SNAT))
 		return FRAG4_UNTRACKED;
 	if (frag4_rewrite(skb, true, ct->backend_addr))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);

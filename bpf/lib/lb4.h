@@ -14,6 +14,8 @@
 #include "filter.h"
 #include "affinity.h"
 #include "frag4.h"
+#include "fib4.h"
+#include "snat4.h"
 
 /* Not a verdict: lb4_service's "the destination is no service IP". */
 #define LB4_NOT_SERVICE (-2)
@@ -25,13 +27,27 @@ __inline bool lb4_is_service_ip(__be32 addr)
 	return bpf_map_lookup_elem(&lb4_services, &k) != NULL;
 }
 
-__inline bool in_service_cidr(__be32 addr)
+__inline bool in_service_cidr(const struct datapath_config *cfg, __be32 addr)
 {
-	__u32 zero = 0;
-	struct datapath_config *cfg = bpf_map_lookup_elem(&sluice_config, &zero);
-
 	return cfg && cfg->service_cidr4_mask &&
 	       (addr & cfg->service_cidr4_mask) == cfg->service_cidr4;
+}
+
+/* Sources that get the internal scope of a two-scope frontend (rule 13):
+ * this node's pods and the node's own address. */
+__inline bool lb4_internal_source(const struct datapath_config *cfg, __be32 saddr)
+{
+	return cfg && ((cfg->pod_cidr4_mask && (saddr & cfg->pod_cidr4_mask) == cfg->pod_cidr4) ||
+		       (cfg->node_addr4 && saddr == cfg->node_addr4));
+}
+
+/* Whether a new flow from saddr may open to a frontend with source ranges
+ * (rule 21): the longest-prefix lookup of (frontend, source) finds one. */
+__inline bool lb4_source_allowed(__u32 rev_nat_id, __be32 saddr)
+{
+	struct lb4_src_range_key k = { .prefixlen = 64, .rev_nat_id = rev_nat_id, .addr = saddr };
+
+	return bpf_map_lookup_elem(&lb4_source_ranges, &k) != NULL;
 }
 
 /* A backend is usable by an existing flow while its id still holds the
@@ -53,16 +69,21 @@ __inline int lb4_dnat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, 
 	return verdict_pass(skb, reason);
 }
 
-/* The forward entry of a reply entry's flow: its key is the reply's client
- * and the flow's frontend. NULL when the frontend or the entry is gone. */
-__inline struct ct4_entry *lb4_forward_of_reply(const struct ct4_key *rk, __u32 rev_nat_id,
+/* The forward entry of a reply entry's flow: its key is the flow's client
+ * (the reply's destination, or for a SNATed flow the address its reply
+ * entry keeps) and the flow's frontend. NULL when the frontend or the
+ * entry is gone. */
+__inline struct ct4_entry *lb4_forward_of_reply(const struct ct4_key *rk, const struct ct4_entry *re,
 						struct ct4_key *fk)
 {
+	__u32 rev_nat_id = re->rev_nat_id;
 	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &rev_nat_id);
 
 	if (!rn || !rn->address)
 		return NULL;
-	ct4_flow_key(fk, rk->daddr, rk->dport, rn->address, rn->port, rk->proto);
+	bool snat = re->flags & CT_F_SNAT;
+	ct4_flow_key(fk, snat ? re->nat_addr : rk->daddr, snat ? re->nat_port : rk->dport,
+		     rn->address, rn->port, rk->proto);
 	struct ct4_entry *fe = ct4_lookup(fk);
 	if (!fe || fe->kind != CT_FORWARD || fe->backend_addr != rk->saddr ||
 	    fe->backend_port != rk->sport)
@@ -78,7 +99,7 @@ __inline bool lb4_reply_live(const struct ct4_key *rk, const struct ct4_entry *r
 
 	if (re->expires >= now)
 		return true;
-	struct ct4_entry *fe = lb4_forward_of_reply(rk, re->rev_nat_id, &fk);
+	struct ct4_entry *fe = lb4_forward_of_reply(rk, re, &fk);
 	return fe && fe->expires >= now;
 }
 
@@ -97,11 +118,11 @@ __inline int lb4_ct_create(const struct ct4_key *fk, const struct pkt4 *p,
 	struct ct4_key rk;
 
 	ct4_new_entries(&fwd, &rev, p, be, backend_id, rev_nat_id, now);
-	int err = map_update(&ct4_v2, fk, &fwd, fwd_flags);
+	int err = map_update(&ct4_v3, fk, &fwd, fwd_flags);
 	if (err)
 		return err;
 	ct4_reply_key(&rk, p, be->address, be->port);
-	err = map_update(&ct4_v2, &rk, &rev, BPF_NOEXIST);
+	err = map_update(&ct4_v3, &rk, &rev, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		struct ct4_entry *old = ct4_lookup(&rk);
 		/* An old reply entry of this same flow (same client tuple,
@@ -110,11 +131,51 @@ __inline int lb4_ct_create(const struct ct4_key *fk, const struct pkt4 *p,
 			    (old->rev_nat_id != rev_nat_id && lb4_reply_live(&rk, old, now))))
 			err = -EBUSY;
 		else
-			err = map_update(&ct4_v2, &rk, &rev, BPF_ANY);
+			err = map_update(&ct4_v3, &rk, &rev, BPF_ANY);
 	}
 	if (err)
-		map_delete(&ct4_v2, fk);
+		map_delete(&ct4_v3, fk);
 	return err;
+}
+
+/* Writes a SNATed flow's two entries: the reply one first, under the port
+ * it allocates (lib/snat4.h), then the forward one carrying that port.
+ * -ENOSPC: no free port. *port is the allocated port. */
+__inline int lb4_ct_create_snat(struct __sk_buff *skb, const struct ct4_key *fk,
+				const struct pkt4 *p, const struct datapath_config *cfg,
+				const struct lb4_backend *be, __u32 backend_id, __u32 rev_nat_id,
+				__u32 now, __u64 fwd_flags, __be16 *port)
+{
+	struct ct4_entry fwd, rev;
+	struct ct4_key rk;
+	int err;
+
+	ct4_new_entries(&fwd, &rev, p, be, backend_id, rev_nat_id, now);
+	fwd.flags = rev.flags = CT_F_SNAT;
+	rev.nat_addr = p->saddr;
+	rev.nat_port = p->sport;
+	*port = snat4_alloc(skb, p, cfg, be, &rev, &err);
+	if (!*port)
+		return err ? err : -ENOSPC;
+	fwd.nat_addr = cfg->node_addr4;
+	fwd.nat_port = *port;
+	err = map_update(&ct4_v3, fk, &fwd, fwd_flags);
+	if (err) {
+		ct4_flow_key(&rk, be->address, be->port, cfg->node_addr4, *port, p->proto);
+		map_delete(&ct4_v3, &rk);
+	}
+	return err;
+}
+
+/* DNAT and SNAT of a SNATed flow's forward packet, then forwarded past the
+ * stack, to which its source is a martian (lib/fib4.h). */
+__inline int lb4_dnat_snat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, __be16 port,
+			   __be32 nat_addr, __be16 nat_port, __u32 reason)
+{
+	if (nat4_rewrite(skb, p, NAT_DST, addr, port) ||
+	    nat4_rewrite(skb, p, NAT_SRC, nat_addr, nat_port))
+		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
+	return fib4_forward(skb, reason);
 }
 
 /* Forward packet of a live tracked flow: its entry moves on, a FIN or RST
@@ -130,12 +191,15 @@ __inline int lb4_follow(struct __sk_buff *skb, const struct pkt4 *p, struct ct4_
 	if (ct4_closes(p)) {
 		struct ct4_key rk;
 
-		ct4_reply_key(&rk, p, be_addr, be_port);
+		ct4_reply_key_of(&rk, p, ct);
 		struct ct4_entry *re = ct4_lookup(&rk);
 		if (re && re->kind == CT_REPLY)
 			ct4_close_peer(re, now);
 		count(skb, REASON_CT_CLOSED);
 	}
+	if (ct->flags & CT_F_SNAT)
+		return lb4_dnat_snat(skb, p, be_addr, be_port, ct->nat_addr, ct->nat_port,
+				     REASON_ESTABLISHED);
 	return lb4_dnat(skb, p, be_addr, be_port, REASON_ESTABLISHED);
 }
 
@@ -151,7 +215,7 @@ __inline bool lb4_syn_retransmit(struct __sk_buff *skb, const struct pkt4 *p,
 
 	if (ct4_closing(ct) || ct->expires < now)
 		return false;
-	ct4_reply_key(&rk, p, ct->backend_addr, ct->backend_port);
+	ct4_reply_key_of(&rk, p, ct);
 	struct ct4_entry *re = ct4_lookup(&rk);
 	if (re)
 		return re->kind != CT_REPLY || re->rev_nat_id != ct->rev_nat_id || !ct4_closing(re);
@@ -160,9 +224,11 @@ __inline bool lb4_syn_retransmit(struct __sk_buff *skb, const struct pkt4 *p,
 	rev.backend_addr = 0;
 	rev.backend_port = 0;
 	rev.kind = CT_REPLY;
-	rev.flags = 0;
+	rev.flags = ct->flags & CT_F_SNAT;
+	rev.nat_addr = rev.flags ? p->saddr : 0;
+	rev.nat_port = rev.flags ? p->sport : 0;
 	rev.expires = now + ct_timeout(CT_TIMEOUT_TCP_SYN);
-	if (!map_update(&ct4_v2, &rk, &rev, BPF_NOEXIST))
+	if (!map_update(&ct4_v3, &rk, &rev, BPF_NOEXIST))
 		count(skb, REASON_CT_REPAIRED);
 	return true;
 }
@@ -174,8 +240,8 @@ __inline void lb4_forget_reply(const struct pkt4 *p, const struct ct4_entry *ct)
 {
 	struct ct4_key rk;
 
-	ct4_reply_key(&rk, p, ct->backend_addr, ct->backend_port);
-	map_delete(&ct4_v2, &rk);
+	ct4_reply_key_of(&rk, p, ct);
+	map_delete(&ct4_v3, &rk);
 }
 
 /* Backend of slot 1..count of a frontend, picked uniformly at random; NULL
@@ -196,6 +262,48 @@ __inline struct lb4_backend *lb4_pick(struct lb4_key *key, __u16 nslots, __u32 *
 	return be;
 }
 
+/* The SNATed variant of a new flow (lb4_new_flow decided it): entries
+ * with an allocated port, then DNAT, SNAT and forwarding. A SYN on a tuple
+ * conntrack holds is handled as lb4_new_flow does. */
+__inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, const struct ct4_key *ck,
+			       const struct datapath_config *cfg, const struct lb4_backend *be,
+			       __u32 backend_id, __u32 rev_nat_id, bool opening,
+			       struct lb4_affinity_key *ak, struct lb4_affinity *sticky, __u64 ns,
+			       __u32 now)
+{
+	__be16 port = 0;
+
+	if (!cfg || !cfg->node_addr4)
+		return verdict_drop(skb, REASON_DROP_SNAT_NO_ADDRESS);
+	if (p->frag)
+		/* Its later fragments could not follow (lib/frag4.h). */
+		return verdict_drop(skb, REASON_DROP_FRAGMENT);
+	int err = lb4_ct_create_snat(skb, ck, p, cfg, be, backend_id, rev_nat_id, now,
+				     opening ? BPF_NOEXIST : BPF_ANY, &port);
+	if (err == -EEXIST) {
+		struct ct4_entry *ct = ct4_lookup(ck);
+		if (ct && ct->kind == CT_FORWARD) {
+			if (!lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
+				count(skb, REASON_BACKEND_GONE);
+			else if (lb4_syn_retransmit(skb, p, ct, now))
+				return lb4_follow(skb, p, ct, now);
+			else
+				count(skb, REASON_CT_REOPENED);
+			lb4_forget_reply(p, ct);
+		}
+		err = lb4_ct_create_snat(skb, ck, p, cfg, be, backend_id, rev_nat_id, now, BPF_ANY,
+					 &port);
+	}
+	if (err == -ENOSPC)
+		return verdict_drop(skb, REASON_DROP_SNAT_EXHAUSTED);
+	if (err)
+		return verdict_drop(skb, REASON_DROP_CT_FULL);
+	if (ak)
+		lb4_affinity_record(skb, ak, sticky, backend_id, ns);
+	count(skb, REASON_SNAT);
+	return lb4_dnat_snat(skb, p, be->address, be->port, cfg->node_addr4, port, REASON_NEW_FLOW);
+}
+
 /* New flow (or a flow whose backend left, or a SYN reopening a finished
  * flow's tuple) to a served frontend: pick a backend (the client's sticky
  * one under session affinity, else uniformly at random) and record the
@@ -204,7 +312,7 @@ __inline struct lb4_backend *lb4_pick(struct lb4_key *key, __u16 nslots, __u32 *
  * its flow that way (and leaves affinity alone). */
 __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb4_key *key,
 			  const struct lb4_service *svc, const struct ct4_key *ck, bool opening,
-			  __u32 now)
+			  const struct datapath_config *cfg, __u32 now)
 {
 	__u16 nslots = svc->count;
 	__u32 rev_nat_id = svc->rev_nat_id;
@@ -243,6 +351,15 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 			return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
 	}
 
+	/* SNAT (rules 13, 25, 26): a hairpin flow, whose backend is its own
+	 * client, and a flow of a frontend that asks for it to a backend on
+	 * another node. */
+	bool snat = be->address == p->saddr ||
+		    ((flags & SVC_F_SNAT_REMOTE) && !(be->flags & BE_F_LOCAL));
+	if (snat)
+		return lb4_new_snat_flow(skb, p, ck, cfg, be, backend_id, rev_nat_id, opening,
+					 flags & SVC_F_AFFINITY ? &ak : NULL, sticky, ns, now);
+
 	int err = lb4_ct_create(ck, p, be, backend_id, rev_nat_id, now,
 				opening ? BPF_NOEXIST : BPF_ANY);
 	if (err == -EEXIST) {
@@ -270,13 +387,62 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
 }
 
+/* A reply moves its entry on; the first one tells the forward entry that
+ * the flow was answered, and a FIN or RST puts it on the close lifetime. */
+__inline void lb4_reply_seen(struct __sk_buff *skb, const struct pkt4 *p, const struct ct4_key *ck,
+			     struct ct4_entry *ct, __u32 now)
+{
+	bool closes = ct4_closes(p);
+
+	ct4_touch(ct, p, now);
+	if (!(ct->flags & CT_F_PEER_TOLD) || closes) {
+		struct ct4_key fk;
+		struct ct4_entry *fe = lb4_forward_of_reply(ck, ct, &fk);
+		if (fe) {
+			ct4_seen_reply(fe, p->proto, now);
+			if (closes)
+				ct4_close_peer(fe, now);
+		}
+		map_store(ct->flags, ct->flags | CT_F_PEER_TOLD);
+		if (closes)
+			count(skb, REASON_CT_CLOSED);
+	}
+}
+
+/* Reply of a SNATed flow, at ingress: it comes from the backend to the
+ * node's address and allocated port. Its destination is restored to the
+ * client and its source to the frontend, and it is forwarded past the
+ * stack: the frontend may be one of the node's own addresses. */
+__inline int lb4_reverse_snat(struct __sk_buff *skb, const struct pkt4 *p, const struct ct4_key *ck,
+			      struct ct4_entry *ct, __u32 now)
+{
+	__u32 id = ct->rev_nat_id;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &id);
+
+	if (!rn || !rn->address)
+		return verdict_pass(skb, REASON_REPLY_NO_REVNAT);
+	__be32 vip = rn->address;
+	__be16 vport = rn->port;
+	__be32 client = ct->nat_addr;
+	__be16 cport = ct->nat_port;
+
+	if (p->frag)
+		return verdict_drop(skb, REASON_DROP_FRAGMENT);
+	lb4_reply_seen(skb, p, ck, ct, now);
+	if (nat4_rewrite(skb, p, NAT_DST, client, cport) ||
+	    nat4_rewrite(skb, p, NAT_SRC, vip, vport))
+		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
+	return fib4_forward(skb, REASON_REPLY_SNAT);
+}
+
 /* Packet whose destination may be a service IP. Conntrack is looked up
  * first: an established flow needs nothing else (like kube-proxy's
  * conntrack, it outlives a change of its service while its backend
  * exists). A TCP SYN skips the lookup, which would miss for a new
  * connection: lb4_new_flow finds a retransmitted one. Returns LB4_NOT_SERVICE when the
  * destination is not a service IP after all. */
-__inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
+__inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p,
+			  const struct datapath_config *cfg)
 {
 	bool opening = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
 	__u32 now = ct_now();
@@ -291,6 +457,10 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 				return lb4_follow(skb, p, ct, now);
 			lb4_forget_reply(p, ct);
 			gone = true;
+		} else if (ct && (ct->flags & CT_F_SNAT)) {
+			/* A reply of a SNATed flow, to the node's address
+			 * (which also serves NodePorts). */
+			return lb4_reverse_snat(skb, p, &ck, ct, now);
 		}
 	}
 
@@ -303,7 +473,16 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p)
 	if (svc) {
 		if (gone)
 			count(skb, REASON_BACKEND_GONE);
-		return lb4_new_flow(skb, p, &key, svc, &ck, opening, now);
+		if ((svc->flags & SVC_F_SOURCE_RANGES) && !lb4_source_allowed(svc->rev_nat_id, p->saddr))
+			return verdict_drop(skb, REASON_DROP_SOURCE_RANGE);
+		if ((svc->flags & SVC_F_TWO_SCOPES) && lb4_internal_source(cfg, p->saddr)) {
+			key.scope = LB_SCOPE_INTERNAL;
+			struct lb4_service *internal = bpf_map_lookup_elem(&lb4_services, &key);
+			if (internal)
+				return lb4_new_flow(skb, p, &key, internal, &ck, opening, cfg, now);
+			key.scope = LB_SCOPE_EXTERNAL;
+		}
+		return lb4_new_flow(skb, p, &key, svc, &ck, opening, cfg, now);
 	}
 	if (lb4_is_service_ip(p->daddr))
 		return reject4(skb, REASON_REJECT_UNKNOWN_PORT);
@@ -333,22 +512,8 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 		return verdict_pass(skb, REASON_REPLY_NO_REVNAT);
 	__be32 vip = rn->address;
 	__be16 vport = rn->port;
-	__u32 now = ct_now();
-	bool closes = ct4_closes(p);
 
-	ct4_touch(ct, p, now);
-	if (!(ct->flags & CT_F_PEER_TOLD) || closes) {
-		struct ct4_key fk;
-		struct ct4_entry *fe = lb4_forward_of_reply(&ck, id, &fk);
-		if (fe) {
-			ct4_seen_reply(fe, p->proto, now);
-			if (closes)
-				ct4_close_peer(fe, now);
-		}
-		map_store(ct->flags, ct->flags | CT_F_PEER_TOLD);
-		if (closes)
-			count(skb, REASON_CT_CLOSED);
-	}
+	lb4_reply_seen(skb, p, &ck, ct, ct_now());
 	if (nat4_rewrite(skb, p, NAT_SRC, vip, vport))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
 	if (p->frag)
@@ -374,10 +539,22 @@ __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct p
 	bool syn = (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
 	if (!syn && lb4_reply_live(&rk, ct, ct_now()))
 		return;
-	if (lb4_forward_of_reply(&rk, ct->rev_nat_id, &fk))
-		map_delete(&ct4_v2, &fk);
-	map_delete(&ct4_v2, &rk);
+	if (lb4_forward_of_reply(&rk, ct, &fk))
+		map_delete(&ct4_v3, &fk);
+	map_delete(&ct4_v3, &rk);
 	count(skb, REASON_CT_STALE_REPLY);
+}
+
+/* Whether a packet the prefilter passed may be a SNATed flow's reply:
+ * to the node's address, on a port of the SNAT range. */
+__inline bool lb4_snat_reply_candidate(const struct datapath_config *cfg, const struct pkt4 *p)
+{
+	if (!cfg || !cfg->node_addr4 || p->daddr != cfg->node_addr4)
+		return false;
+	__u16 port = bpf_ntohs(p->dport);
+	__u16 lo = cfg->snat_port_min ? cfg->snat_port_min : SNAT_DEFAULT_PORT_MIN;
+	__u16 hi = cfg->snat_port_max ? cfg->snat_port_max : SNAT_DEFAULT_PORT_MAX;
+	return port >= lo && port <= hi;
 }
 
 /* Ingress: service traffic is translated to its backend. */
@@ -385,13 +562,21 @@ __inline int lb4_handle_ingress(struct __sk_buff *skb, const struct pkt4 *p)
 {
 	__u32 zero = 0;
 	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
+	struct datapath_config *cfg = dp_config();
 
 	if (!f || lb4_filter_has(f, lb4_filter_dst(p->daddr))) {
-		int ret = lb4_service(skb, p);
+		int ret = lb4_service(skb, p, cfg);
 		if (ret != LB4_NOT_SERVICE)
 			return ret;
+	} else if (lb4_snat_reply_candidate(cfg, p)) {
+		struct ct4_key ck;
+
+		ct4_forward_key(&ck, p);
+		struct ct4_entry *ct = ct4_lookup(&ck);
+		if (ct && ct->kind == CT_REPLY && (ct->flags & CT_F_SNAT))
+			return lb4_reverse_snat(skb, p, &ck, ct, ct_now());
 	}
-	if (in_service_cidr(p->daddr))
+	if (in_service_cidr(cfg, p->daddr))
 		return verdict_drop(skb, REASON_DROP_SERVICE_CIDR);
 	/* TCP segments other than a SYN need no check: the SYN that opened
 	 * their connection had it. */

@@ -69,7 +69,21 @@ struct {
 	__type(value, struct ct4_entry);
 	__uint(max_entries, CT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ct4_v2 SEC(".maps");
+} ct4_v3 SEC(".maps");
+
+/* Sources allowed to open flows to a load-balancer frontend whose master
+ * has SVC_F_SOURCE_RANGES (rule 21), written by the control plane. */
+#ifndef LB4_SOURCE_RANGES_MAX
+#define LB4_SOURCE_RANGES_MAX 16384
+#endif
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lb4_src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, LB4_SOURCE_RANGES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_source_ranges SEC(".maps");
 
 /* Session affinity: the backend of each client's last new connection, per
  * affinity scope (lib/affinity.h). Written by the datapath only. LRU, so

@@ -20,8 +20,28 @@ struct lb4_key {
 	__be16 dport;
 	__u16 backend_slot;
 	__u8 proto;
-	__u8 scope; /* reserved: external vs internal frontend for traffic policies */
+	__u8 scope; /* enum lb_scope */
 	__u8 pad[2];
+};
+
+/* Which sources a frontend's entries serve. Most frontends have one set of
+ * entries, scope 0, for every source. A frontend whose set depends on where
+ * the client is (externalTrafficPolicy: Local, rule 13) has a second set:
+ * scope 0 holds the Local set external clients get, and its master is
+ * flagged SVC_F_TWO_SCOPES; scope 1 holds the Cluster set that this node's
+ * own pods and the node itself get. */
+enum lb_scope : __u8 {
+	LB_SCOPE_EXTERNAL = 0,
+	LB_SCOPE_INTERNAL = 1,
+};
+
+/* What kind of frontend a master entry is (listing and metrics; the
+ * datapath acts on the flags). */
+enum lb_frontend_kind : __u8 {
+	FE_CLUSTER_IP = 0,
+	FE_NODE_PORT,
+	FE_EXTERNAL_IP,
+	FE_LOAD_BALANCER,
 };
 
 enum lb_service_flags : __u8 {
@@ -29,6 +49,13 @@ enum lb_service_flags : __u8 {
 	SVC_F_DROP_EMPTY = 1 << 1, /* master entry: no usable endpoint in the set that
 				    * applies: drop, do not reject */
 	SVC_F_AFFINITY = 1 << 2,   /* master entry: ClientIP session affinity */
+	SVC_F_SNAT_REMOTE = 1 << 3, /* master entry: a new flow to a backend on another
+				     * node is SNATed to the node's address, so that its
+				     * replies come back here (rules 13, 26) */
+	SVC_F_TWO_SCOPES = 1 << 4, /* master entry of scope 0: this node's pods and the
+				    * node itself use the scope 1 entries (rule 13) */
+	SVC_F_SOURCE_RANGES = 1 << 5, /* master entry: new flows only from the frontend's
+				       * lb4_source_ranges (rule 21) */
 };
 
 struct lb4_service {
@@ -36,7 +63,7 @@ struct lb4_service {
 	__u32 rev_nat_id;  /* master entry: index into lb4_revnat */
 	__u16 count;       /* master entry: number of backend slots (0 = no endpoints) */
 	enum lb_service_flags flags;
-	__u8 pad;
+	enum lb_frontend_kind kind; /* master entry */
 	__u32 affinity_timeout; /* master entry with SVC_F_AFFINITY: seconds */
 	__u32 affinity_id; /* master entry with SVC_F_AFFINITY: the service port's
 			    * affinity scope (shared by its frontends) */
@@ -65,6 +92,7 @@ struct lb4_affinity_match_key {
 
 enum lb_backend_flags : __u8 {
 	BE_F_ACTIVE = 1 << 0, /* the array slot holds a programmed backend */
+	BE_F_LOCAL = 1 << 1,  /* the endpoint is on this node (its nodeName is this node's) */
 };
 
 /* Value of lb4_backends, an array indexed by backend id. */
@@ -108,6 +136,7 @@ enum ct_flags : __u8 {
 	CT_F_RST = 1 << 2,        /* a RST was seen in this direction; undone by a later
 				   * segment without one (an out-of-window RST) */
 	CT_F_PEER_TOLD = 1 << 3,  /* reply: the forward entry has been given CT_F_SEEN_REPLY */
+	CT_F_SNAT = 1 << 4,       /* both: the flow's source is translated too (nat_addr) */
 };
 
 /* Lifetimes, the key of sluice_ct_timeouts (value: seconds, 0 = default). A flow
@@ -144,6 +173,14 @@ struct ct4_entry {
 	__u32 expires;       /* this direction is idle after this, in seconds of
 			      * CLOCK_MONOTONIC (bpf_ktime_get_ns() / 1e9) */
 	__u32 created;       /* when the flow was created, same clock */
+	/* CT_F_SNAT flows only. Forward: the source the flow's packets leave
+	 * with (the node's address and a port sluice allocated). Reply: the
+	 * client's own address and port, which replies arriving at the node's
+	 * address are sent back to. A reply entry of a SNAT flow is keyed by
+	 * backend -> node address and port. */
+	__be32 nat_addr;
+	__be16 nat_port;
+	__u8 pad[2];
 };
 
 /* Why a packet took the path it took. Each value is a per-CPU counter
@@ -197,6 +234,18 @@ enum reason {
 	REASON_DROP_NO_ANSWER,       /* would have been rejected, but is a RST, an ICMP error,
 				      * or from a broadcast, multicast or zero source
 				      * (RFC 1122 3.2.2): dropped without an answer */
+	REASON_DROP_SOURCE_RANGE,    /* new connection to a load-balancer IP from outside its
+				      * loadBalancerSourceRanges (rule 21) */
+	REASON_SNAT,                 /* event: a new flow's source was translated to the
+				      * node's address (remote backend, or hairpin) */
+	REASON_REPLY_SNAT,           /* reply of a SNATed flow, to the node's address:
+				      * translated back and forwarded to the client */
+	REASON_DROP_SNAT_EXHAUSTED,  /* a new flow needed SNAT and no port of the range
+				      * was free */
+	REASON_DROP_SNAT_NO_ADDRESS, /* a new flow needed SNAT and the node has no address
+				      * to translate to */
+	REASON_DROP_FIB,             /* a SNATed packet could not be forwarded: no route,
+				      * forwarding off, or TTL exceeded */
 	REASON_MAX,
 };
 
@@ -227,6 +276,29 @@ struct lb4_filter {
 struct datapath_config {
 	__be32 service_cidr4;      /* network address; 0/0 = no service CIDR known */
 	__be32 service_cidr4_mask; /* netmask in network byte order */
+	/* The rest is written by the control plane from the Node. */
+	__be32 node_addr4;         /* SNAT source: the node's primary address; 0 = none */
+	__be32 pod_cidr4;          /* this node's pods (rule 13's internal sources) */
+	__be32 pod_cidr4_mask;     /* 0 = no pod CIDR known */
+	__u16 snat_port_min;       /* SNAT ports, host order, inclusive */
+	__u16 snat_port_max;
+};
+
+/* Defaults of the SNAT port range when the agent sets none: above the
+ * kernel's default ephemeral range (32768-60999), so the node's own
+ * connections never pick a port a SNATed flow holds. */
+enum snat_default {
+	SNAT_DEFAULT_PORT_MIN = 61000,
+	SNAT_DEFAULT_PORT_MAX = 65535,
+};
+
+/* Key of lb4_source_ranges, an LPM trie: one entry per (load-balancer
+ * frontend, allowed source CIDR). prefixlen counts the 32 bits of
+ * rev_nat_id plus the CIDR's own. */
+struct lb4_src_range_key {
+	__u32 prefixlen;
+	__u32 rev_nat_id;
+	__be32 addr;
 };
 
 /* ICMP error rate of REJECT, a single-entry array the agent writes at
@@ -282,6 +354,19 @@ struct ct4_entry_v1 {
 	__u32 backend_id;
 };
 
+/* The layout of ct4_entry before the SNAT fields (map ct4_v3, up to
+ * commit e581ec9), for the migration to ct4_v3. */
+struct ct4_entry_v2 {
+	__be32 backend_addr;
+	__be16 backend_port;
+	enum ct_kind kind;
+	enum ct_flags flags;
+	__u32 rev_nat_id;
+	__u32 backend_id;
+	__u32 expires;
+	__u32 created;
+};
+
 /* Only what the datapath's code uses gets into the object's BTF, and
  * bpf2go generates Go only from BTF. These types are for the Go side alone
  * (the v1 layout, for migration; the default lifetimes, which the loader
@@ -290,7 +375,11 @@ struct ct4_entry_v1 {
  * it and nothing of it is loaded. */
 struct sluice_go_types {
 	struct ct4_entry_v1 ct4_entry_v1;
+	struct ct4_entry_v2 ct4_entry_v2;
 	enum ct_timeout_default ct_timeout_default;
+	enum snat_default snat_default;
+	enum lb_frontend_kind lb_frontend_kind;
+	enum lb_scope lb_scope;
 };
 struct sluice_go_types sluice_go_types __attribute__((section(".sluice_go_types"), used));
 

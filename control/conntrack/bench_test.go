@@ -48,7 +48,7 @@ func newBenchTable(b *testing.B, flows int, halfExpired bool) *benchTable {
 		return m
 	}
 	bt := &benchTable{dp: &maps.Datapath{
-		CT4: maps.New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](open(bpf.SluiceMapCt4V2, uint32(2*flows))),
+		CT4: maps.New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](open(bpf.SluiceMapCt4V3, uint32(2*flows))),
 		LB4: maps.LB4{
 			Backends: maps.New[uint32, bpf.SluiceLb4Backend](open(bpf.SluiceMapLb4Backends, 0)),
 			RevNat:   maps.New[uint32, bpf.SluiceLb4ReverseNat](open(bpf.SluiceMapLb4Revnat, 0)),

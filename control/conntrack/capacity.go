@@ -23,7 +23,7 @@ const (
 // conntrack table takes unless told otherwise.
 const DefaultMemoryPercent = 0.25
 
-// SizeConfig is what the size of ct4_v2 is derived from.
+// SizeConfig is what the size of ct4_v3 is derived from.
 type SizeConfig struct {
 	// PhysicalBytes is the node's physical memory (PhysicalMemory).
 	PhysicalBytes uint64
@@ -45,7 +45,7 @@ type Size struct {
 // Flows is how many flows the table holds.
 func (s Size) Flows() uint32 { return maps.CT4Flows(s.Entries) }
 
-// SizeTable derives the number of entries of ct4_v2: MaxFlows when set,
+// SizeTable derives the number of entries of ct4_v3: MaxFlows when set,
 // else the budget divided by the cost of an entry, rounded down to a power
 // of two (the kernel's bucket count is one: a power of two wastes none),
 // clamped to [MinBudgetEntries, MaxBudgetEntries].
@@ -87,8 +87,8 @@ func PhysicalMemory() (uint64, error) {
 // cheap (~6 MiB, for a moment).
 const probeEntries = 1 << 16
 
-// MeasureEntryBytes asks the kernel what one entry of ct4_v2 costs: it
-// creates an unpinned map of ct4_v2's type and layout with probeEntries
+// MeasureEntryBytes asks the kernel what one entry of ct4_v3 costs: it
+// creates an unpinned map of ct4_v3's type and layout with probeEntries
 // entries and divides the memory charged for it (the element with its
 // key, value and hash-table header, its bucket, a share of the per-CPU
 // spares) by the entries. The caller must be allowed to create maps
@@ -98,7 +98,7 @@ func MeasureEntryBytes() (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ms := spec.Maps[bpf.SluiceMapCt4V2].Copy()
+	ms := spec.Maps[bpf.SluiceMapCt4V3].Copy()
 	ms.Pinning = ebpf.PinNone
 	ms.MaxEntries = probeEntries
 	m, err := ebpf.NewMap(ms)

@@ -50,7 +50,7 @@ func TestMeasureEntryBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("a ct4_v2 entry costs %d bytes on this kernel", b)
+	t.Logf("a ct4_v3 entry costs %d bytes on this kernel", b)
 	if b < 16+24 || b > 512 {
 		t.Errorf("%d bytes an entry: not what a preallocated hash of 40-byte entries costs", b)
 	}

@@ -1,5 +1,5 @@
 // Package conntrack is the agent's side of the datapath's conntrack table
-// (ct4_v2): its size (SizeTable), its lifetimes (Timeouts) and its
+// (ct4_v3): its size (SizeTable), its lifetimes (Timeouts) and its
 // collector, which removes the flows the datapath leaves behind. The
 // datapath never deletes a live flow and never deletes an expired one
 // unless a packet reuses its tuple: the collector walks the table and
@@ -42,7 +42,7 @@ const (
 	AuditPeriod = 5 * time.Minute
 )
 
-// Collector sweeps ct4_v2 periodically (Run) or on demand (Sweep, Purge).
+// Collector sweeps ct4_v3 periodically (Run) or on demand (Sweep, Purge).
 type Collector struct {
 	dp   *maps.Datapath
 	log  *slog.Logger

@@ -45,7 +45,7 @@ func newWorld(t testing.TB, ctEntries uint32) *world {
 		m.Pinning = ebpf.PinNone
 	}
 	if ctEntries != 0 {
-		spec.Maps[bpf.SluiceMapCt4V2].MaxEntries = ctEntries
+		spec.Maps[bpf.SluiceMapCt4V3].MaxEntries = ctEntries
 	}
 	w := &world{t: t, ports: map[control.Frontend]*control.ServicePort{}, everServed: map[control.Frontend]bool{}}
 	if err := spec.LoadAndAssign(&w.objs, nil); err != nil {

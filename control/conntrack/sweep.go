@@ -262,7 +262,7 @@ func (s *sweep) forwardOf(rk bpf.SluiceCt4Key, re bpf.SluiceCt4Entry) (fe bpf.Sl
 	if rn.Address == 0 {
 		return fe, fk, false, nil
 	}
-	fk = maps.CT4ForwardKey(rk, rn)
+	fk = maps.CT4ForwardKey(rk, re, rn)
 	if found, err = s.lookup(fk); err != nil || !found || !maps.CT4Partners(s.lval, rk) {
 		return fe, fk, false, err
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/sluice-lb/sluice/maps"
 )
 
-// Every rule of a sweep, on entries written into a real ct4_v2 next to
+// Every rule of a sweep, on entries written into a real ct4_v3 next to
 // real lb4_backends and lb4_revnat entries.
 func TestSweepRules(t *testing.T) {
 	w := newWorld(t, 4096)

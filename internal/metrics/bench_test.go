@@ -102,7 +102,7 @@ func fillForBench(b *testing.B) *sluicemaps.Datapath {
 			b.Fatal(err)
 		}
 	}
-	n, err := hashFill("ct4_v2", dp.CT4).count()
+	n, err := hashFill("ct4_v3", dp.CT4).count()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func fillMaps(dp *maps.Datapath) []fillMap {
 		idFill(bpf.SluiceMapLb4Revnat, dp.LB4.RevNat),
 		hashFill(bpf.SluiceMapLb4Affinity, dp.LB4.Affinity),
 		hashFill(bpf.SluiceMapLb4AffinityMatch, dp.LB4.AffinityMatch),
-		hashFill(bpf.SluiceMapCt4V2, dp.CT4),
+		hashFill(bpf.SluiceMapCt4V3, dp.CT4),
 		hashFill(bpf.SluiceMapLb4Fragments, dp.LB4.Fragments),
 	}
 }
@@ -56,6 +56,7 @@ var notFilled = map[string]string{
 	bpf.SluiceMapSluiceCounters:     "one slot per reason, all always present; exported as sluice_datapath_*_total",
 	bpf.SluiceMapSluiceRejectRate:   "one entry, written at start",
 	bpf.SluiceMapSluiceRejectBucket: "one token bucket per CPU; limited errors are counted as reject-rate-limited",
+	bpf.SluiceMapLb4SourceRanges:    "an LPM trie, one entry per load-balancer source range the control plane programs (no batch walk; the ranges are in sluice lb list)",
 }
 
 // hashFill counts every entry of a hash or LRU map. The map is read in
@@ -126,7 +127,7 @@ func NewDatapathCollector(dp *maps.Datapath) prometheus.Collector {
 		capacity: desc("map_capacity",
 			"Entries a BPF map can hold.", "map"),
 		filled: desc("map_fill_ratio",
-			"map_entries / map_capacity; conntrack (ct4_v2) at 1 refuses new flows.", "map"),
+			"map_entries / map_capacity; conntrack (ct4_v3) at 1 refuses new flows.", "map"),
 	}
 }
 

@@ -99,7 +99,7 @@ func TestDatapathCollector(t *testing.T) {
 		bpf.SluiceMapLb4Services:      64,
 		bpf.SluiceMapLb4Backends:      16,
 		bpf.SluiceMapLb4Revnat:        8,
-		bpf.SluiceMapCt4V2:            256,
+		bpf.SluiceMapCt4V3:            256,
 		bpf.SluiceMapLb4Affinity:      32,
 		bpf.SluiceMapLb4AffinityMatch: 40,
 		bpf.SluiceMapLb4Fragments:     24,
@@ -150,7 +150,7 @@ func TestDatapathCollector(t *testing.T) {
 		entries, capa int
 	}
 	fill := []want{
-		{"ct4_v2", 5, 256},
+		{"ct4_v3", 5, 256},
 		{"lb4_affinity", 2, 32},
 		{"lb4_affinity_match", 1, 40},
 		{"lb4_backends", -1, 15}, // ids 1..15: id 0 is never allocated
@@ -168,7 +168,7 @@ func TestDatapathCollector(t *testing.T) {
 	for _, f := range fill {
 		fmt.Fprintf(&exp, "sluice_map_entries{map=%q} %d\n", f.name, f.entries)
 	}
-	exp.WriteString(`# HELP sluice_map_fill_ratio map_entries / map_capacity; conntrack (ct4_v2) at 1 refuses new flows.
+	exp.WriteString(`# HELP sluice_map_fill_ratio map_entries / map_capacity; conntrack (ct4_v3) at 1 refuses new flows.
 # TYPE sluice_map_fill_ratio gauge
 `)
 	for _, f := range fill {
@@ -220,7 +220,7 @@ func TestDatapathCollector(t *testing.T) {
 
 	// Read at scrape time: a change shows in the next scrape.
 	must(t, dp.CT4.Delete(ct4Key(0)))
-	if v := gaugeValue(t, reg, "sluice_map_entries", "ct4_v2"); v != 4 {
+	if v := gaugeValue(t, reg, "sluice_map_entries", "ct4_v3"); v != 4 {
 		t.Errorf("ct4 entries after a delete: %v, want 4", v)
 	}
 }
@@ -239,9 +239,9 @@ func gaugeValue(t *testing.T, reg prometheus.Gatherer, name, mapName string) flo
 // TestDatapathCollectorReadError: a map that cannot be read fails its own
 // series, through an invalid metric, and the rest is still gathered.
 func TestDatapathCollectorReadError(t *testing.T) {
-	dp, objs := newDatapath(t, map[string]uint32{bpf.SluiceMapCt4V2: 256})
+	dp, objs := newDatapath(t, map[string]uint32{bpf.SluiceMapCt4V3: 256})
 	must(t, dp.LB4.Services.Put(bpf.SluiceLb4Key{Address: 1}, bpf.SluiceLb4Service{}))
-	must(t, objs.Ct4V2.Close())
+	must(t, objs.Ct4V3.Close())
 	must(t, objs.SluiceCounters.Close())
 
 	reg := prometheus.NewRegistry()
@@ -266,7 +266,7 @@ func TestDatapathCollectorReadError(t *testing.T) {
 			}
 		}
 	}
-	if slices.Contains(entries, "ct4_v2") || !slices.Contains(entries, "lb4_services") {
+	if slices.Contains(entries, "ct4_v3") || !slices.Contains(entries, "lb4_services") {
 		t.Errorf("map_entries gathered for %v, want every map but ct4", entries)
 	}
 }

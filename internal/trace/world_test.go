@@ -88,7 +88,7 @@ func (w *world) snapshot() map[string][]string {
 	out := map[string][]string{}
 	v := w.objs.SluiceMaps
 	for name, m := range map[string]*ebpf.Map{
-		bpf.SluiceMapCt4V2: v.Ct4V2, bpf.SluiceMapLb4Affinity: v.Lb4Affinity,
+		bpf.SluiceMapCt4V3: v.Ct4V3, bpf.SluiceMapLb4Affinity: v.Lb4Affinity,
 		bpf.SluiceMapLb4AffinityMatch: v.Lb4AffinityMatch, bpf.SluiceMapLb4Backends: v.Lb4Backends,
 		bpf.SluiceMapLb4Prefilter: v.Lb4Prefilter, bpf.SluiceMapLb4Revnat: v.Lb4Revnat,
 		bpf.SluiceMapLb4Services: v.Lb4Services, bpf.SluiceMapSluiceConfig: v.SluiceConfig,

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Source NAT of service flows to the node's address (rules 13, 24-27): a
+ * flow from an external client to a backend on another node, or a hairpin
+ * flow whose backend is its own client, leaves with the node's address and
+ * a port allocated here, so that its replies come back to this node (and,
+ * for hairpin, through the datapath at all). Its two conntrack entries
+ * carry what the translation needs (struct ct4_entry's nat_addr and
+ * nat_port): the forward entry the node's address and port, the reply
+ * entry, keyed by backend -> node address and port, the client's own. */
+#ifndef __SLUICE_SNAT4_H
+#define __SLUICE_SNAT4_H
+
+#include "common.h"
+#include "maps.h"
+#include "conntrack.h"
+
+/* Ports tried for one new flow before it is dropped as exhausted. Each try
+ * costs a socket lookup and a conntrack insert; a range a quarter full
+ * fails 16 tries in 2^-32. */
+#define SNAT_TRIES 16
+
+__inline struct datapath_config *dp_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sluice_config, &zero);
+}
+
+/* Whether a socket of the node's own would receive a packet from the
+ * backend to the node's address and port: an established connection of
+ * the node to that backend from that port, or a listener on it. Its
+ * packets must not be taken for a SNATed flow's replies. */
+__inline bool snat4_port_owned(struct __sk_buff *skb, __u8 proto, __be32 be_addr, __be16 be_port,
+			       __be32 node_addr, __be16 port)
+{
+	struct bpf_sock_tuple t = {
+		.ipv4 = { .saddr = be_addr, .daddr = node_addr, .sport = be_port, .dport = port },
+	};
+	struct bpf_sock *sk;
+
+	if (proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return false;
+	bpf_sk_release(sk);
+	return true;
+}
+
+/* Writes a SNAT flow's reply entry under a free port of the range and
+ * returns the port (network order), or 0 when none of SNAT_TRIES ports
+ * was free; *err is the conntrack's error when the table refused. A port
+ * is free when no conntrack entry holds backend -> node:port (another
+ * flow's replies) and no socket of the node would take those packets. */
+__inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
+			    const struct datapath_config *cfg, const struct lb4_backend *be,
+			    struct ct4_entry *rev, int *err)
+{
+	__u32 lo = cfg->snat_port_min ? cfg->snat_port_min : SNAT_DEFAULT_PORT_MIN;
+	__u32 hi = cfg->snat_port_max ? cfg->snat_port_max : SNAT_DEFAULT_PORT_MAX;
+	struct ct4_key rk = {
+		.saddr = be->address,
+		.daddr = cfg->node_addr4,
+		.sport = be->port,
+		.proto = p->proto,
+	};
+
+	*err = 0;
+	if (hi < lo)
+		hi = lo;
+	__u32 n = hi - lo + 1;
+	__u32 start = ((__u64)bpf_get_prandom_u32() * n) >> 32;
+	for (int i = 0; i < SNAT_TRIES; i++) {
+		/* Consecutive from a random start: a flood of new flows
+		 * spreads over the range, and retries stay cheap. */
+		__u32 off = (start + i) % n;
+		__be16 port = bpf_htons((__u16)(lo + off));
+		if (snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port))
+			continue;
+		rk.dport = port;
+		int e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
+		if (!e)
+			return port;
+		if (e != -EEXIST) {
+			*err = e;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+#endif
