@@ -26,15 +26,22 @@ func Listen(name, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve serves h on ln, which it closes, until ctx ends, then returns nil.
-// writeTimeout bounds a client that stops reading.
-func Serve(ctx context.Context, name string, ln net.Listener, h http.Handler, writeTimeout time.Duration) error {
-	srv := &http.Server{
+// NewServer returns an HTTP server for h with the timeouts every server of
+// the agent shares, so that a slow or silent client cannot hold a
+// connection open: writeTimeout bounds a client that stops reading.
+func NewServer(h http.Handler, writeTimeout time.Duration) *http.Server {
+	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      writeTimeout,
 	}
+}
+
+// Serve serves h on ln, which it closes, until ctx ends, then returns nil.
+// writeTimeout bounds a client that stops reading.
+func Serve(ctx context.Context, name string, ln net.Listener, h http.Handler, writeTimeout time.Duration) error {
+	srv := NewServer(h, writeTimeout)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {

@@ -51,6 +51,7 @@ type Metrics struct {
 	services            prometheus.Gauge
 	frontends           prometheus.Gauge
 	backends            prometheus.Gauge
+	healthCheckPorts    prometheus.Gauge
 	skipped             *skipped
 }
 
@@ -92,6 +93,8 @@ func New(reg *prometheus.Registry) *Metrics {
 		services:  gauge("services_programmed", "Services with at least one frontend in the datapath."),
 		frontends: gauge("frontends_programmed", "Frontends (address, port, protocol) in the datapath."),
 		backends:  gauge("backends_programmed", "Backends in the datapath (entries of lb4_backends)."),
+		healthCheckPorts: gauge("health_check_node_ports",
+			"healthCheckNodePorts served: Services of type LoadBalancer with externalTrafficPolicy Local whose health check server listens."),
 		skipped: &skipped{desc: prometheus.NewDesc(namespace+"_skipped_objects",
 			"Objects, or parts of them, left out of the desired state, by reason.",
 			[]string{"reason"}, nil)},
@@ -99,7 +102,7 @@ func New(reg *prometheus.Registry) *Metrics {
 	reg.MustRegister(
 		m.syncDuration, m.syncFullDuration, m.syncPartialDuration, m.networkProgramming,
 		m.lastSync, m.lastQueued, m.syncFailures,
-		m.services, m.frontends, m.backends, m.skipped,
+		m.services, m.frontends, m.backends, m.healthCheckPorts, m.skipped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -149,6 +152,10 @@ func (m *Metrics) SetProgrammed(services, frontends, backends int) {
 	m.frontends.Set(float64(frontends))
 	m.backends.Set(float64(backends))
 }
+
+// SetHealthCheckPorts sets how many healthCheckNodePorts have a server
+// listening.
+func (m *Metrics) SetHealthCheckPorts(n int) { m.healthCheckPorts.Set(float64(n)) }
 
 // SetSkipped replaces the skipped-object counts: byReason maps a
 // control.Skip* class to how many objects it skipped. A reason absent from

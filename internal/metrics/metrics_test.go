@@ -47,6 +47,7 @@ func TestNamesTypesLabels(t *testing.T) {
 	m.SyncFailed()
 	m.ObserveNetworkProgramming([]time.Time{t0}, t0.Add(time.Second))
 	m.SetProgrammed(1, 2, 3)
+	m.SetHealthCheckPorts(1)
 	m.SetSkipped(map[string]int{"invalid-ip": 1})
 
 	want := map[string]struct {
@@ -63,6 +64,7 @@ func TestNamesTypesLabels(t *testing.T) {
 		"sluice_services_programmed":                            {dto.MetricType_GAUGE, ""},
 		"sluice_frontends_programmed":                           {dto.MetricType_GAUGE, ""},
 		"sluice_backends_programmed":                            {dto.MetricType_GAUGE, ""},
+		"sluice_health_check_node_ports":                        {dto.MetricType_GAUGE, ""},
 		"sluice_skipped_objects":                                {dto.MetricType_GAUGE, "reason"},
 		// Two of each standard collector, as witnesses that they are there.
 		"go_goroutines":                 {dto.MetricType_GAUGE, ""},
@@ -190,6 +192,8 @@ func TestGauges(t *testing.T) {
 	m.SyncFailed()
 	m.SetProgrammed(10, 25, 100)
 	m.SetProgrammed(9, 24, 90)
+	m.SetHealthCheckPorts(3)
+	m.SetHealthCheckPorts(2)
 	const want = `
 # HELP sluice_sync_proxy_rules_last_queued_timestamp_seconds Unix time a sync was last queued; far past sync_proxy_rules_last_timestamp_seconds means syncs are stuck.
 # TYPE sluice_sync_proxy_rules_last_queued_timestamp_seconds gauge
@@ -206,10 +210,14 @@ sluice_frontends_programmed 24
 # HELP sluice_backends_programmed Backends in the datapath (entries of lb4_backends).
 # TYPE sluice_backends_programmed gauge
 sluice_backends_programmed 90
+# HELP sluice_health_check_node_ports healthCheckNodePorts served: Services of type LoadBalancer with externalTrafficPolicy Local whose health check server listens.
+# TYPE sluice_health_check_node_ports gauge
+sluice_health_check_node_ports 2
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
 		"sluice_sync_proxy_rules_last_queued_timestamp_seconds", "sluice_sync_proxy_rules_failures_total",
 		"sluice_services_programmed", "sluice_frontends_programmed", "sluice_backends_programmed",
+		"sluice_health_check_node_ports",
 	); err != nil {
 		t.Error(err)
 	}
