@@ -205,7 +205,7 @@ func TestNewDeviceIsAttached(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.serveWhoami(ctx(t), be, "backend-2"); err != nil {
+		if err := serveWhoami(ctx(t), be, "backend-2"); err != nil {
 			t.Fatal(err)
 		}
 		c.write("whoami.yaml", whoamiManifest(2))

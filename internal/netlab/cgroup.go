@@ -14,25 +14,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Cgroup2Root is a cgroup v2 hierarchy the lab may create cgroups in.
-// Only the cgroups it creates below it are the lab's: the root itself is
-// the machine's, and nothing is ever attached to it or moved into it.
+// Cgroup2Root is the lab's mount of the cgroup v2 hierarchy. Only the
+// cgroups it creates below it are the lab's: the root itself is the
+// machine's, and nothing is ever attached to it or moved into it.
 type Cgroup2Root struct {
 	Path    string
-	mounted bool // by MountCgroup2, so Unmount unmounts it
+	mounted bool // until Unmount
 }
 
-// MountCgroup2 finds the machine's cgroup v2 hierarchy where it is usually
-// mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified beside v1
-// controllers); on a machine whose controllers are all v1 it mounts the
-// hierarchy at dir (created if missing). The hierarchy is one per machine
-// whatever its mount point, so cgroups made under dir are as real as any.
+// MountCgroup2 mounts the cgroup v2 hierarchy at dir (created if
+// missing), a mount of the lab's own beside whatever the machine mounts
+// (here v1 controllers, and maybe a v2 mount of its own): the lab makes its
+// cgroups through its own mount and unmounts it when it is done. The
+// hierarchy is one per machine whatever its mount point, so cgroups made
+// under dir are as real as any, and visible through every v2 mount.
 func MountCgroup2(dir string) (*Cgroup2Root, error) {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		if isCgroup2(p) {
-			return &Cgroup2Root{Path: p}, nil
-		}
-	}
 	if isCgroup2(dir) {
 		// Left mounted by an earlier run that did not get to unmount.
 		return &Cgroup2Root{Path: dir, mounted: true}, nil
@@ -46,12 +42,15 @@ func MountCgroup2(dir string) (*Cgroup2Root, error) {
 	return &Cgroup2Root{Path: dir, mounted: true}, nil
 }
 
+// IsCgroup2 reports whether p is in a cgroup v2 hierarchy.
+func IsCgroup2(p string) bool { return isCgroup2(p) }
+
 func isCgroup2(p string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
 }
 
-// Unmount unmounts the hierarchy if MountCgroup2 mounted it, and removes
+// Unmount unmounts the hierarchy, and removes
 // the then empty mount point. The cgroups made under it must be removed
 // first: they would outlive the mount, invisible.
 func (r *Cgroup2Root) Unmount() error {
