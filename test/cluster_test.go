@@ -151,8 +151,13 @@ func (c *cluster) ask(proto, addr string) (string, error) {
 
 // dial opens a TCP connection from the client pod.
 func (c *cluster) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	return dialFrom(c.topo.Client, addr, timeout)
+}
+
+// dialFrom opens a TCP connection with its socket made in ns.
+func dialFrom(ns *netlab.NS, addr string, timeout time.Duration) (net.Conn, error) {
 	var conn net.Conn
-	err := c.topo.Client.Do(func() (err error) {
+	err := ns.Do(func() (err error) {
 		conn, err = net.DialTimeout("tcp", addr, timeout)
 		return err
 	})

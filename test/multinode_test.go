@@ -36,7 +36,7 @@ func TestMultiNodeClusterIPAcrossNodes(t *testing.T) {
 		if a, err := c.ask(client.NS, "tcp", remote.Addr.String()+":8080"); err != nil || a.Hostname != remote.Name {
 			t.Fatalf("pod to pod across nodes: %+v, %v", a, err)
 		}
-		c.write("whoami.yaml", podService("whoami", vip, "", local, remote))
+		c.write("whoami.yaml", podService(svcSpec{Name: "whoami", ClusterIP: vip}, local, remote))
 		c.startAgents()
 		for _, proto := range []string{"tcp", "udp"} {
 			c.waitFor(proto+" through "+vip, 5*time.Second, func() error {
@@ -72,7 +72,7 @@ func TestMultiNodeClusterIPAcrossNodes(t *testing.T) {
 // pod, and reaches one only once the lab routes its address via a node.
 func TestMultiNodeLab(t *testing.T) {
 	c := newMultiCluster(t, 2, 1, "auto")
-	c.write("whoami.yaml", podService("whoami", vip, "", c.node(2).pod(1)))
+	c.write("whoami.yaml", podService(svcSpec{Name: "whoami", ClusterIP: vip}, c.node(2).pod(1)))
 	c.startAgents()
 	for _, n := range c.nodes {
 		pids, err := n.Cgroup.Pids()
