@@ -188,6 +188,13 @@ func (c *multiCluster) ask(ns *netlab.NS, proto, addr string) (whoami.Answer, er
 	return agenttest.AskAnswer(ns, proto, addr, 500*time.Millisecond)
 }
 
+// dialEcho opens a raw TCP connection to whoami from inside ns: greeted
+// with the backend's name, then echoed (echoConn), for long-lived flows.
+func (c *multiCluster) dialEcho(t *testing.T, ns *netlab.NS, addr string) *echoConn {
+	t.Helper()
+	return dialEchoFrom(t, ns, addr)
+}
+
 // external is the client outside the cluster.
 func (c *multiCluster) external() *netlab.NS { return c.net.External }
 

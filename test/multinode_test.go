@@ -62,6 +62,21 @@ func TestMultiNodeClusterIPAcrossNodes(t *testing.T) {
 			}
 			t.Logf("%s: %s", proto, fmt.Sprint(seen))
 		}
+		// A long-lived flow to the node-2 backend keeps flowing both ways.
+		for i := 0; ; i++ {
+			ec := c.dialEcho(t, client.NS, vip+":80")
+			if ec.who == remote.Name {
+				if ec.seen.RemoteIP() != client.Addr.String() {
+					t.Errorf("%s saw the client as %s, want %s", remote.Name, ec.seen.Remote, client.Addr)
+				}
+				ec.exchange(t, "across nodes")
+				break
+			}
+			ec.conn.Close()
+			if i == 100 {
+				t.Fatalf("100 connections, none to %s", remote.Name)
+			}
+		}
 	})
 }
 
