@@ -10,17 +10,24 @@ import (
 // Cluster is N nodes on one underlay, the network of a multi-node cluster,
 // and a client outside it:
 //
-//	underlay: bridge br0, veth n<i> -> node i's eth0 192.168.50.(10+i)/24
-//	                      veth ext  -> external client's eth0 192.168.50.100/24
+//	underlay: bridge br0 192.168.50.1/24 (the router)
+//	          veth n<i> -> node i's eth0 192.168.50.(10+i)/24
+//	          veth ext  -> external client's eth0 192.168.50.100/24
 //	node i:   pod CIDR 10.244.i.0/24; pod j on veth p<j>, 10.244.i.(1+j),
 //	          gateway 10.244.i.1; a route to every other node's pod CIDR
-//	          via that node's underlay address; ip_forward on
+//	          via that node's underlay address; default route via the
+//	          router; ip_forward on
 //
-// The external client has no route to any pod CIDR: it reaches the cluster
-// through node addresses only, and through the addresses RouteVia gives it.
+// The router answers ARP and forwards nothing: a node's default route
+// resolves, as a real node's does, so traffic a node's own processes send
+// to a service address leaves through eth0 (where the datapath sees it)
+// rather than failing as unreachable, and whatever is not translated dies
+// there. The external client has no route to any pod CIDR, nor a default
+// one: it reaches the cluster through node addresses only, and through the
+// addresses RouteVia gives it.
 type Cluster struct {
 	Prefix   string
-	Underlay *NS // holds the bridge, nothing else
+	Underlay *NS // holds the bridge and the router address, nothing else
 	External *NS
 	Nodes    []*Node
 	cgroups  *Cgroup // <prefix> under the root, parent of the nodes' cgroups
@@ -47,8 +54,12 @@ const (
 	UnderlayDev = "eth0"
 )
 
-// ExternalAddr is the external client's underlay address.
-var ExternalAddr = netip.MustParseAddr("192.168.50.100")
+// ExternalAddr is the external client's underlay address; RouterAddr the
+// underlay bridge's, the nodes' default gateway.
+var (
+	ExternalAddr = netip.MustParseAddr("192.168.50.100")
+	RouterAddr   = netip.MustParseAddr("192.168.50.1")
+)
 
 // NodeIP is node i's underlay address (1-based).
 func NodeIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 50, byte(10 + i)}) }
@@ -84,6 +95,9 @@ func NewCluster(prefix string, n int) (c *Cluster, err error) {
 		return c, err
 	}
 	if err := c.Underlay.Bridge(underlayBridge); err != nil {
+		return c, err
+	}
+	if err := c.Underlay.AddrAdd(underlayBridge, netip.PrefixFrom(RouterAddr, 24)); err != nil {
 		return c, err
 	}
 	if c.External, err = NewNS(prefix + "-ext"); err != nil {
@@ -124,7 +138,10 @@ func (c *Cluster) addNode(i int) error {
 	if err := nodeSysctls(ns); err != nil {
 		return err
 	}
-	return c.join(ns, fmt.Sprintf("n%d", i), node.IP)
+	if err := c.join(ns, fmt.Sprintf("n%d", i), node.IP); err != nil {
+		return err
+	}
+	return ns.DefaultRoute(RouterAddr)
 }
 
 // join plugs ns into the underlay bridge as UnderlayDev with addr/24.
