@@ -1,6 +1,8 @@
 package bpf_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -516,4 +518,91 @@ func TestSNATUnavailable(t *testing.T) {
 			t.Errorf("counters %v: want drop-fib", d)
 		}
 	})
+}
+
+// forwarded is a datagram as it is after one hop: TTL one less, header
+// checksum updated. An error quotes the packet as its sender got it.
+func forwarded(d []byte) []byte {
+	c := bytes.Clone(d)
+	c[8]--
+	binary.BigEndian.PutUint16(c[10:], 0)
+	binary.BigEndian.PutUint16(c[10:], packet.Checksum(c[:20]))
+	return c
+}
+
+// ICMP errors about SNATed flows (rule 23): each side gets the error in
+// the terms it knows the flow by, the quote byte for byte the packet it
+// sent or got, and the error is forwarded (its addresses may be the
+// node's own).
+func TestSNATICMPErrors(t *testing.T) {
+	w := newNSWorld(t)
+	// Both frontends first: an apply rewrites every master.
+	fes := []control.Frontend{{Addr: nodePort.Addr(), Port: nodePort.Port(), Proto: control.TCP}, {Addr: nodePort.Addr(), Port: nodePort.Port(), Proto: control.UDP}}
+	w.ports[fes[0]] = &control.ServicePort{Name: control.ServicePortName{Namespace: "t", Name: "np-tcp"}, Frontend: fes[0], Backends: backends(remotePod)}
+	w.external(fes[1], bpf.SluiceLbFrontendKindFE_NODE_PORT, bpf.SluiceLbServiceFlagsSVC_F_SNAT_REMOTE, backends(remotePod))
+	w.editMaster(fes[0], func(m *bpf.SluiceLb4Service) {
+		m.Kind, m.Flags = bpf.SluiceLbFrontendKindFE_NODE_PORT, m.Flags|bpf.SluiceLbServiceFlagsSVC_F_SNAT_REMOTE
+	})
+	be := netip.MustParseAddrPort(remotePod)
+
+	tcpIn := packet.Build(packet.Spec{Src: extClient, Dst: nodePort, Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn})
+	tcpSent := datagram(t, tcpIn)
+	_, out := w.net.run(t, w.objs.SluiceIngress, tcpIn)
+	tcpGot := datagram(t, out)
+
+	udpIn := packet.Build(packet.Spec{Src: extClient, Dst: nodePort, Proto: packet.ProtoUDP, Payload: []byte("hello, backend")})
+	udpSent := datagram(t, udpIn)
+	_, out = w.net.run(t, w.objs.SluiceIngress, udpIn)
+	udpGot := datagram(t, out)
+	natPort := parse(t, out).SrcPort
+
+	reply := packet.Build(packet.Spec{Src: be, Dst: addrPort(nodeAddr, natPort), Proto: packet.ProtoUDP, Payload: []byte("hello, client")})
+	replySent := datagram(t, reply)
+	_, out = w.net.run(t, w.objs.SluiceIngress, reply)
+	replyGot := datagram(t, out)
+
+	cases := []struct {
+		name     string
+		err      packet.ICMPError
+		reason   string
+		src, dst netip.Addr
+		quote    []byte
+	}{
+		{"port unreachable from the backend, UDP",
+			packet.ICMPError{Src: be.Addr(), Dst: nodeAddr, Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: udpGot},
+			"icmp-error-to-client", nodePort.Addr(), extClient.Addr(), forwarded(udpSent)},
+		{"fragmentation needed from the path, 8-byte TCP quote",
+			packet.ICMPError{Src: peerAddr, Dst: nodeAddr, Type: packet.ICMPDestUnreach, Code: packet.ICMPFragNeeded, Rest: 1280, Quote: head(tcpGot, 28)},
+			"icmp-error-to-client", peerAddr, extClient.Addr(), head(forwarded(tcpSent), 28)},
+		{"client's port unreachable toward the NodePort",
+			packet.ICMPError{Src: extClient.Addr(), Dst: nodePort.Addr(), Type: packet.ICMPDestUnreach, Code: packet.ICMPPortUnreach, Quote: replyGot},
+			"icmp-error-to-backend", nodeAddr, be.Addr(), forwarded(replySent)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := w.counts()
+			verdict, out := w.net.run(t, w.objs.SluiceIngress, packet.BuildICMPError(c.err))
+			if verdict != tcActRedirect {
+				t.Errorf("verdict %d, want redirect", verdict)
+			}
+			if d := delta(before, w.counts()); !sameCounts(d, map[string]uint64{c.reason: 1}) {
+				t.Errorf("counters %v, want %s", d, c.reason)
+			}
+			f := parse(t, out)
+			if f.Src != c.src || f.Dst != c.dst {
+				t.Errorf("outer %s -> %s, want %s -> %s", f.Src, f.Dst, c.src, c.dst)
+			}
+			checksumsOK(t, f)
+			q, err := f.Quote()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !q.IPChecksumOK() {
+				t.Error("quoted IPv4 header checksum wrong")
+			}
+			if got := append(bytes.Clone(q.IP), q.L4...); !bytes.Equal(got, c.quote) {
+				t.Errorf("quote\n got %x\nwant %x", got, c.quote)
+			}
+		})
+	}
 }
