@@ -46,7 +46,7 @@ type fibNet struct {
 	ns *netlab.NS
 }
 
-func newFibNet(t *testing.T) *fibNet {
+func newFibNet(t testing.TB) *fibNet {
 	t.Helper()
 	ns, err := netlab.NewNS(fmt.Sprintf("slb%d-%d", os.Getpid()%100000, fibSeq.Add(1)))
 	if err != nil {
