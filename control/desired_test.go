@@ -125,19 +125,35 @@ func esPort(name string, port int32, proto corev1.Protocol) discoveryv1.Endpoint
 
 func esPorts(ps ...discoveryv1.EndpointPort) []discoveryv1.EndpointPort { return ps }
 
-// render turns a state into "frontend -> backends" lines, sorted. A line
-// ends in "drop" when its empty backend set means DROP rather than REJECT
-// (rule 14), and in "affinity=N" for ClientIP affinity (rule 22), each
-// after one space: "10.96.0.1:80/TCP -> drop affinity=10800". It
-// also checks what every ServicePort must satisfy: keyed by its own
-// frontend, backends sorted and unique.
+// render turns a state into "frontend -> backends" lines, sorted. A
+// backend on this node ends in "(local)". A line ends in "drop" when its
+// empty backend set means DROP rather than REJECT (rule 14), in
+// "affinity=N" for ClientIP affinity (rule 22), "kind=K" for a frontend
+// other than a ClusterIP, "snat" when remote backends are SNATed,
+// "ranges=..." for source ranges and "internal=[backends drop snat]" for
+// the set this node's pods and the node get (rule 13), each after one
+// space: "10.96.0.1:80/TCP -> drop affinity=10800". Health checks follow
+// as "health PORT ns/name local=N". It also checks what every
+// ServicePort must satisfy: keyed by its own frontend, backends sorted
+// and unique.
 func render(s *State) []string {
 	var out []string
-	for fe, sp := range s.Ports {
+	backends := func(list []Backend) (string, string) {
 		var bs []string
-		for _, b := range sp.Backends {
-			bs = append(bs, b.String())
+		for _, b := range list {
+			if b.Local {
+				bs = append(bs, b.String()+"(local)")
+			} else {
+				bs = append(bs, b.String())
+			}
 		}
+		bad := ""
+		if !slices.IsSortedFunc(list, Backend.Compare) || len(slices.CompactFunc(slices.Clone(list), func(a, b Backend) bool { return a.Compare(b) == 0 })) != len(list) {
+			bad = " (backends not sorted and unique)"
+		}
+		return strings.Join(bs, ","), bad
+	}
+	for fe, sp := range s.Ports {
 		var attrs []string
 		if sp.DropEmpty {
 			attrs = append(attrs, "drop")
@@ -145,7 +161,33 @@ func render(s *State) []string {
 		if sp.AffinityTimeout != 0 {
 			attrs = append(attrs, fmt.Sprintf("affinity=%d", sp.AffinityTimeout))
 		}
-		line := fe.String() + " -> " + strings.Join(bs, ",")
+		if sp.Kind != KindClusterIP {
+			attrs = append(attrs, "kind="+sp.Kind.String())
+		}
+		if sp.SNATRemote {
+			attrs = append(attrs, "snat")
+		}
+		if len(sp.SourceRanges) > 0 {
+			var rs []string
+			for _, r := range sp.SourceRanges {
+				rs = append(rs, r.String())
+			}
+			attrs = append(attrs, "ranges="+strings.Join(rs, ","))
+		}
+		bs, bad := backends(sp.Backends)
+		if in := sp.Internal; in != nil {
+			ibs, ibad := backends(in.Backends)
+			parts := []string{ibs}
+			if in.DropEmpty {
+				parts = append(parts, "drop")
+			}
+			if in.SNATRemote {
+				parts = append(parts, "snat")
+			}
+			attrs = append(attrs, "internal=["+strings.Join(parts, " ")+"]")
+			bad += ibad
+		}
+		line := fe.String() + " -> " + bs
 		for _, a := range attrs {
 			if !strings.HasSuffix(line, " ") {
 				line += " "
@@ -155,8 +197,12 @@ func render(s *State) []string {
 		if sp.Frontend != fe {
 			line += " (keyed by another frontend: " + sp.Frontend.String() + ")"
 		}
-		if !slices.IsSortedFunc(sp.Backends, Backend.Compare) || len(slices.Compact(slices.Clone(sp.Backends))) != len(sp.Backends) {
-			line += " (backends not sorted and unique)"
+		out = append(out, line+bad)
+	}
+	for port, hc := range s.HealthChecks {
+		line := fmt.Sprintf("health %d %s/%s local=%d", port, hc.Namespace, hc.Name, hc.LocalEndpoints)
+		if hc.Port != port {
+			line += fmt.Sprintf(" (keyed by another port: %d)", hc.Port)
 		}
 		out = append(out, line)
 	}
@@ -341,7 +387,7 @@ func TestDesired(t *testing.T) {
 			services: []*corev1.Service{svc("b", "10.96.0.1"), svc("a", "10.96.0.1")},
 			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.1")), slice("b-1", "b", httpPort(8080), ready("10.0.0.2"))},
 			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
-			problems: []string{"Service ns/b: port \"http\": 10.96.0.1:80/TCP already served by ns/a:http/TCP"},
+			problems: []string{"Service ns/b: port \"http\": ClusterIP frontend 10.96.0.1:80/TCP already served by ns/a:http/TCP as its ClusterIP frontend"},
 		},
 		{
 			rule:     "2, 3: an IPv6-only Service and its IPv6 slices get nothing on the IPv4 node, and no problem",
@@ -538,7 +584,7 @@ func TestDesired(t *testing.T) {
 				term("10.0.0.3"),
 				term("10.0.0.4").on("node-1").cond(f, f, tr),
 			)},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local),10.0.0.2:8080,10.0.0.3:8080"},
 		},
 		{
 			rule:     "9, 14: only non-serving endpoints: nothing used, REJECT not DROP",
@@ -557,7 +603,7 @@ func TestDesired(t *testing.T) {
 				term("10.0.0.4").on("node-1"),
 				ready("10.0.0.5").on("node-10"),
 			)},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local)"},
 		},
 		{
 			rule:     "10, 12: no local ready endpoint: the local serving-and-terminating ones, not remote ready ones",
@@ -567,7 +613,7 @@ func TestDesired(t *testing.T) {
 				ready("10.0.0.2").on("node-2"),
 				term("10.0.0.3").on("node-1").cond(f, f, tr),
 			)},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local)"},
 		},
 		{
 			rule:     "12, 14: an empty Local set while other nodes have ready endpoints: DROP",
@@ -700,7 +746,7 @@ func TestDesired(t *testing.T) {
 				ready("10.0.0.3").on("node-1").inZones("z2").forNodes("node-2"),
 			)},
 			node: &NodeInfo{Name: "node-1", Zone: "z1"},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.3:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local),10.0.0.3:8080(local)"},
 		},
 		{
 			rule:     "22: sessionAffinity ClientIP without a timeout: 10800 seconds",

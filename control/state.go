@@ -216,6 +216,8 @@ const (
 	SkipAffinity        = "invalid-affinity"
 	SkipMapFull         = "map-full"
 	SkipInvalidManifest = "invalid-manifest"
+	SkipLBHostname      = "lb-hostname"
+	SkipHealthCheck     = "health-check-port"
 )
 
 func (p Problem) String() string { return p.Object + ": " + p.Reason }
