@@ -14,7 +14,7 @@ type endpoint struct {
 	ready       bool
 	serving     bool
 	terminating bool
-	local       bool // as backend.Local
+	local       bool                  // as backend.Local
 	zones       []discoveryv1.ForZone // hints; nil when none
 	nodes       []discoveryv1.ForNode
 }
