@@ -177,7 +177,10 @@ func render(s *State) []string {
 		bs, bad := backends(sp.Backends)
 		if in := sp.Internal; in != nil {
 			ibs, ibad := backends(in.Backends)
-			parts := []string{ibs}
+			var parts []string
+			if ibs != "" {
+				parts = append(parts, ibs)
+			}
 			if in.DropEmpty {
 				parts = append(parts, "drop")
 			}
@@ -210,16 +213,20 @@ func render(s *State) []string {
 	return out
 }
 
+// desiredCase is one rule's example: inputs, the rendered state and the
+// problems.
+type desiredCase struct {
+	rule     string
+	services []*corev1.Service
+	slices   []*discoveryv1.EndpointSlice
+	node     *NodeInfo // nil: node-1, no zone
+	want     []string
+	problems []string // substrings, in order
+}
+
 func TestDesired(t *testing.T) {
 	f, tr := ptr(false), ptr(true)
-	cases := []struct {
-		rule     string
-		services []*corev1.Service
-		slices   []*discoveryv1.EndpointSlice
-		node     *NodeInfo // nil: node-1, no zone
-		want     []string
-		problems []string // substrings, in order
-	}{
+	runDesiredCases(t, []desiredCase{
 		{
 			rule:     "1: a service-proxy-name label hides the Service: its visible slices belong to no Service",
 			services: []*corev1.Service{svc("a", "10.96.0.1", withLabels(LabelServiceProxyName, "other"))},
@@ -831,7 +838,11 @@ func TestDesired(t *testing.T) {
 			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
 			problems: []string{`EndpointSlice ns/a-1: endpoint address "bad"`},
 		},
-	}
+	})
+}
+
+func runDesiredCases(t *testing.T, cases []desiredCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {
 			node := NodeInfo{Name: "node-1"}
