@@ -73,7 +73,7 @@ func TestDesiredExternal(t *testing.T) {
 			},
 		},
 		{
-			rule: "18: node addresses that are not IPv4 are ignored",
+			rule:     "18: node addresses that are not IPv4 are ignored",
 			services: []*corev1.Service{svc("a", "10.96.0.1", withType(corev1.ServiceTypeNodePort), withNodePorts(30080))},
 			node:     &NodeInfo{Name: "node-1", NodePortAddrs: "fd00::1,192.168.1.10,bogus,"},
 			want:     []string{"10.96.0.1:80/TCP -> ", "192.168.1.10:30080/TCP -> kind=NodePort snat"},
@@ -240,7 +240,7 @@ func TestDesiredExternal(t *testing.T) {
 			},
 		},
 		{
-			rule: "11, 13: the internal set of externalTrafficPolicy Local is the topology-filtered Cluster set; the Local set ignores hints",
+			rule:     "11, 13: the internal set of externalTrafficPolicy Local is the topology-filtered Cluster set; the Local set ignores hints",
 			services: []*corev1.Service{svc("a", "10.96.0.1", withExternalIPs("203.0.113.10"), withETP(corev1.ServiceExternalTrafficPolicyLocal))},
 			slices: []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080),
 				ready("10.0.0.1").on("node-1").inZones("z2"), ready("10.0.0.2").on("node-2").inZones("z1"))},
