@@ -1013,7 +1013,10 @@ func trackerRandomRun(t *testing.T, seed uint64, steps int) {
 		}
 		return ptr(true)
 	}
-	nodes := []NodeInfo{{Name: "node-1", Zone: "z1"}, {Name: "node-1", Zone: "z2"}, {Name: "node-1"}, {Name: "node-2", Zone: "z1"}, {}}
+	nodes := []NodeInfo{{Name: "node-1", Zone: "z1"}, {Name: "node-1", Zone: "z2"}, {Name: "node-1"}, {Name: "node-2", Zone: "z1"}, {},
+		{Name: "node-1", InternalIPs: "192.168.1.10", NodePortAddrs: "192.168.1.10"},
+		{Name: "node-1", InternalIPs: "192.168.1.10", NodePortAddrs: "192.168.1.10,203.0.113.1"},
+		{Name: "node-2", Zone: "z1", InternalIPs: "10.1.0.1", NodePortAddrs: "192.168.1.10"}}
 
 	randomService := func(name string) *corev1.Service {
 		var opts []svcOpt
@@ -1051,6 +1054,48 @@ func trackerRandomRun(t *testing.T, seed uint64, steps int) {
 			opts = append(opts, withAffinity(ptr(int32(60))))
 		case 2:
 			opts = append(opts, withAffinity(ptr(int32(0))))
+		}
+		// North-south: nodePorts, externalIPs and LB IPs from small
+		// pools that overlap each other, cluster IPs and node addresses,
+		// so that frontends and health ports are contested.
+		switch pick(3) {
+		case 1:
+			opts = append(opts, withType(corev1.ServiceTypeNodePort))
+		case 2:
+			opts = append(opts, withType(corev1.ServiceTypeLoadBalancer))
+		}
+		opts = append(opts, func(s *corev1.Service) {
+			for i := range s.Spec.Ports {
+				if chance(0.6) {
+					s.Spec.Ports[i].NodePort = []int32{30080, 30081, 80, 70000}[pick(4)]
+				}
+			}
+		})
+		var ext []string
+		for range pick(3) {
+			ext = append(ext, oneOf("203.0.113.1", "198.51.100.1", "10.96.0.2", "192.168.1.10", "bad", "fd00::2"))
+		}
+		opts = append(opts, withExternalIPs(ext...))
+		var ing []corev1.LoadBalancerIngress
+		for range pick(3) {
+			switch pick(5) {
+			case 0:
+				ing = append(ing, corev1.LoadBalancerIngress{Hostname: "lb.example.com"})
+			case 1:
+				ing = append(ing, lbIPMode(oneOf("198.51.100.1", "198.51.100.2"), corev1.LoadBalancerIPModeProxy))
+			default:
+				ing = append(ing, lbIP(oneOf("198.51.100.1", "198.51.100.2", "203.0.113.1", "10.96.0.1")))
+			}
+		}
+		opts = append(opts, withIngress(ing...))
+		if chance(0.3) {
+			opts = append(opts, withSourceRanges(oneOf("10.0.0.0/8", "192.168.1.0/24", "1.2.3.4", "0.0.0.0/0")))
+		}
+		if chance(0.5) {
+			opts = append(opts, withETP(corev1.ServiceExternalTrafficPolicyLocal))
+		}
+		if chance(0.7) {
+			opts = append(opts, withHealthPort([]int32{32000, 32000, 32001, 30080, 0, 70000}[pick(6)]))
 		}
 		switch pick(12) {
 		case 0:
@@ -1137,8 +1182,9 @@ func trackerRandomRun(t *testing.T, seed uint64, steps int) {
 			s := randomService(name)
 			services[name] = s
 			store.UpsertService(s)
-			what = fmt.Sprintf("upsert Service %s clusterIPs %q %q labels %v type %q ports %v itp %v affinity %q",
-				name, s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Labels, s.Spec.Type, s.Spec.Ports, s.Spec.InternalTrafficPolicy != nil, s.Spec.SessionAffinity)
+			what = fmt.Sprintf("upsert Service %s clusterIPs %q %q labels %v type %q ports %v itp %v affinity %q externalIPs %q ingress %v ranges %q etp %q health %d",
+				name, s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Labels, s.Spec.Type, s.Spec.Ports, s.Spec.InternalTrafficPolicy != nil, s.Spec.SessionAffinity,
+				s.Spec.ExternalIPs, s.Status.LoadBalancer.Ingress, s.Spec.LoadBalancerSourceRanges, s.Spec.ExternalTrafficPolicy, s.Spec.HealthCheckNodePort)
 		case r < 35:
 			name := oneOf("a", "b", "c")
 			delete(services, name)
