@@ -74,15 +74,18 @@ func (r *serviceResult) externalIPsOf(svc *corev1.Service) []netip.Addr {
 func (r *serviceResult) lbIPsOf(svc *corev1.Service) []netip.Addr {
 	var out []netip.Addr
 	for i, ing := range svc.Status.LoadBalancer.Ingress {
-		if ing.IP == "" {
-			if ing.Hostname != "" {
-				r.problem(SkipLBHostname, "status.loadBalancer.ingress[%d]: hostname %s without ip: not served", i, ing.Hostname)
-			}
-			continue
-		}
 		if ing.IPMode != nil && *ing.IPMode != corev1.LoadBalancerIPModeVIP {
 			if *ing.IPMode != corev1.LoadBalancerIPModeProxy {
 				r.problem(SkipInvalidIP, "status.loadBalancer.ingress[%d]: unknown ipMode %q: not served", i, *ing.IPMode)
+			}
+			continue
+		}
+		if ing.IP == "" {
+			// Load balancers that give a hostname (and no IP) mostly
+			// send to the nodePorts, which are served; reported all
+			// the same, since a VIP-style one would go unserved.
+			if ing.Hostname != "" {
+				r.problem(SkipLBHostname, "status.loadBalancer.ingress[%d]: hostname %s without ip: not served", i, ing.Hostname)
 			}
 			continue
 		}

@@ -127,6 +127,7 @@ func TestDesiredExternal(t *testing.T) {
 				lbIPMode("198.51.100.2", corev1.LoadBalancerIPModeVIP),
 				lbIPMode("198.51.100.3", corev1.LoadBalancerIPModeProxy),
 				corev1.LoadBalancerIngress{Hostname: "lb.example.com"},
+				corev1.LoadBalancerIngress{Hostname: "proxy.example.com", IPMode: ptr(corev1.LoadBalancerIPModeProxy)},
 				corev1.LoadBalancerIngress{Hostname: "lb2.example.com", IP: "198.51.100.4"},
 				lbIP("fd00::7"),
 				lbIP("300.1.1.1"),
@@ -140,8 +141,8 @@ func TestDesiredExternal(t *testing.T) {
 			},
 			problems: []string{
 				"Service ns/a: status.loadBalancer.ingress[3]: hostname lb.example.com without ip: not served",
-				`Service ns/a: status.loadBalancer.ingress[6]: ip "300.1.1.1" is not an IP address`,
-				`Service ns/a: status.loadBalancer.ingress[7]: unknown ipMode "Tunnel"`,
+				`Service ns/a: status.loadBalancer.ingress[7]: ip "300.1.1.1" is not an IP address`,
+				`Service ns/a: status.loadBalancer.ingress[8]: unknown ipMode "Tunnel"`,
 			},
 		},
 		{
