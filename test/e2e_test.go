@@ -154,19 +154,24 @@ func readGreeting(t *testing.T, r *bufio.Reader) string {
 // readAnswer reads a raw TCP whoami greeting.
 func readAnswer(t *testing.T, r *bufio.Reader) whoami.Answer {
 	t.Helper()
+	a, err := parseGreeting(r)
+	if err != nil {
+		t.Fatalf("greeting: %v", err)
+	}
+	return a
+}
+
+// parseGreeting is readAnswer for goroutines: the error is returned.
+func parseGreeting(r *bufio.Reader) (whoami.Answer, error) {
 	var report strings.Builder
 	for {
 		l, err := r.ReadString('\n')
 		if err != nil {
-			t.Fatalf("greeting: %v", err)
+			return whoami.Answer{}, err
 		}
 		report.WriteString(l)
 		if strings.HasPrefix(l, "RemoteAddr: ") {
-			a, err := whoami.ParseAnswer(report.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return a
+			return whoami.ParseAnswer(report.String())
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -183,9 +184,22 @@ func Ask(proto, addr string, timeout time.Duration) (string, error) {
 // AskAnswer asks the whoami server at addr who it is and whom it sees,
 // over HTTP ("tcp") or UDP.
 func AskAnswer(proto, addr string, timeout time.Duration) (Answer, error) {
+	return AskAnswerFrom(netip.Addr{}, proto, addr, timeout)
+}
+
+// AskAnswerFrom is AskAnswer from a given local address (when valid), for
+// a host with several.
+func AskAnswerFrom(local netip.Addr, proto, addr string, timeout time.Duration) (Answer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var d net.Dialer
+	if local.IsValid() {
+		if proto == "tcp" {
+			d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+		} else {
+			d.LocalAddr = &net.UDPAddr{IP: local.AsSlice()}
+		}
+	}
 	c, err := d.DialContext(ctx, proto, addr)
 	if err != nil {
 		return Answer{}, err
