@@ -13,7 +13,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/internal/netlab"
 )
 
@@ -27,6 +26,11 @@ type connectStats struct {
 // given concurrency, each closed with SO_LINGER 0 (an RST: no TIME_WAIT,
 // so ports are not exhausted), and times every connect.
 func connectRun(c *cluster, addr string, n, concurrency int) (connectStats, error) {
+	return connectRunFrom(c.topo.Client, addr, n, concurrency)
+}
+
+// connectRunFrom is connectRun from any namespace.
+func connectRunFrom(ns *netlab.NS, addr string, n, concurrency int) (connectStats, error) {
 	lat := make([]time.Duration, n)
 	var (
 		wg      sync.WaitGroup
@@ -44,7 +48,7 @@ func connectRun(c *cluster, addr string, n, concurrency int) (connectStats, erro
 		go func() {
 			defer wg.Done()
 			// Each worker is an OS thread in the client namespace.
-			err := c.topo.Client.Do(func() error {
+			err := ns.Do(func() error {
 				for i := range next {
 					t0 := time.Now()
 					conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
@@ -126,50 +130,13 @@ func BenchmarkLabConnect(b *testing.B) {
 	}
 	c.startAgent()
 	enableBPFStats(b)
-	const perRound, rounds = 2000, 5
 	targets := []struct{ name, addr string }{
 		{"floor", netlab.BackendAddr(1).String() + ":8080"},
 		{"clusterip", vip + ":80"},
 	}
-	progs := []string{bpf.SluiceProgSluiceIngress, bpf.SluiceProgSluiceEgress}
-	for _, conc := range []int{1, 8} {
-		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			runs := map[string][]connectStats{}
-			live := map[string]progStats{} // target/program -> summed
-			for range rounds {
-				for _, tg := range targets {
-					before := map[string]progStats{}
-					for _, p := range progs {
-						before[p] = readProgStats(b, c.pinDir, p)
-					}
-					s, err := connectRun(c, tg.addr, perRound, conc)
-					if err != nil {
-						b.Fatalf("%s: %v", tg.name, err)
-					}
-					runs[tg.name] = append(runs[tg.name], s)
-					for _, p := range progs {
-						after := readProgStats(b, c.pinDir, p)
-						k := tg.name + "/" + p
-						live[k] = progStats{live[k].runs + after.runs - before[p].runs, live[k].ns + after.ns - before[p].ns}
-					}
-				}
-			}
-			med := map[string]connectStats{}
-			for name, rs := range runs {
-				med[name] = medianStats(rs)
-				b.ReportMetric(med[name].rate, name+"-conn/s")
-				b.ReportMetric(float64(med[name].p50.Microseconds()), name+"-p50-µs")
-				b.ReportMetric(float64(med[name].p99.Microseconds()), name+"-p99-µs")
-			}
-			b.ReportMetric(med["clusterip"].rate/med["floor"].rate, "rate-vs-floor")
-			b.ReportMetric(float64(med["clusterip"].p99)/float64(med["floor"].p99), "p99-vs-floor")
-			for k, st := range live {
-				if st.runs > 0 {
-					b.ReportMetric(float64(st.ns.Nanoseconds())/float64(st.runs), k+"-ns/run")
-				}
-			}
-		})
-	}
+	runConnectBench(b, c.pinDir, targets, func(addr string, n, conc int) (connectStats, error) {
+		return connectRun(c, addr, n, conc)
+	})
 }
 
 // medianStats takes each figure's median over the rounds.
