@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/internal/agenttest"
 )
 
 // BenchmarkLabNodePortSNAT compares TCP connects from the external client
@@ -63,14 +64,14 @@ func runConnectBench(b *testing.B, pinDir string, targets []struct{ name, addr s
 			med := map[string]connectStats{}
 			for name, rs := range runs {
 				med[name] = medianStats(rs)
-				b.ReportMetric(med[name].rate, name+"-conn/s")
-				b.ReportMetric(float64(med[name].p50.Microseconds()), name+"-p50-µs")
-				b.ReportMetric(float64(med[name].p99.Microseconds()), name+"-p99-µs")
+				b.ReportMetric(med[name].Rate, name+"-conn/s")
+				b.ReportMetric(float64(med[name].P50.Microseconds()), name+"-p50-µs")
+				b.ReportMetric(float64(med[name].P99.Microseconds()), name+"-p99-µs")
 			}
 			floor := targets[0].name
 			for _, tg := range targets[1:] {
-				b.ReportMetric(med[tg.name].rate/med[floor].rate, tg.name+"-rate-vs-floor")
-				b.ReportMetric(float64(med[tg.name].p99)/float64(med[floor].p99), tg.name+"-p99-vs-floor")
+				b.ReportMetric(med[tg.name].Rate/med[floor].Rate, tg.name+"-rate-vs-floor")
+				b.ReportMetric(float64(med[tg.name].P99)/float64(med[floor].P99), tg.name+"-p99-vs-floor")
 			}
 			for k, st := range live {
 				if st.runs > 0 {
@@ -79,4 +80,10 @@ func runConnectBench(b *testing.B, pinDir string, targets []struct{ name, addr s
 			}
 		})
 	}
+}
+
+// agenttestStormFrom runs a connect storm from a host-network process of
+// the node (its namespace and cgroup).
+func agenttestStormFrom(n *mnode, addr string, count, conc int) (connectStats, error) {
+	return agenttest.ConnectStormFrom(n.NS, n.Cgroup, addr, count, conc)
 }

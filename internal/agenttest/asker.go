@@ -21,6 +21,9 @@ import (
 const RunAsAsker = "SLUICE_TEST_RUN_AS_ASKER"
 
 func ask(args []string) int {
+	if len(args) > 0 && args[0] == "storm" {
+		return storm(args[1:])
+	}
 	if len(args) != 3 {
 		fmt.Fprintln(os.Stderr, "asker: want PROTO ADDR TIMEOUT")
 		return 2
