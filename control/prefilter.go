@@ -52,17 +52,30 @@ func (f *prefilter) unref(bit uint32) {
 }
 
 // frontend adds (delta 1) or removes (-1) the bits of one frontend: its
-// service IP and every backend.
-func (f *prefilter) frontend(fe Frontend, backends []Backend, delta int) {
+// address, whatever its kind (a NodePort's node address as much as a
+// ClusterIP), and every backend of either scope.
+func (f *prefilter) frontend(fe Frontend, p *programmed, delta int) {
 	apply := f.ref
 	if delta < 0 {
 		apply = f.unref
 	}
 	apply(filterDst(maps.Addr4(fe.Addr)))
-	for _, b := range backends {
-		if b != (Backend{}) {
-			apply(filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(fe.Proto)))
+	p.sets(func(_ uint8, s *programmed) {
+		for _, b := range s.backends {
+			if b != (Backend{}) {
+				apply(filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(fe.Proto)))
+			}
 		}
+	})
+}
+
+// address adds or removes the destination bit of an address that is no
+// frontend's: the node's SNAT address, to which SNATed flows' replies come.
+func (f *prefilter) address(addr uint32, delta int) {
+	if delta < 0 {
+		f.unref(filterDst(addr))
+	} else {
+		f.ref(filterDst(addr))
 	}
 }
 
