@@ -255,3 +255,108 @@ func TestReconcilerScopesMakeBeforeBreak(t *testing.T) {
 		t.Errorf("%d backends left", n)
 	}
 }
+
+// Source ranges: added before the master checks them, removed after it no
+// longer does; a changed set keeps the sources both allow, the ranges
+// of a removed frontend go with its reverse-NAT id.
+func TestReconcilerSourceRangesMakeBeforeBreak(t *testing.T) {
+	lb := newMaps(t, nil)
+	r, _ := NewReconciler(lb, slog.Default())
+	lbp := func(cidrs ...string) *ServicePort {
+		return withRanges(external(KindLoadBalancer, "203.0.113.5:80", "10.0.0.1:80"), cidrs...)
+	}
+	fe := feOf(lbp())
+	mustApply(t, r, state(lbp()))
+	m, _ := lookupMaster(t, lb, fe, scopeExternal)
+	id := m.RevNatId
+	flagged := func() bool {
+		m, _ := lookupMaster(t, lb, fe, scopeExternal)
+		return m.Flags&bpf.SluiceLbServiceFlagsSVC_F_SOURCE_RANGES != 0
+	}
+	steps := []struct {
+		name   string
+		sp     *ServicePort
+		always []string // sources allowed (or no check) after every write
+		order  []string
+		after  map[string]bool // sources allowed at the end
+	}{
+		{"gain", lbp("192.0.2.0/24"), []string{"192.0.2.1"},
+			[]string{"add source ranges", "write frontends"}, map[string]bool{"192.0.2.1": true, "198.51.100.1": false}},
+		{"add one", lbp("192.0.2.0/24", "198.51.100.0/24"), []string{"192.0.2.1"},
+			[]string{"add source ranges"}, map[string]bool{"192.0.2.1": true, "198.51.100.1": true}},
+		{"replace", lbp("198.51.100.0/24", "203.0.113.0/28"), []string{"198.51.100.1"},
+			[]string{"add source ranges", "delete source ranges"}, map[string]bool{"192.0.2.1": false, "198.51.100.1": true, "203.0.113.2": true}},
+		{"lose", lbp(), []string{"198.51.100.1", "203.0.113.2"},
+			[]string{"write frontends", "delete source ranges"}, map[string]bool{"192.0.2.1": true}},
+	}
+	for _, st := range steps {
+		var phases []string
+		r.afterWrite = func(phase string) {
+			phases = append(phases, phase)
+			if _, err := servable(lb); err != nil {
+				t.Errorf("%s, after %q: %v", st.name, phase, err)
+			}
+			for _, src := range st.always {
+				if flagged() && !allowed(lb, id, src) {
+					t.Errorf("%s, after %q: %s refused", st.name, phase, src)
+				}
+			}
+		}
+		mustApply(t, r, state(st.sp))
+		r.afterWrite = nil
+		if !slices.Equal(phases, st.order) {
+			t.Errorf("%s: phases %q, want %q", st.name, phases, st.order)
+		}
+		for src, want := range st.after {
+			if got := !flagged() || allowed(lb, id, src); got != want {
+				t.Errorf("%s: %s allowed %v, want %v", st.name, src, got, want)
+			}
+		}
+		if n := countEntries(t, lb.SourceRanges, func(uint8) bool { return true }); n != len(st.sp.SourceRanges) {
+			t.Errorf("%s: %d range entries, want %d", st.name, n, len(st.sp.SourceRanges))
+		}
+	}
+	mustApply(t, r, state(lbp("192.0.2.0/24")))
+	mustApply(t, r, state())
+	if n := countEntries(t, lb.SourceRanges, func(uint8) bool { return true }); n != 0 {
+		t.Errorf("%d range entries left by a removed frontend", n)
+	}
+}
+
+// A backend's locality is a flag of its entry: a change rewrites that
+// entry in place, with the same id, and nothing else.
+func TestReconcilerLocalChangeRewritesBackendInPlace(t *testing.T) {
+	lb := newMaps(t, nil)
+	r, _ := NewReconciler(lb, slog.Default())
+	sp := external(KindNodePort, "192.168.1.10:30080", "10.0.0.1:80", "10.0.0.2:80")
+	sp.SNATRemote = true
+	mustApply(t, r, state(sp, port("10.96.0.1:80", TCP, "10.0.0.1:80")))
+	before := listingWithIDs(t, lb)
+	sp = external(KindNodePort, "192.168.1.10:30080", "10.0.0.1:80*", "10.0.0.2:80")
+	sp.SNATRemote = true
+	var phases []string
+	r.afterWrite = func(phase string) { phases = append(phases, phase) }
+	stats, _, err := r.ApplyFrontends(state(sp, port("10.96.0.1:80", TCP, "10.0.0.1:80*")), []Frontend{feOf(sp)})
+	r.afterWrite = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(phases, []string{"add backends"}) || stats.BackendsAdded != 0 || stats.BackendsRemoved != 0 {
+		t.Errorf("phases %q, stats %+v: want the backend rewritten, nothing else", phases, stats)
+	}
+	if after := listingWithIDs(t, lb); after != before {
+		t.Errorf("ids or slots changed:\n%s\n%s", before, after)
+	}
+	views, _ := Inspect(lb)
+	for _, v := range views {
+		for _, b := range v.Backends {
+			if want := b.Address == "10.0.0.1:80"; b.Local != want {
+				t.Errorf("%s: backend %s local %v", v.Frontend, b.Address, b.Local)
+			}
+		}
+	}
+	// The ClusterIP naming the same backend is up to date now too.
+	if stats := mustApply(t, r, state(sp, port("10.96.0.1:80", TCP, "10.0.0.1:80*"))); stats != (ApplyStats{}) {
+		t.Errorf("full apply after the change wrote %+v", stats)
+	}
+}

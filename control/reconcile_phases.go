@@ -15,11 +15,16 @@ func (r *Reconciler) execute(p *plan) error {
 	// The bookkeeping of the new state first (reference counts of bits,
 	// backends and service IPs), so each phase knows what it may add or
 	// remove.
+	// References of the new state before the old one's go, so a bit
+	// both need never drops to zero (which would mark the bitmap for a
+	// narrowing write that clears nothing).
+	for _, pf := range p.writes {
+		r.prefilter.frontend(pf.fe, pf.new, 1)
+	}
 	for _, pf := range p.writes {
 		if pf.old != nil {
 			r.prefilter.frontend(pf.fe, pf.old, -1)
 		}
-		r.prefilter.frontend(pf.fe, pf.new, 1)
 	}
 	for _, fe := range p.removed {
 		r.prefilter.frontend(fe, r.frontends[fe], -1)
