@@ -28,6 +28,27 @@ func newPrefilter(programmed *bpf.SluiceLb4Filter) prefilter {
 
 func (f *prefilter) dirty() bool { return f.grow || f.shrink }
 
+// settle makes grow and shrink exact. They are set as bits change and
+// never cleared by a later change undoing one (a reference dropped and
+// taken again, or the node's address set after adopting), so before a
+// write, when either is set, the bitmaps are compared: 64 Ki words, much
+// cheaper than the 512 KiB write it may save.
+func (f *prefilter) settle() {
+	if !f.dirty() {
+		return
+	}
+	f.grow, f.shrink = false, false
+	for i, w := range f.want.Words {
+		p := f.programmed.Words[i]
+		if w&^p != 0 {
+			f.grow = true
+		}
+		if p&^w != 0 {
+			f.shrink = true
+		}
+	}
+}
+
 func bitSet(m *bpf.SluiceLb4Filter, bit uint32) bool { return m.Words[bit>>6]&(1<<(bit&63)) != 0 }
 
 func (f *prefilter) ref(bit uint32) {

@@ -99,17 +99,8 @@ func (r *Reconciler) adopt() error {
 	}
 	// The prefilter the map holds may lack bits the adopted state needs
 	// (or carry extra ones): the next apply writes it either way.
-	r.prefilter.grow = false
-	r.prefilter.shrink = false
-	for i, w := range r.prefilter.want.Words {
-		p := r.prefilter.programmed.Words[i]
-		if w&^p != 0 {
-			r.prefilter.grow = true
-		}
-		if p&^w != 0 {
-			r.prefilter.shrink = true
-		}
-	}
+	r.prefilter.grow, r.prefilter.shrink = true, true
+	r.prefilter.settle()
 
 	r.orphanBackends, r.orphanRevNats, r.orphanMatches, r.markersToFix = nil, nil, nil, nil
 	r.orphanRanges = snap.badRanges

@@ -78,6 +78,7 @@ func (r *Reconciler) execute(p *plan) error {
 // widenPrefilter lets through what the old and the new state need until
 // the new state is complete.
 func (r *Reconciler) widenPrefilter(*plan) error {
+	r.prefilter.settle()
 	if !r.prefilter.grow {
 		return nil
 	}
