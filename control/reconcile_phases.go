@@ -375,8 +375,25 @@ func (r *Reconciler) removeMarkers(*plan) error {
 // removeMatches deletes the match entries of backends that left an
 // affinity frontend's set (or the frontend, or its affinity), and orphans.
 func (r *Reconciler) removeMatches(p *plan) error {
-	keys := r.orphanMatches
 	seen := map[bpf.SluiceLb4AffinityMatchKey]bool{}
+	// An orphan found when adopting (its slot was missing) may be wanted
+	// again by the frontend this plan completed.
+	for _, pf := range p.writes {
+		if pf.new.affinity() {
+			pf.new.sets(func(_ uint8, n *programmed) {
+				for _, id := range n.slots {
+					seen[matchKey(id, pf.new.revNat())] = true
+				}
+			})
+		}
+	}
+	var keys []bpf.SluiceLb4AffinityMatchKey
+	for _, k := range r.orphanMatches {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
 	drop := func(old *programmed, keep func(id uint32) bool) {
 		if old == nil || !old.affinity() {
 			return
