@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/sluice-lb/sluice/bpf"
@@ -131,4 +132,45 @@ func TestReconcilerReadsBackAndRepairsNorthSouthEntries(t *testing.T) {
 	repaired("restart")
 	r3.afterWrite = func(phase string) { t.Errorf("after repair: the same state wrote %q", phase) }
 	mustApply(t, r3, northSouth())
+}
+
+// Inspect shows what `sluice lb list` prints, from the maps: kinds, both
+// sets of a two-scope frontend, flags, source ranges, locality.
+func TestInspectShowsNorthSouthEntries(t *testing.T) {
+	lb := newMaps(t, nil)
+	r, _ := NewReconciler(lb, slog.Default())
+	mustApply(t, r, northSouth())
+	views, err := Inspect(lb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byFe := map[string]FrontendView{}
+	for _, v := range views {
+		byFe[v.Frontend] = v
+	}
+	backends := func(s ScopeView) string {
+		var out []string
+		for _, b := range s.Backends {
+			if b.Local {
+				out = append(out, b.Address+"*")
+			} else {
+				out = append(out, b.Address)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	cip, np, lbv := byFe["10.96.0.1:80"], byFe["192.168.1.10:30080"], byFe["203.0.113.5:80"]
+	if cip.Kind != "ClusterIP" || cip.SNATRemote || cip.Internal != nil || backends(cip.ScopeView) != "10.0.0.1:80* 10.0.0.2:80" {
+		t.Errorf("ClusterIP %+v", cip)
+	}
+	if np.Kind != "NodePort" || !np.SNATRemote || np.Internal != nil || np.SourceRanges != nil {
+		t.Errorf("NodePort %+v", np)
+	}
+	if lbv.Kind != "LoadBalancer" || lbv.SNATRemote || lbv.AffinitySeconds != 60 || backends(lbv.ScopeView) != "10.0.0.1:80*" ||
+		strings.Join(lbv.SourceRanges, " ") != "192.0.2.0/24 198.51.100.0/24" {
+		t.Errorf("LoadBalancer %+v", lbv)
+	}
+	if in := lbv.Internal; in == nil || !in.SNATRemote || in.Empty != "reject" || backends(*in) != "10.0.0.1:80* 10.0.0.2:80" {
+		t.Errorf("LoadBalancer internal set %+v", in)
+	}
 }
