@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sluice-lb/sluice/bpf"
@@ -358,5 +359,30 @@ func TestReconcilerLocalChangeRewritesBackendInPlace(t *testing.T) {
 	// The ClusterIP naming the same backend is up to date now too.
 	if stats := mustApply(t, r, state(sp, port("10.96.0.1:80", TCP, "10.0.0.1:80*"))); stats != (ApplyStats{}) {
 		t.Errorf("full apply after the change wrote %+v", stats)
+	}
+}
+
+// A frontend whose source ranges do not fit lb4_source_ranges is refused,
+// named, and keeps what it had; the others are programmed.
+func TestReconcilerFullSourceRangesRefuses(t *testing.T) {
+	lb := newMaps(t, map[string]uint32{bpf.SluiceMapLb4SourceRanges: 2})
+	r, _ := NewReconciler(lb, slog.Default())
+	a := withRanges(external(KindLoadBalancer, "203.0.113.5:80", "10.0.0.1:80"), "192.0.2.0/24")
+	mustApply(t, r, state(a))
+	grown := withRanges(external(KindLoadBalancer, "203.0.113.5:80", "10.0.0.1:80"), "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+	other := external(KindLoadBalancer, "203.0.113.6:80", "10.0.0.1:80")
+	_, problems, err := r.Apply(state(grown, other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) != 1 || problems[0].Kind != SkipMapFull || !strings.Contains(problems[0].String(), "203.0.113.5:80") ||
+		!strings.Contains(problems[0].String(), "lb4_source_ranges is full") {
+		t.Fatalf("problems %v", problems)
+	}
+	if n := countEntries(t, lb.SourceRanges, func(uint8) bool { return true }); n != 1 {
+		t.Errorf("%d range entries, want the 1 programmed before", n)
+	}
+	if _, ok := lookupMaster(t, lb, feOf(other), scopeExternal); !ok {
+		t.Error("the frontend that fits was not programmed")
 	}
 }
