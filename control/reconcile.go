@@ -42,8 +42,9 @@ type Reconciler struct {
 	// Left by an agent stopped part-way (or changed behind sluice's
 	// back), found when adopting, fixed by the next apply: backends no
 	// slot names, reverse-NAT entries no frontend owns, affinity match
-	// entries no frontend wants, and service IPs whose marker entry is
-	// missing or superfluous.
+	// entries no frontend wants, source ranges of no frontend's
+	// reverse-NAT id, and service IPs whose marker entry is missing or
+	// superfluous.
 	orphanBackends []uint32
 	orphanRevNats  []uint32
 	orphanMatches  []bpf.SluiceLb4AffinityMatchKey
