@@ -182,14 +182,13 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 // source opens the configured source: the manifests directory, or the API
 // server (a kubeconfig, else the in-cluster config).
 func (c *agentConfig) source() (src control.Source, closeSrc func(), err error) {
-	node := control.NodeInfo{Name: c.nodeName}
 	if c.manifestDir != "" {
 		// Opened (watched, then read) before the maps are touched.
 		dir, err := manifests.Open(c.manifestDir)
 		if err != nil {
 			return nil, nil, err
 		}
-		return manifests.NewSource(dir, node), func() { dir.Close() }, nil
+		return manifests.NewSource(dir, c.nodeName), func() { dir.Close() }, nil
 	}
 	cfg, err := kube.RESTConfig(c.kubeconfig)
 	if err != nil {
