@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-lb/sluice/control/kube"
 	"github.com/sluice-lb/sluice/control/manifests"
 	"github.com/sluice-lb/sluice/internal/frontendnames"
+	"github.com/sluice-lb/sluice/internal/healthcheck"
 	"github.com/sluice-lb/sluice/internal/healthz"
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/loader"
@@ -67,6 +68,10 @@ type agentConfig struct {
 	profiling                                 bool
 	log                                       *slog.Logger
 	ct                                        ctConfig
+	// nodePortAddresses is --nodeport-addresses: "primary" or CIDRs.
+	nodePortAddresses string
+	// snatPorts are the source ports SNATed flows get (rules 13, 26).
+	snatPorts portRange
 }
 
 // ctConfig is the conntrack part of the command line.
@@ -120,6 +125,12 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.DurationVar(&c.ct.timeouts.UDPStream, "conntrack-udp-timeout-stream", ct.UDPStream, "idle lifetime of a UDP flow the backend answered")
 	fs.DurationVar(&c.ct.gcInterval, "conntrack-gc-interval", conntrack.DefaultInterval,
 		"usual wait between two sweeps of the conntrack collector (shortened while sweeps delete much, lengthened while little)")
+	fs.StringVar(&c.nodePortAddresses, "nodeport-addresses", "primary",
+		"addresses NodePorts (and healthCheckNodePorts) are served on: primary, the Node's InternalIPs (without a Node, "+
+			"the default route's device's addresses), or comma separated CIDRs the node's addresses are taken from "+
+			"(loopback ones only when a CIDR in 127.0.0.0/8 names them)")
+	snatPorts := "61000-65535"
+	fs.StringVar(&snatPorts, "snat-port-range", snatPorts, "source ports, min-max, of flows SNATed to the node's address; keep them out of net.ipv4.ip_local_port_range")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity: 0 info, 4 and more debug")
 	fs.StringVar(&logLevel, "log-level", "", "log level: debug, info, warn or error (overrides --v)")
@@ -161,6 +172,13 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	if c.ct.gcInterval < conntrack.MinInterval {
 		return nil, fmt.Errorf("--conntrack-gc-interval %s: want at least %s", c.ct.gcInterval, conntrack.MinInterval)
 	}
+	if err := checkNodePortAddresses(c.nodePortAddresses); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.snatPorts, err = parsePortRange("--snat-port-range", snatPorts); err != nil {
+		return nil, err
+	}
 	level := slog.Level(-verbosity)
 	if logLevel != "" {
 		if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -177,6 +195,14 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 		return nil, fmt.Errorf("--log-format %q: want text or json", logFormat)
 	}
 	return c, nil
+}
+
+// checkNodePortAddresses refuses a --nodeport-addresses that is neither
+// primary nor a list of CIDRs at start, rather than at the first Node: the
+// flag is parsed where it is used, in control.NodePortAddresses.
+func checkNodePortAddresses(flag string) error {
+	_, err := control.NodePortAddresses(flag, nil, nil)
+	return err
 }
 
 // source opens the configured source: the manifests directory, or the API
@@ -268,6 +294,12 @@ func runAgent(args []string) error {
 	// Service names of the frontends, for `sluice ct`, on the metrics
 	// address: copied from the state by the next sync after a request.
 	names := &frontendnames.Table{}
+	// healthCheckNodePorts on the addresses NodePorts are served on,
+	// answering 503 while the agent itself is unhealthy (/livez).
+	var nodeAddrs *nodeAddrSink
+	hcSrv := healthcheck.New(log, func() []netip.Addr { return nodeAddrs.ListenAddrs() }, health.Healthy)
+	defer hcSrv.Close()
+	hc := newHealthChecks(hcSrv, log, m.SetHealthCheckPorts)
 	var syncer *control.Syncer
 	syncer = control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
 		Queued: func() {
@@ -279,6 +311,9 @@ func runAgent(args []string) error {
 			collector.Purge(purgeTargets(rep.LeftUDP))
 			health.SetNodeEligible(!rep.Node.Leaving)
 			m.SetSkipped(rep.Skipped)
+			// The desired state's health checks, whether or not the
+			// datapath took it: a failing agent answers 503 anyway.
+			hc.sync(syncer.State().HealthChecks)
 			if rep.Err != nil {
 				m.SyncFailed()
 				return
@@ -294,6 +329,13 @@ func runAgent(args []string) error {
 	})
 
 	names.Refresh = syncer.Runner.Run
+	// The source's NodeInfo reaches the Store completed with the NodePort
+	// addresses, recomputed when the node's own addresses change.
+	nodeAddrs = newNodeAddrSink(syncer.Store, c.nodePortAddresses, netlinkAddrs{}, log)
+	go watchLocalAddrs(ctx, log, nodeAddrs.LocalAddrsChanged)
+	// The node's own connections must not pick the SNAT ports (c.snatPorts,
+	// the reconciler's SNAT port range).
+	warnLocalPortOverlap(log, c.snatPorts, localPortRange)
 	errs := make(chan error, 4)
 	if c.healthzAddr != "" {
 		go func() { errs <- health.Serve(ctx, c.healthzAddr) }()
@@ -324,7 +366,7 @@ func runAgent(args []string) error {
 			},
 			func(err error) { log.Error("device", "err", err) })
 	}()
-	go func() { errs <- src.Run(ctx, syncer.Store) }()
+	go func() { errs <- src.Run(ctx, nodeAddrs) }()
 	ctDone := make(chan struct{})
 	go func() {
 		collector.Run(ctx)
