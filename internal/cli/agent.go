@@ -331,8 +331,9 @@ func runAgent(args []string) error {
 	names.Refresh = syncer.Runner.Run
 	// The source's NodeInfo reaches the Store completed with the NodePort
 	// addresses, recomputed when the node's own addresses change.
-	nodeAddrs = newNodeAddrSink(syncer.Store, c.nodePortAddresses, netlinkAddrs{}, log)
-	go watchLocalAddrs(ctx, log, nodeAddrs.LocalAddrsChanged)
+	local := agentAddrs()
+	nodeAddrs = newNodeAddrSink(syncer.Store, c.nodePortAddresses, local, log)
+	go local.watch(ctx, log, nodeAddrs.LocalAddrsChanged)
 	// The node's own connections must not pick the SNAT ports (c.snatPorts,
 	// the reconciler's SNAT port range).
 	warnLocalPortOverlap(log, c.snatPorts, localPortRange)

@@ -8,22 +8,31 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// netlinkAddrs is the addrLister of the agent's network namespace.
-type netlinkAddrs struct{}
+// netlinkAddrs is the addrLister of a network namespace, and its
+// subscription to changes.
+type netlinkAddrs struct {
+	nl *netlink.Handle
+	// ns is the namespace to subscribe in; nil: the agent's.
+	ns *netns.NsHandle
+}
 
-func (netlinkAddrs) Local() ([]netip.Addr, error) {
-	list, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+// agentAddrs lists the addresses of the agent's network namespace.
+func agentAddrs() netlinkAddrs { return netlinkAddrs{nl: &netlink.Handle{}} }
+
+func (n netlinkAddrs) Local() ([]netip.Addr, error) {
+	list, err := n.nl.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list the node's addresses: %w", err)
 	}
 	return ipv4Of(list), nil
 }
 
-func (netlinkAddrs) DefaultRoute() ([]netip.Addr, string, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+func (n netlinkAddrs) DefaultRoute() ([]netip.Addr, string, error) {
+	routes, err := n.nl.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, "", fmt.Errorf("list the node's routes: %w", err)
 	}
@@ -38,11 +47,11 @@ func (netlinkAddrs) DefaultRoute() ([]netip.Addr, string, error) {
 	if best == nil {
 		return nil, "", nil
 	}
-	link, err := netlink.LinkByIndex(best.LinkIndex)
+	link, err := n.nl.LinkByIndex(best.LinkIndex)
 	if err != nil {
 		return nil, "", fmt.Errorf("the default route's device %d: %w", best.LinkIndex, err)
 	}
-	list, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	list, err := n.nl.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, "", fmt.Errorf("list the addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -67,13 +76,14 @@ func ipv4Of(list []netlink.Addr) []netip.Addr {
 	return out
 }
 
-// watchLocalAddrs calls changed after every change of the namespace's IPv4
+// watch calls changed after every change of the namespace's IPv4
 // addresses or default routes (the fallback of primary follows the default
-// route), until ctx ends. A subscription that fails is made again after a
-// pause, with a call of changed for what may have been missed meanwhile.
-func watchLocalAddrs(ctx context.Context, log *slog.Logger, changed func()) {
+// route), until ctx ends, and once as soon as it is subscribed, for the
+// changes made before. A subscription that fails is made again after a
+// pause, and changed called again for what it may have missed.
+func (n netlinkAddrs) watch(ctx context.Context, log *slog.Logger, changed func()) {
 	for ctx.Err() == nil {
-		err := subscribeLocalAddrs(ctx, changed)
+		err := n.subscribe(ctx, changed)
 		if ctx.Err() != nil {
 			return
 		}
@@ -83,13 +93,12 @@ func watchLocalAddrs(ctx context.Context, log *slog.Logger, changed func()) {
 			return
 		case <-time.After(time.Second):
 		}
-		changed()
 	}
 }
 
-// subscribeLocalAddrs runs one address and route subscription until ctx
-// ends (nil) or it fails.
-func subscribeLocalAddrs(ctx context.Context, changed func()) error {
+// subscribe runs one address and route subscription until ctx ends (nil)
+// or it fails.
+func (n netlinkAddrs) subscribe(ctx context.Context, changed func()) error {
 	done := make(chan struct{})
 	defer close(done)
 	errc := make(chan error, 2)
@@ -100,13 +109,14 @@ func subscribeLocalAddrs(ctx context.Context, changed func()) error {
 		}
 	}
 	addrs := make(chan netlink.AddrUpdate, 64)
-	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: report}); err != nil {
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: n.ns, ErrorCallback: report}); err != nil {
 		return fmt.Errorf("subscribe to address changes: %w", err)
 	}
 	routes := make(chan netlink.RouteUpdate, 64)
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: report}); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: n.ns, ErrorCallback: report}); err != nil {
 		return fmt.Errorf("subscribe to route changes: %w", err)
 	}
+	changed()
 	for {
 		select {
 		case <-ctx.Done():
