@@ -108,7 +108,8 @@ func (r *run) setNodeLocked(info control.NodeInfo) {
 	if r.nodeSet && r.node == info {
 		return
 	}
-	r.log.Info("node", "name", info.Name, "zone", info.Zone, "internalIPs", info.InternalIPs, "podCIDRs", info.PodCIDRs)
+	// Logged by the agent, for either source.
+	r.log.Debug("node", "name", info.Name, "zone", info.Zone, "internalIPs", info.InternalIPs, "podCIDRs", info.PodCIDRs)
 	r.node, r.nodeSet = info, true
 	r.sink.SetNode(info)
 }

@@ -298,7 +298,6 @@ func runAgent(args []string) error {
 	// answering 503 while the agent itself is unhealthy (/livez).
 	var nodeAddrs *nodeAddrSink
 	hcSrv := healthcheck.New(log, func() []netip.Addr { return nodeAddrs.ListenAddrs() }, health.Healthy)
-	defer hcSrv.Close()
 	hc := newHealthChecks(hcSrv, log, m.SetHealthCheckPorts)
 	var syncer *control.Syncer
 	syncer = control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
@@ -373,12 +372,17 @@ func runAgent(args []string) error {
 		collector.Run(ctx)
 		close(ctDone)
 	}()
-	// A sweep under way ends before the maps' handles close.
+	loopDone := make(chan struct{})
+	// A sweep or sync under way ends before the maps' handles close; the
+	// health check ports close once no sync can open them again.
 	defer func() {
 		stop()
 		<-ctDone
+		<-loopDone
+		hcSrv.Close()
 	}()
 	go func() {
+		defer close(loopDone)
 		select {
 		case <-attached:
 			syncer.Runner.Loop(ctx)

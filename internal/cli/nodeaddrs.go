@@ -51,6 +51,9 @@ func newNodeAddrSink(next control.Sink, flag string, addrs addrLister, log *slog
 func (s *nodeAddrSink) SetNode(n control.NodeInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.have || n != s.node {
+		s.log.Info("node", "name", n.Name, "zone", n.Zone, "internalIPs", n.InternalIPs, "podCIDRs", n.PodCIDRs, "leaving", n.Leaving)
+	}
 	s.node, s.have = n, true
 	s.updateLocked()
 }
