@@ -37,6 +37,7 @@ type nodeAddrSink struct {
 	node   control.NodeInfo // as the source described it
 	have   bool             // the source has described it
 	listen []netip.Addr     // NodePortAddrs of the NodeInfo passed on
+	passed bool             // a NodeInfo was passed on
 	// fallback is the fallback primary last used, so that it is logged
 	// when it changes, not at every recomputation.
 	fallback string
@@ -85,11 +86,11 @@ func (s *nodeAddrSink) updateLocked() {
 		addrs = s.listen
 	}
 	info.NodePortAddrs = joinAddrs(addrs)
-	if info.NodePortAddrs != joinAddrs(s.listen) || s.listen == nil {
+	if !s.passed || info.NodePortAddrs != joinAddrs(s.listen) {
 		s.log.Info("NodePort addresses", "node", info.Name, "addresses", info.NodePortAddrs, "flag", s.flag)
 	}
 	// The Store ignores a NodeInfo equal to the last one.
-	s.listen = addrs
+	s.listen, s.passed = addrs, true
 	s.Sink.SetNode(info)
 }
 
