@@ -37,6 +37,9 @@ const MemlockEnv = "SLUICE_TEST_MEMLOCK"
 // Main is a suite's TestMain: the sluice command when re-executed as the
 // agent, else the tests. Its result is the exit status.
 func Main(m *testing.M) int {
+	if os.Getenv(RunAsAsker) == "1" {
+		return ask(os.Args[1:])
+	}
 	if os.Getenv(RunAsSluice) != "1" {
 		return m.Run()
 	}
@@ -63,12 +66,20 @@ func setMemlock(v string) error {
 	return nil
 }
 
-// Agent is one running agent.
+// Agent is one running agent (or another sluice command).
 type Agent struct{ cmd *exec.Cmd }
 
 // Start runs `sluice args...` in ns with env added to the test's own,
 // appending its output to logPath.
 func Start(t testing.TB, ns *netlab.NS, logPath string, env []string, args ...string) *Agent {
+	t.Helper()
+	return StartIn(t, ns, nil, logPath, env, args...)
+}
+
+// StartIn is Start with the process born in the cgroup cg (when not nil),
+// as a hostNetwork pod runs in its node's namespace and in a cgroup below
+// the node's.
+func StartIn(t testing.TB, ns *netlab.NS, cg *netlab.Cgroup, logPath string, env []string, args ...string) *Agent {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -82,7 +93,11 @@ func Start(t testing.TB, ns *netlab.NS, logPath string, env []string, args ...st
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(append(os.Environ(), RunAsSluice+"=1"), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := ns.Start(cmd); err != nil {
+	start := ns.Start
+	if cg != nil {
+		start = func(cmd *exec.Cmd) error { return ns.StartInCgroup(cg, cmd) }
+	}
+	if err := start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	return &Agent{cmd: cmd}
@@ -101,16 +116,37 @@ func (a *Agent) Kill() {
 	a.cmd.Wait()
 }
 
+// Stop stops the agent with SIGTERM, as a rolling update would, and waits
+// for it to exit. A nil agent is none.
+func (a *Agent) Stop() {
+	if a == nil {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	a.cmd.Wait()
+}
+
 // Teardown removes what a lab node's agent left (its pins, from inside the
 // node) and the topology, and shows the agent's log when t failed.
 func Teardown(t testing.TB, topo *netlab.Topology, pinDir, agentLog string) {
-	if err := topo.Node.Do(func() error { return loader.Uninstall(pinDir, slog.Default()) }); err != nil {
-		t.Errorf("uninstall: %v", err)
-	}
+	Uninstall(t, topo.Node, pinDir)
 	topo.Delete()
+	ShowLogOnFailure(t, "agent", agentLog)
+}
+
+// Uninstall removes what the agent pinned under pinDir attached in node,
+// from inside it, and its pins.
+func Uninstall(t testing.TB, node *netlab.NS, pinDir string) {
+	if err := node.Do(func() error { return loader.Uninstall(pinDir, slog.Default()) }); err != nil {
+		t.Errorf("uninstall %s in %s: %v", pinDir, node.Name, err)
+	}
+}
+
+// ShowLogOnFailure logs the file at path, named what, when t failed.
+func ShowLogOnFailure(t testing.TB, what, path string) {
 	if t.Failed() {
-		if b, err := os.ReadFile(agentLog); err == nil {
-			t.Logf("agent log:\n%s", b)
+		if b, err := os.ReadFile(path); err == nil {
+			t.Logf("%s log:\n%s", what, b)
 		}
 	}
 }
