@@ -252,7 +252,7 @@ func TestLoadBalancerSourceRanges(t *testing.T) {
 	c := newMultiCluster(t, 2, 1, "auto")
 	be := c.node(1).pod(1)
 	other := netip.MustParseAddr("192.168.50.101")
-	if err := c.external().AddrAdd("ext", netip.PrefixFrom(other, 24)); err != nil {
+	if err := c.external().AddrAdd(netlab.UnderlayDev, netip.PrefixFrom(other, 24)); err != nil {
 		t.Fatal(err)
 	}
 	c.write("lb.yaml", podService(svcSpec{Name: "lb", ClusterIP: vip, NodePort: npPort, Spec: fmt.Sprintf(
