@@ -267,7 +267,7 @@ func runAgent(args []string) error {
 		"bytes-per-entry", ctBytes/uint64(max(ctSize.Entries, 1)), "derived", ctSize.Derived)
 	// The node's address, pod CIDR and SNAT ports go into sluice_config
 	// (SetNode, from the syncer); SNATPorts 0, 0: the datapath's default.
-	rec, err := control.NewReconcilerWith(dp.Maps.LB4, log, control.ReconcilerOptions{Config: dp.Maps.Config})
+	rec, err := control.NewReconcilerWith(dp.Maps.LB4, log, control.ReconcilerOptions{Config: dp.Maps.Config, SNATPorts: [2]uint16{c.snatPorts.Min, c.snatPorts.Max}})
 	if err != nil {
 		return err
 	}
