@@ -606,3 +606,45 @@ func TestSNATICMPErrors(t *testing.T) {
 		})
 	}
 }
+
+// A port held by a flow that a RST ended, or that expired, is given to the
+// next flow needing it, and the old flow's forward entry goes with it, so
+// no packet of the old flow is translated to the port again. A live flow
+// keeps its port.
+func TestSNATPortReclaimed(t *testing.T) {
+	fe := control.Frontend{Addr: nodePort.Addr(), Port: nodePort.Port(), Proto: control.TCP}
+	a, b := extClient, extClient2
+	syn := func(src netip.AddrPort) []byte {
+		return packet.Build(packet.Spec{Src: src, Dst: nodePort, Proto: packet.ProtoTCP, TCPFlags: packet.TCPSyn})
+	}
+	for _, end := range []string{"rst", "expired"} {
+		t.Run(end, func(t *testing.T) {
+			w := newNSWorld(t)
+			w.setNode(nodeAddr, netip.Prefix{}, 61000, 61000)
+			w.external(fe, bpf.SluiceLbFrontendKindFE_NODE_PORT, bpf.SluiceLbServiceFlagsSVC_F_SNAT_REMOTE, backends(remotePod))
+			if ret, f := w.in(t, syn(a)); ret != tcActRedirect || f.SrcPort != 61000 {
+				t.Fatalf("first flow: verdict %d port %d", ret, f.SrcPort)
+			}
+			if ret, _ := w.in(t, syn(b)); ret != tcActShot {
+				t.Fatalf("second flow while the first lives: verdict %d, want drop", ret)
+			}
+			switch end {
+			case "rst":
+				w.in(t, packet.Build(packet.Spec{Src: a, Dst: nodePort, Proto: packet.ProtoTCP, TCPFlags: tcpRst}))
+			case "expired":
+				be := netip.MustParseAddrPort(remotePod)
+				w.expire(t, ctKey(a, nodePort, packet.ProtoTCP), ctKey(be, addrPort(nodeAddr, 61000), packet.ProtoTCP))
+			}
+			if ret, f := w.in(t, syn(b)); ret != tcActRedirect || f.SrcPort != 61000 {
+				t.Fatalf("second flow after the first ended (%s): verdict %d port %d", end, ret, f.SrcPort)
+			}
+			if _, err := w.dp.CT4.Lookup(ctKey(a, nodePort, packet.ProtoTCP)); err == nil {
+				t.Error("the old flow's forward entry is still there")
+			}
+			rev, err := w.dp.CT4.Lookup(ctKey(netip.MustParseAddrPort(remotePod), addrPort(nodeAddr, 61000), packet.ProtoTCP))
+			if err != nil || rev.NatAddr != maps.Addr4(b.Addr()) {
+				t.Errorf("reply entry of port 61000: %+v %v; want the new flow's client %s", rev, err, b)
+			}
+		})
+	}
+}

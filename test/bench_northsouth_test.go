@@ -7,6 +7,7 @@ import (
 
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/internal/agenttest"
+	"github.com/sluice-lb/sluice/loader"
 )
 
 // BenchmarkLabNodePortSNAT compares TCP connects from the external client
@@ -51,7 +52,7 @@ func runConnectBench(b *testing.B, pinDir string, targets []struct{ name, addr s
 					}
 					s, err := run(tg.addr, perRound, conc)
 					if err != nil {
-						b.Fatalf("%s: %v", tg.name, err)
+						b.Fatalf("%s: %v; datapath counters %v", tg.name, err, counters(b, pinDir))
 					}
 					runs[tg.name] = append(runs[tg.name], s)
 					for _, p := range progs {
@@ -61,6 +62,7 @@ func runConnectBench(b *testing.B, pinDir string, targets []struct{ name, addr s
 					}
 				}
 			}
+			b.Logf("datapath counters: %v", counters(b, pinDir))
 			med := map[string]connectStats{}
 			for name, rs := range runs {
 				med[name] = medianStats(rs)
@@ -86,4 +88,24 @@ func runConnectBench(b *testing.B, pinDir string, targets []struct{ name, addr s
 // the node (its namespace and cgroup).
 func agenttestStormFrom(n *mnode, addr string, count, conc int) (connectStats, error) {
 	return agenttest.ConnectStormFrom(n.NS, n.Cgroup, addr, count, conc)
+}
+
+// counters reads every datapath counter that is not zero.
+func counters(b *testing.B, pinDir string) map[string]uint64 {
+	dp, closeMaps, err := loader.OpenPinnedMaps(pinDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeMaps()
+	packets, err := dp.Packets()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for k, v := range packets {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
 }

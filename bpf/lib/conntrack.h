@@ -113,6 +113,28 @@ __inline struct ct4_entry *ct4_lookup(const struct ct4_key *k)
 	return bpf_map_lookup_elem(&ct4_v3, k);
 }
 
+/* The forward entry of a reply entry's flow: its key is the flow's client
+ * (the reply's destination, or for a SNATed flow the address its reply
+ * entry keeps) and the flow's frontend. NULL when the frontend or the
+ * entry is gone. */
+__inline struct ct4_entry *ct4_forward_of_reply(const struct ct4_key *rk, const struct ct4_entry *re,
+						struct ct4_key *fk)
+{
+	__u32 rev_nat_id = re->rev_nat_id;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &rev_nat_id);
+
+	if (!rn || !rn->address)
+		return NULL;
+	bool snat = re->flags & CT_F_SNAT;
+	ct4_flow_key(fk, snat ? re->nat_addr : rk->daddr, snat ? re->nat_port : rk->dport,
+		     rn->address, rn->port, rk->proto);
+	struct ct4_entry *fe = ct4_lookup(fk);
+	if (!fe || fe->kind != CT_FORWARD || fe->backend_addr != rk->saddr ||
+	    fe->backend_port != rk->sport)
+		return NULL;
+	return fe;
+}
+
 __inline bool ct4_closing(const struct ct4_entry *e)
 {
 	return e->flags & (CT_F_FIN | CT_F_RST);

@@ -69,28 +69,6 @@ __inline int lb4_dnat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, 
 	return verdict_pass(skb, reason);
 }
 
-/* The forward entry of a reply entry's flow: its key is the flow's client
- * (the reply's destination, or for a SNATed flow the address its reply
- * entry keeps) and the flow's frontend. NULL when the frontend or the
- * entry is gone. */
-__inline struct ct4_entry *lb4_forward_of_reply(const struct ct4_key *rk, const struct ct4_entry *re,
-						struct ct4_key *fk)
-{
-	__u32 rev_nat_id = re->rev_nat_id;
-	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &rev_nat_id);
-
-	if (!rn || !rn->address)
-		return NULL;
-	bool snat = re->flags & CT_F_SNAT;
-	ct4_flow_key(fk, snat ? re->nat_addr : rk->daddr, snat ? re->nat_port : rk->dport,
-		     rn->address, rn->port, rk->proto);
-	struct ct4_entry *fe = ct4_lookup(fk);
-	if (!fe || fe->kind != CT_FORWARD || fe->backend_addr != rk->saddr ||
-	    fe->backend_port != rk->sport)
-		return NULL;
-	return fe;
-}
-
 /* Whether the flow a reply entry belongs to is still alive: either of its
  * entries has not expired. */
 __inline bool lb4_reply_live(const struct ct4_key *rk, const struct ct4_entry *re, __u32 now)
@@ -99,7 +77,7 @@ __inline bool lb4_reply_live(const struct ct4_key *rk, const struct ct4_entry *r
 
 	if (re->expires >= now)
 		return true;
-	struct ct4_entry *fe = lb4_forward_of_reply(rk, re, &fk);
+	struct ct4_entry *fe = ct4_forward_of_reply(rk, re, &fk);
 	return fe && fe->expires >= now;
 }
 
@@ -154,7 +132,7 @@ __inline int lb4_ct_create_snat(struct __sk_buff *skb, const struct ct4_key *fk,
 	fwd.flags = rev.flags = CT_F_SNAT;
 	rev.nat_addr = p->saddr;
 	rev.nat_port = p->sport;
-	*port = snat4_alloc(skb, p, cfg, be, &rev, &err);
+	*port = snat4_alloc(skb, p, cfg, be, &rev, now, &err);
 	if (!*port)
 		return err ? err : -ENOSPC;
 	fwd.nat_addr = cfg->node_addr4;
@@ -396,7 +374,7 @@ __inline void lb4_reply_seen(struct __sk_buff *skb, const struct pkt4 *p, const 
 	ct4_touch(ct, p, now);
 	if (!(ct->flags & CT_F_PEER_TOLD) || closes) {
 		struct ct4_key fk;
-		struct ct4_entry *fe = lb4_forward_of_reply(ck, ct, &fk);
+		struct ct4_entry *fe = ct4_forward_of_reply(ck, ct, &fk);
 		if (fe) {
 			ct4_seen_reply(fe, p->proto, now);
 			if (closes)
@@ -537,7 +515,7 @@ __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct p
 	bool syn = (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
 	if (!syn && lb4_reply_live(&rk, ct, ct_now()))
 		return;
-	if (lb4_forward_of_reply(&rk, ct, &fk))
+	if (ct4_forward_of_reply(&rk, ct, &fk))
 		map_delete(&ct4_v3, &fk);
 	map_delete(&ct4_v3, &rk);
 	count(skb, REASON_CT_STALE_REPLY);

@@ -15,8 +15,8 @@
 #include "conntrack.h"
 
 /* Ports tried for one new flow before it is dropped as exhausted. Each try
- * costs a socket lookup and a conntrack insert; a range a quarter full
- * fails 16 tries in 2^-32. */
+ * costs a socket lookup and a conntrack insert; a range half full fails
+ * 16 tries once in 65536, one 90% full once in 6. */
 #define SNAT_TRIES 16
 
 __inline struct datapath_config *dp_config(void)
@@ -48,14 +48,40 @@ __inline bool snat4_port_owned(struct __sk_buff *skb, __u8 proto, __be32 be_addr
 	return true;
 }
 
+/* Whether the SNAT flow holding a port (its reply entry old, keyed rk) may
+ * give it up to a new flow: it is dead (both entries expired), or a RST
+ * ended it, after which neither side sends on it. Its forward entry goes
+ * first, so that no packet of the old flow is translated to the port once
+ * the new flow holds it. */
+__inline bool snat4_reclaim(const struct ct4_key *rk, const struct ct4_entry *old, __u32 now)
+{
+	struct ct4_key fk;
+
+	if (old->kind != CT_REPLY || !(old->flags & CT_F_SNAT))
+		return false;
+	struct ct4_entry *fe = ct4_forward_of_reply(rk, old, &fk);
+	bool dead = old->expires < now && (!fe || fe->expires < now);
+	bool reset = (old->flags & CT_F_RST) || (fe && (fe->flags & CT_F_RST));
+	if (!dead && !reset)
+		return false;
+	if (fe && fe->nat_port == rk->dport && fe->nat_addr == rk->daddr)
+		map_delete(&ct4_v3, &fk);
+	map_delete(&ct4_v3, rk);
+	return true;
+}
+
 /* Writes a SNAT flow's reply entry under a free port of the range and
  * returns the port (network order), or 0 when none of SNAT_TRIES ports
  * was free; *err is the conntrack's error when the table refused. A port
- * is free when no conntrack entry holds backend -> node:port (another
- * flow's replies) and no socket of the node would take those packets. */
+ * is free when no live conntrack entry holds backend -> node:port
+ * (another flow's replies) and no socket of the node would take those
+ * packets. Each try is a port drawn at random: probing consecutive ports
+ * would meet the runs of taken ports that consecutive allocation builds.
+ * The insert is BPF_NOEXIST, so of two CPUs wanting one port one wins
+ * and the other tries on. */
 __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 			    const struct datapath_config *cfg, const struct lb4_backend *be,
-			    struct ct4_entry *rev, int *err)
+			    struct ct4_entry *rev, __u32 now, int *err)
 {
 	__u32 lo = cfg->snat_port_min ? cfg->snat_port_min : SNAT_DEFAULT_PORT_MIN;
 	__u32 hi = cfg->snat_port_max ? cfg->snat_port_max : SNAT_DEFAULT_PORT_MAX;
@@ -70,22 +96,25 @@ __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 	if (hi < lo)
 		hi = lo;
 	__u32 n = hi - lo + 1;
-	__u32 start = ((__u64)bpf_get_prandom_u32() * n) >> 32;
 	for (int i = 0; i < SNAT_TRIES; i++) {
-		/* Consecutive from a random start: a flood of new flows
-		 * spreads over the range, and retries stay cheap. */
-		__u32 off = (start + i) % n;
+		__u32 off = ((__u64)bpf_get_prandom_u32() * n) >> 32;
 		__be16 port = bpf_htons((__u16)(lo + off));
 		if (snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port))
 			continue;
 		rk.dport = port;
 		int e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
+		if (e == -EEXIST) {
+			struct ct4_entry *old = ct4_lookup(&rk);
+			if (!old || !snat4_reclaim(&rk, old, now))
+				continue;
+			e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
+			if (e == -EEXIST)
+				continue; /* another CPU's new flow took it first */
+		}
 		if (!e)
 			return port;
-		if (e != -EEXIST) {
-			*err = e;
-			return 0;
-		}
+		*err = e;
+		return 0;
 	}
 	return 0;
 }
