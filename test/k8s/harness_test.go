@@ -86,8 +86,10 @@ func newNode(t testing.TB, api *kubetest.APIServer, backends int, agentArgs ...s
 		}
 		go srv.Serve(ctx)
 	}
-	// The Node object, as its kubelet would register it.
-	api.CreateNode(t, n.name, netlab.NodeClientAddr.String(), zone)
+	// The Node object, as its kubelet would register it: its InternalIP
+	// is the address the client reaches the node on, its pod CIDR holds
+	// the client and the backends.
+	api.CreateNode(t, n.name, netlab.NodeClientAddr.String(), zone, netlab.TopologyPodCIDR.String())
 	// deploy/'s RBAC, and a token of its ServiceAccount: if the agent
 	// can do its job with it, the role is enough.
 	api.ApplyFiles(t, repoFile(t, "deploy/rbac.yaml"))
