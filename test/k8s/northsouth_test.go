@@ -194,41 +194,61 @@ func TestNorthSouthLoadBalancerStatus(t *testing.T) {
 	n.waitFor(lb+" not served without the ingress", 10*time.Second, notServed)
 }
 
-// --nodeport-addresses as a CIDR (rule 18): NodePorts are served on the
-// node's addresses inside it only, here the external client's link, not
-// on the InternalIP outside it.
+// --nodeport-addresses as a CIDR (rule 18): NodePorts and
+// healthCheckNodePorts are served on the node's addresses inside it only,
+// here the external client's link, not on the InternalIP outside it.
 func TestNorthSouthNodePortAddressesCIDR(t *testing.T) {
 	n := newNorthSouth(t, 1, "--nodeport-addresses", netip.PrefixFrom(netlab.NodeExternalAddr, 24).Masked().String())
-	svc := n.createService(nsService("np", corev1.ServiceTypeNodePort))
-	n.applySlice(nsSlice("np", n.name, 1))
-	n.startAgent(true)
-	port := nodePort(t, svc, "tcp")
-	inside := netip.AddrPortFrom(netlab.NodeExternalAddr, port).String()
-	n.waitFor("the NodePort on "+inside, 10*time.Second, func() error {
-		_, err := n.askExternal("tcp", inside)
-		return err
-	})
-	outside := netip.AddrPortFrom(nodeIP, port).String()
-	if err := wantRefused(n.askExternal("tcp", outside)); err != nil {
-		t.Errorf("%s, outside --nodeport-addresses: %v", outside, err)
-	}
-}
-
-// The Node's InternalIP changes through its status, as a kubelet reports
-// a new address: the NodePort and the healthCheckNodePort move to it.
-func TestNorthSouthNodeAddressChange(t *testing.T) {
-	n := newNorthSouth(t, 1)
 	svc := n.createService(nsService("local", corev1.ServiceTypeLoadBalancer, func(s *corev1.Service) {
 		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 	}))
 	n.applySlice(nsSlice("local", n.name, 1))
 	n.startAgent(true)
 	port, hcPort := nodePort(t, svc, "tcp"), uint16(svc.Spec.HealthCheckNodePort)
-	old := netip.AddrPortFrom(nodeIP, port).String()
-	n.waitFor("the NodePort on "+old, 10*time.Second, func() error {
-		_, err := n.askExternal("tcp", old)
+	inside := netip.AddrPortFrom(netlab.NodeExternalAddr, port).String()
+	n.waitFor("the NodePort on "+inside, 10*time.Second, func() error {
+		_, err := n.askExternal("tcp", inside)
 		return err
 	})
+	n.waitHealthCheck(netip.AddrPortFrom(netlab.NodeExternalAddr, hcPort).String(), http.StatusOK, "local", 1)
+	outside := netip.AddrPortFrom(nodeIP, port).String()
+	if err := wantRefused(n.askExternal("tcp", outside)); err != nil {
+		t.Errorf("%s, outside --nodeport-addresses: %v", outside, err)
+	}
+	if _, err := n.healthCheck(netip.AddrPortFrom(nodeIP, hcPort).String()); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("health check on %s, outside --nodeport-addresses: %v, want connection refused", nodeIP, err)
+	}
+}
+
+// The Node's InternalIP changes through its status, as a kubelet reports
+// a new address: the NodePorts and the healthCheckNodePort move to it, and
+// flows to a remote endpoint are SNATed to it.
+func TestNorthSouthNodeAddressChange(t *testing.T) {
+	n := newNorthSouth(t, 2)
+	local := n.createService(nsService("local", corev1.ServiceTypeLoadBalancer, func(s *corev1.Service) {
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	}))
+	n.applySlice(nsSlice("local", n.name, 1))
+	// Backend 2 as another node's pod: eTP Cluster SNATs flows to it.
+	remote := n.createService(nsService("remote", corev1.ServiceTypeNodePort))
+	n.applySlice(nsSlice("remote", "elsewhere", 2))
+	n.startAgent(true)
+	port, hcPort, remotePort := nodePort(t, local, "tcp"), uint16(local.Spec.HealthCheckNodePort), nodePort(t, remote, "tcp")
+	// askSeen waits for an answer on addr:port, from the backend who
+	// seeing the client as seen.
+	askSeen := func(addr netip.Addr, port uint16, who string, seen netip.Addr) {
+		t.Helper()
+		to := netip.AddrPortFrom(addr, port).String()
+		n.waitFor("the NodePort on "+to, 10*time.Second, func() error {
+			a, err := n.askExternal("tcp", to)
+			if err == nil && (a.Hostname != who || a.RemoteIP() != seen.String()) {
+				err = fmt.Errorf("answered by %s seeing %s, want %s seeing %s", a.Hostname, a.Remote, who, seen)
+			}
+			return err
+		})
+	}
+	askSeen(nodeIP, port, "backend-1", netlab.ExternalClientAddr)
+	askSeen(nodeIP, remotePort, "backend-2", nodeIP)
 
 	moved := netip.MustParseAddr("192.168.80.3")
 	if err := n.topo.Node.AddrAdd(netlab.NodeExternalDev, netip.PrefixFrom(moved, 24)); err != nil {
@@ -247,16 +267,13 @@ func TestNorthSouthNodeAddressChange(t *testing.T) {
 	if _, err := n.admin.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	now := netip.AddrPortFrom(moved, port).String()
-	n.waitFor("the NodePort on "+now, 10*time.Second, func() error {
-		a, err := n.askExternal("tcp", now)
-		if err == nil && a.Hostname != "backend-1" {
-			err = fmt.Errorf("answered by %s", a.Hostname)
+	askSeen(moved, port, "backend-1", netlab.ExternalClientAddr)
+	askSeen(moved, remotePort, "backend-2", moved)
+	for _, p := range []uint16{port, remotePort} {
+		old := netip.AddrPortFrom(nodeIP, p).String()
+		if err := wantRefused(n.askExternal("tcp", old)); err != nil {
+			t.Errorf("%s, no longer the InternalIP: %v", old, err)
 		}
-		return err
-	})
-	if err := wantRefused(n.askExternal("tcp", old)); err != nil {
-		t.Errorf("%s, no longer the InternalIP: %v", old, err)
 	}
 	n.waitHealthCheck(netip.AddrPortFrom(moved, hcPort).String(), http.StatusOK, "local", 1)
 	n.waitFor("no health check on "+nodeIP.String(), 10*time.Second, func() error {
