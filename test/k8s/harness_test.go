@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/kubetest"
@@ -214,6 +215,27 @@ func (n *node) metric(name string) float64 {
 	}
 	n.t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// frontendsOn is how many frontends on addr the maps hold.
+func (n *node) frontendsOn(addr string) int {
+	n.t.Helper()
+	dp, closeMaps, err := loader.OpenPinnedMaps(n.pinDir)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer closeMaps()
+	views, err := control.Inspect(dp.LB4)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	got := 0
+	for _, v := range views {
+		if strings.HasPrefix(v.Frontend, addr+":") {
+			got++
+		}
+	}
+	return got
 }
 
 // waitFor polls cond until it holds or the (scaled) timeout passes.

@@ -161,8 +161,12 @@ func TestNorthSouthLoadBalancerStatus(t *testing.T) {
 	}
 	n.startAgent(true)
 	lb := nsLBIP + ":80"
-	// Untranslated, the node has no route for the address.
+	// No frontend on the address, and the node, which has no route for
+	// it, answers nothing.
 	notServed := func() error {
+		if got := n.frontendsOn(nsLBIP); got != 0 {
+			return fmt.Errorf("%d frontends on %s programmed", got, nsLBIP)
+		}
 		if a, err := n.askExternal("tcp", lb); err == nil {
 			return fmt.Errorf("answered by %s", a.Hostname)
 		}
