@@ -348,9 +348,11 @@ current-context: sluice-test
 
 // CreateNode registers a Node as a kubelet would: the well-known labels
 // (hostname, os, arch, and the zone when zone is not empty), then a status
-// with the InternalIP and Hostname addresses and a Ready condition. It
+// with the InternalIP and Hostname addresses and a Ready condition. The
+// pod CIDRs, when given (one per family), are spec.podCIDRs and their
+// first spec.podCIDR, as the node IPAM controller allocates them. It
 // returns the Node as stored.
-func (a *APIServer) CreateNode(t testing.TB, name, internalIP, zone string) *corev1.Node {
+func (a *APIServer) CreateNode(t testing.TB, name, internalIP, zone string, podCIDRs ...string) *corev1.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -365,6 +367,7 @@ func (a *APIServer) CreateNode(t testing.TB, name, internalIP, zone string) *cor
 	}
 	node, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:       nodeSpec(podCIDRs),
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("kubetest: node %s: %v", name, err)
@@ -386,4 +389,11 @@ func (a *APIServer) CreateNode(t testing.TB, name, internalIP, zone string) *cor
 		t.Fatalf("kubetest: status of node %s: %v", name, err)
 	}
 	return node
+}
+
+func nodeSpec(podCIDRs []string) corev1.NodeSpec {
+	if len(podCIDRs) == 0 {
+		return corev1.NodeSpec{}
+	}
+	return corev1.NodeSpec{PodCIDR: podCIDRs[0], PodCIDRs: podCIDRs}
 }

@@ -117,7 +117,7 @@ func TestAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.CreateNode(t, "node-a", "192.0.2.10", "zone-1")
+	a.CreateNode(t, "node-a", "192.0.2.10", "zone-1", "10.244.7.0/24")
 	for what, name := range map[string]string{"services": "web", "endpointslices": "web-1", "nodes": "node-a"} {
 		waitAdded(t, watches[what], what, name)
 	}
@@ -163,6 +163,9 @@ func checkNode(t *testing.T, node *corev1.Node) {
 	}
 	if ip != "192.0.2.10" {
 		t.Errorf("node addresses %v, want InternalIP 192.0.2.10", node.Status.Addresses)
+	}
+	if node.Spec.PodCIDR != "10.244.7.0/24" || len(node.Spec.PodCIDRs) != 1 || node.Spec.PodCIDRs[0] != "10.244.7.0/24" {
+		t.Errorf("node podCIDR %q, podCIDRs %v; want 10.244.7.0/24 in both", node.Spec.PodCIDR, node.Spec.PodCIDRs)
 	}
 }
 

@@ -11,12 +11,32 @@ import (
 //
 //	client  eth0 10.244.0.2 <-> c0 10.244.0.1  node
 //	backend eth0 10.244.i.2 <-> b<i> 10.244.i.1 node   (i = 1..N)
+//	external eth0 192.168.80.2 <-> x0 192.168.80.1 node (AddExternal)
+//
+// Every pod is inside TopologyPodCIDR, the node's pod CIDR; the external
+// client is outside it, as a client outside the cluster is.
 type Topology struct {
 	Prefix   string
 	Node     *NS
 	Client   *NS
 	Backends []*NS
+	// External is the client outside the cluster, nil until AddExternal.
+	External *NS
 }
+
+// TopologyPodCIDR holds the client's and every backend's address: the
+// node's pod CIDR.
+var TopologyPodCIDR = netip.MustParsePrefix("10.244.0.0/16")
+
+// ExternalClientAddr and NodeExternalAddr are the two ends of the external
+// client's veth.
+var (
+	ExternalClientAddr = netip.MustParseAddr("192.168.80.2")
+	NodeExternalAddr   = netip.MustParseAddr("192.168.80.1")
+)
+
+// NodeExternalDev is the node's end of the external client's veth.
+const NodeExternalDev = "x0"
 
 // ClientAddr and NodeClientAddr are the two ends of the client's veth.
 var (
@@ -85,6 +105,22 @@ func (t *Topology) AddBackend() (*NS, error) {
 	return b, t.pod(b, NodeBackendDev(i), netip.AddrFrom4([4]byte{10, 244, byte(i), 1}), BackendAddr(i))
 }
 
+// AddExternal adds the client outside the cluster: a namespace on a veth
+// of its own, outside the pod CIDR, whose default route is the node (its
+// router into the cluster), so it reaches the node's addresses and any
+// address routed through the node (a load balancer's).
+func (t *Topology) AddExternal() (*NS, error) {
+	if t.External != nil {
+		return nil, fmt.Errorf("%s: the external client exists", t.Prefix)
+	}
+	ext, err := NewNS(t.Prefix + "-ext")
+	if err != nil {
+		return nil, err
+	}
+	t.External = ext
+	return ext, t.pod(ext, NodeExternalDev, NodeExternalAddr, ExternalClientAddr)
+}
+
 func (t *Topology) pod(pod *NS, nodeDev string, nodeAddr, podAddr netip.Addr) error {
 	if err := podLink(t.Node, nodeDev, netip.PrefixFrom(nodeAddr, 24), pod, netip.PrefixFrom(podAddr, 24)); err != nil {
 		return err
@@ -95,7 +131,7 @@ func (t *Topology) pod(pod *NS, nodeDev string, nodeAddr, podAddr netip.Addr) er
 // Delete removes every namespace of the topology.
 func (t *Topology) Delete() error {
 	var errs []error
-	for _, n := range append([]*NS{t.Node, t.Client}, t.Backends...) {
+	for _, n := range append([]*NS{t.Node, t.Client, t.External}, t.Backends...) {
 		if n != nil {
 			errs = append(errs, n.Delete())
 		}

@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/kubetest"
@@ -86,8 +87,10 @@ func newNode(t testing.TB, api *kubetest.APIServer, backends int, agentArgs ...s
 		}
 		go srv.Serve(ctx)
 	}
-	// The Node object, as its kubelet would register it.
-	api.CreateNode(t, n.name, netlab.NodeClientAddr.String(), zone)
+	// The Node object, as its kubelet would register it: its InternalIP
+	// is the address the client reaches the node on, its pod CIDR holds
+	// the client and the backends.
+	api.CreateNode(t, n.name, netlab.NodeClientAddr.String(), zone, netlab.TopologyPodCIDR.String())
 	// deploy/'s RBAC, and a token of its ServiceAccount: if the agent
 	// can do its job with it, the role is enough.
 	api.ApplyFiles(t, repoFile(t, "deploy/rbac.yaml"))
@@ -212,6 +215,27 @@ func (n *node) metric(name string) float64 {
 	}
 	n.t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// frontendsOn is how many frontends on addr the maps hold.
+func (n *node) frontendsOn(addr string) int {
+	n.t.Helper()
+	dp, closeMaps, err := loader.OpenPinnedMaps(n.pinDir)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer closeMaps()
+	views, err := control.Inspect(dp.LB4)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	got := 0
+	for _, v := range views {
+		if strings.HasPrefix(v.Frontend, addr+":") {
+			got++
+		}
+	}
+	return got
 }
 
 // waitFor polls cond until it holds or the (scaled) timeout passes.

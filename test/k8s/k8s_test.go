@@ -15,7 +15,6 @@ import (
 	"github.com/sluice-lb/sluice/internal/cli"
 	"github.com/sluice-lb/sluice/internal/kubetest"
 	"github.com/sluice-lb/sluice/internal/testenv"
-	"github.com/sluice-lb/sluice/loader"
 )
 
 // One agent with only deploy/'s RBAC follows a Service through every
@@ -118,22 +117,7 @@ func TestAgentFollowsTheAPIServer(t *testing.T) {
 // frontends checks how many frontends on vip the maps hold (the API
 // server's own "kubernetes" Service has another).
 func (n *node) frontends(want int) error {
-	dp, closeMaps, err := loader.OpenPinnedMaps(n.pinDir)
-	if err != nil {
-		return err
-	}
-	defer closeMaps()
-	views, err := control.Inspect(dp.LB4)
-	if err != nil {
-		return err
-	}
-	got := 0
-	for _, v := range views {
-		if strings.HasPrefix(v.Frontend, vip+":") {
-			got++
-		}
-	}
-	if got != want {
+	if got := n.frontendsOn(vip); got != want {
 		return fmt.Errorf("%d frontends on %s programmed, want %d", got, vip, want)
 	}
 	return nil
