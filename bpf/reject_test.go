@@ -3,9 +3,11 @@ package bpf_test
 import (
 	"bytes"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/control"
@@ -47,6 +49,33 @@ func (w *world) buckets() []bpf.SluiceRejectBucket {
 // frozenBucket holds n errors' worth of credit at the given rate and a
 // last refill an hour ahead: no time passing during the test refills it,
 // so what it allows is exact.
+// onOneCPU keeps the calling goroutine on one OS thread bound to one CPU
+// until the test ends: the bucket is per CPU, and a test counting a
+// bucket's credit must spend it on one (a run migrating to another CPU
+// would find that CPU's credit too).
+func onOneCPU(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	var old unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		t.Fatal(err)
+	}
+	var one unix.CPUSet
+	for cpu := 0; cpu < 1024; cpu++ {
+		if old.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.SchedSetaffinity(0, &old)
+		runtime.UnlockOSThread()
+	})
+}
+
 func (w *world) frozenBucket(n, rate uint64) {
 	w.setBucket(bpf.SluiceRejectBucket{CreditNs: n * (nsPerSec / rate), LastNs: monoNow(w.t) + 3600*nsPerSec})
 }
@@ -108,6 +137,7 @@ func tcpFrom(src netip.AddrPort, dst string, flags uint8) []byte {
 // Every packet REJECT must not answer (RFC 1122 3.2.2) is dropped and
 // counted as such, without spending the rate.
 func TestRejectNoAnswer(t *testing.T) {
+	onOneCPU(t)
 	w := standardWorld(t)
 	// A service IP in the multicast range: the control plane does not
 	// refuse it, and the destination rule must hold on its own.
@@ -151,6 +181,7 @@ func TestRejectNoAnswer(t *testing.T) {
 // The rate: a bucket with n errors of credit answers n packets and drops
 // the next; credit written back, or a higher rate, answers again.
 func TestRejectRateLimit(t *testing.T) {
+	onOneCPU(t)
 	w := standardWorld(t)
 	w.setRejectRate(1, 100)
 	w.frozenBucket(3, 1)
