@@ -92,11 +92,16 @@ __inline __u32 sock4_select(struct lb4_key *key, const struct datapath_config *c
 {
 	struct lb4_service *svc = bpf_map_lookup_elem(&lb4_services, key);
 
-	if (!svc)
-		/* An active service IP on a port it does not serve is
-		 * refused (rule 17), not sent out unanswered. */
-		return lb4_is_service_ip(key->address) ? REASON_SOCK_REJECT : SOCK4_NOT_SERVICE;
 	__be32 node = cfg ? cfg->node_addr4 : 0;
+	if (!svc) {
+		/* An active service IP on a port it does not serve is
+		 * refused (rule 17), not sent out unanswered. The node's own
+		 * addresses, which carry NodePorts, never are: the node's
+		 * other services (sshd, the kubelet) listen on them. */
+		if (key->address == node || (key->address & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000))
+			return SOCK4_NOT_SERVICE;
+		return lb4_is_service_ip(key->address) ? REASON_SOCK_REJECT : SOCK4_NOT_SERVICE;
+	}
 	if ((svc->flags & SVC_F_SOURCE_RANGES) && !lb4_source_allowed(svc->rev_nat_id, node))
 		return REASON_SOCK_DROP;
 	if (svc->flags & SVC_F_TWO_SCOPES) {
