@@ -67,6 +67,10 @@ type agentConfig struct {
 	profiling                                 bool
 	log                                       *slog.Logger
 	ct                                        ctConfig
+	// cgroupRoot is where socket-level load balancing is attached; ""
+	// disables it.
+	cgroupRoot           string
+	cgroupDefaultMissing bool // no --cgroup-root, and no cgroup v2 hierarchy found
 }
 
 // ctConfig is the conntrack part of the command line.
@@ -120,6 +124,13 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.DurationVar(&c.ct.timeouts.UDPStream, "conntrack-udp-timeout-stream", ct.UDPStream, "idle lifetime of a UDP flow the backend answered")
 	fs.DurationVar(&c.ct.gcInterval, "conntrack-gc-interval", conntrack.DefaultInterval,
 		"usual wait between two sweeps of the conntrack collector (shortened while sweeps delete much, lengthened while little)")
+	cgroupSet := false
+	fs.Func("cgroup-root", "cgroup v2 directory whose processes (the node's own, host-network ones) reach Services through socket-level load balancing; "+
+		"empty disables it (default: the root of the unified hierarchy, /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host; none when neither is cgroup v2)",
+		func(v string) error {
+			c.cgroupRoot, cgroupSet = v, true
+			return nil
+		})
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity: 0 info, 4 and more debug")
 	fs.StringVar(&logLevel, "log-level", "", "log level: debug, info, warn or error (overrides --v)")
@@ -160,6 +171,10 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	}
 	if c.ct.gcInterval < conntrack.MinInterval {
 		return nil, fmt.Errorf("--conntrack-gc-interval %s: want at least %s", c.ct.gcInterval, conntrack.MinInterval)
+	}
+	if !cgroupSet {
+		c.cgroupRoot = loader.DefaultCgroupRoot()
+		c.cgroupDefaultMissing = c.cgroupRoot == ""
 	}
 	level := slog.Level(-verbosity)
 	if logLevel != "" {
@@ -227,9 +242,15 @@ func runAgent(args []string) error {
 		return err
 	}
 	timeouts, _ := c.ct.timeouts.Seconds() // checked by parseAgentFlags
+	switch {
+	case c.cgroupDefaultMissing:
+		log.Warn("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified: running without socket-level load balancing; the node's own processes reach no Service")
+	case c.cgroupRoot == "":
+		log.Info("socket-level load balancing disabled (--cgroup-root is empty): the node's own processes reach no Service")
+	}
 	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc,
 		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst,
-		CTEntries: ctSize.Entries, CTTimeouts: timeouts, Log: log})
+		CTEntries: ctSize.Entries, CTTimeouts: timeouts, CgroupRoot: c.cgroupRoot, Log: log})
 	if err != nil {
 		return err
 	}
