@@ -5,11 +5,13 @@
 package agenttest
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -37,6 +39,9 @@ const MemlockEnv = "SLUICE_TEST_MEMLOCK"
 // Main is a suite's TestMain: the sluice command when re-executed as the
 // agent, else the tests. Its result is the exit status.
 func Main(m *testing.M) int {
+	if q := os.Getenv(AskEnv); q != "" {
+		return askMain(q)
+	}
 	if os.Getenv(RunAsSluice) != "1" {
 		return m.Run()
 	}
@@ -148,4 +153,59 @@ func Ask(ns *netlab.NS, proto, addr string, timeout time.Duration) (string, erro
 		return err
 	})
 	return who, err
+}
+
+// AskEnv, "PROTO ADDR TIMEOUT" in a re-executed test binary's environment,
+// makes it one whoami client: the answer on stdout, an error on stderr.
+const AskEnv = "SLUICE_TEST_ASK"
+
+func askMain(q string) int {
+	f := strings.Fields(q)
+	if len(f) != 3 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want PROTO ADDR TIMEOUT\n", AskEnv, q)
+		return 2
+	}
+	timeout, err := time.ParseDuration(f[2])
+	if err == nil {
+		var who string
+		if who, err = whoami.Ask(f[0], f[1], timeout); err == nil {
+			fmt.Println(who)
+			return 0
+		}
+	}
+	fmt.Fprint(os.Stderr, err)
+	return 1
+}
+
+// AskFromCgroup sends one whoami request from a process of its own, born in
+// the cgroup (a host-network program of the node, when ns is the node's
+// namespace), so that cgroup socket programs see its calls; cgroup ""
+// leaves it in the test's own cgroup.
+func AskFromCgroup(t testing.TB, ns *netlab.NS, cgroup, proto, addr string, timeout time.Duration) (string, error) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", AskEnv, proto, addr, testenv.Scaled(timeout)))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if cgroup != "" {
+		f, err := os.Open(cgroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
+	}
+	err = ns.Do(cmd.Run)
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 1 {
+		return "", errors.New(stderr.String())
+	}
+	if err != nil {
+		t.Fatalf("whoami client: %v: %s", err, stderr.String())
+	}
+	return strings.TrimSpace(stdout.String()), nil
 }
