@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -175,6 +176,10 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	if !cgroupSet {
 		c.cgroupRoot = loader.DefaultCgroupRoot()
 		c.cgroupDefaultMissing = c.cgroupRoot == ""
+	} else if c.cgroupRoot != "" && !loader.IsCgroup2(c.cgroupRoot) && loader.IsCgroup2(filepath.Join(c.cgroupRoot, "unified")) {
+		// A hybrid host's /sys/fs/cgroup (as deploy/ mounts it): its
+		// unified hierarchy is the subdirectory.
+		c.cgroupRoot = filepath.Join(c.cgroupRoot, "unified")
 	}
 	level := slog.Level(-verbosity)
 	if logLevel != "" {
