@@ -115,7 +115,7 @@ func (d *Datapath) attachSock(h sockHook, root string, cgid uint64) error {
 		}
 		// Another cgroup (the root was changed) or another hook: the
 		// old link goes, or the programs would run there too.
-		_ = l.Unpin()
+		_ = dropLink(l)
 		l.Close()
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: h.attach, Program: prog})
@@ -139,11 +139,23 @@ func (d *Datapath) detachSockets() {
 		if err != nil {
 			continue
 		}
-		if err := l.Unpin(); err == nil {
+		if err := dropLink(l); err == nil {
 			d.log.Info("detached socket program", "hook", h.name)
 		}
 		l.Close()
 	}
+}
+
+// dropLink detaches a pinned link at once and removes its pin. Unpinning
+// alone detaches too, once the last reference goes, but some kernels (5.10
+// in the matrix) drop the pin's reference only after an RCU grace period,
+// when bpffs frees the inode: for a moment the program would still run.
+func dropLink(l link.Link) error {
+	err := l.Detach()
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		err = nil // before 5.9: the unpin's release does it
+	}
+	return errors.Join(err, l.Unpin())
 }
 
 type cgroupKey struct {
