@@ -173,8 +173,6 @@ __inline int sock4_forward(struct bpf_sock_addr *ctx, bool udp_sendmsg)
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return SOCK_ALLOW;
-	if (!sock4_is_host(ctx))
-		return SOCK_ALLOW;
 
 	__be32 daddr = ctx->user_ip4;
 	__be16 dport = sock4_user_port(ctx);
@@ -183,6 +181,8 @@ __inline int sock4_forward(struct bpf_sock_addr *ctx, bool udp_sendmsg)
 	 * prefilter's one inlined lookup, as packets do. */
 	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
 	if (f && !lb4_filter_has(f, lb4_filter_dst(daddr)))
+		return SOCK_ALLOW;
+	if (!sock4_is_host(ctx))
 		return SOCK_ALLOW;
 
 	__u64 cookie = bpf_get_socket_cookie(ctx);
