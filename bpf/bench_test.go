@@ -3,15 +3,18 @@ package bpf_test
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/control"
+	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/packet"
 	"github.com/sluice-lb/sluice/internal/testenv"
 	"github.com/sluice-lb/sluice/maps"
@@ -54,46 +57,64 @@ type benchDatapath struct {
 	// full table refuses flows, so it runs in chunks with the table
 	// emptied in between (outside the timing).
 	maxRepeat int
+	// ns, when set, is the network namespace the programs run in (their
+	// fib lookups read its routes); verdict the verdict every measured
+	// iteration returns (0: pass).
+	ns      *netlab.NS
+	verdict uint32
 }
 
-func loadBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDatapath {
+// bench is prog.Benchmark, inside bd.ns when set.
+func (bd *benchDatapath) bench(prog *ebpf.Program, pkt []byte, n int) (ret uint32, d time.Duration, err error) {
+	if bd.ns == nil {
+		return prog.Benchmark(pkt, n, nil)
+	}
+	derr := bd.ns.Do(func() error {
+		ret, d, err = prog.Benchmark(pkt, n, nil)
+		return nil
+	})
+	if derr != nil {
+		return 0, 0, derr
+	}
+	return ret, d, err
+}
+
+// Builds of the datapath a benchmark runs (bpf/gen.go): the real one;
+// the one where every packet is a new flow; the real one whose forwarded
+// packets keep their TTL.
+type benchBuild int
+
+const (
+	buildReal benchBuild = iota
+	buildUniqueFlows
+	buildKeepTTL
+)
+
+func loadBench(b *testing.B, build benchBuild, services int, ctSize uint32) *benchDatapath {
 	testenv.Privileged(b)
 	sizes := map[string]uint32{bpf.SluiceMapCt4V3: ctSize}
 	for k, v := range benchSizes {
 		sizes[k] = v
 	}
 	bd := &benchDatapath{}
-	var sm bpf.SluiceMaps
-	if unique {
-		spec, err := bpf.LoadSluiceBench()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := bpf.UseCoarseClock(spec); err != nil {
-			b.Fatal(err)
-		}
-		var objs bpf.SluiceBenchObjects
-		loadSpec(b, spec, &objs, sizes)
-		b.Cleanup(func() { objs.Close() })
-		bd.ingress, bd.egress, bd.empty = objs.SluiceIngress, objs.SluiceEgress, objs.SluiceEmpty
-		m := objs.SluiceBenchMaps
-		sm = bpf.SluiceMaps{Ct4V3: m.Ct4V3, Lb4Backends: m.Lb4Backends, Lb4Revnat: m.Lb4Revnat,
-			Lb4Services: m.Lb4Services, Lb4Prefilter: m.Lb4Prefilter, SluiceConfig: m.SluiceConfig, SluiceCounters: m.SluiceCounters,
-			Lb4Affinity: m.Lb4Affinity, Lb4AffinityMatch: m.Lb4AffinityMatch, SluiceCtTimeouts: m.SluiceCtTimeouts}
+	load := map[benchBuild]func() (*ebpf.CollectionSpec, error){
+		buildReal: bpf.LoadSluice, buildUniqueFlows: bpf.LoadSluiceBench, buildKeepTTL: bpf.LoadSluiceBenchFwd,
+	}[build]
+	spec, err := load()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := bpf.UseCoarseClock(spec); err != nil {
+		b.Fatal(err)
+	}
+	// Every build has the same programs and maps, by name.
+	var objs bpf.SluiceObjects
+	loadSpec(b, spec, &objs, sizes)
+	b.Cleanup(func() { objs.Close() })
+	bd.ingress, bd.egress, bd.empty = objs.SluiceIngress, objs.SluiceEgress, objs.SluiceEmpty
+	sm := objs.SluiceMaps
+	if build == buildUniqueFlows {
 		bd.maxRepeat = int(ctSize/2) - 16
-	} else {
-		spec, err := bpf.LoadSluice()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := bpf.UseCoarseClock(spec); err != nil {
-			b.Fatal(err)
-		}
-		var objs bpf.SluiceObjects
-		loadSpec(b, spec, &objs, sizes)
-		b.Cleanup(func() { objs.Close() })
-		bd.ingress, bd.egress, bd.empty = objs.SluiceIngress, objs.SluiceEgress, objs.SluiceEmpty
-		sm = objs.SluiceMaps
 	}
 	bd.dp = maps.FromObjects(&sm)
 	rec, err := control.NewReconciler(bd.dp.LB4, slog.Default())
@@ -129,10 +150,12 @@ const measureRounds = 5
 // b.N times and no other counter moved. (At least: cilium/ebpf reruns a
 // whole BPF_PROG_TEST_RUN that a signal interrupted, so a few iterations
 // may run twice.) It reports the medians of measureRounds rounds.
-func (bd *benchDatapath) measure(b *testing.B, prog *ebpf.Program, pkt []byte, path string) {
+// events are counters that must move with path on every iteration (the
+// snat event of a SNATed new flow).
+func (bd *benchDatapath) measure(b *testing.B, prog *ebpf.Program, pkt []byte, path string, events ...string) {
 	var total, empty, net []int64
 	for range measureRounds {
-		_, e, err := bd.empty.Benchmark(pkt, b.N, nil)
+		_, e, err := bd.bench(bd.empty, pkt, b.N)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -146,7 +169,11 @@ func (bd *benchDatapath) measure(b *testing.B, prog *ebpf.Program, pkt []byte, p
 			b.Fatal(err)
 		}
 		moved := delta(before, after)
-		if moved[path] < uint64(b.N) || len(moved) != 1 {
+		ok := moved[path] >= uint64(b.N) && len(moved) == 1+len(events)
+		for _, e := range events {
+			ok = ok && moved[e] >= uint64(b.N)
+		}
+		if !ok {
 			b.Fatalf("counters moved %v for %d iterations of %s: not every iteration took the path", moved, b.N, path)
 		}
 		total = append(total, d.Nanoseconds())
@@ -171,12 +198,16 @@ func (bd *benchDatapath) run(b *testing.B, prog *ebpf.Program, pkt []byte) time.
 		if bd.maxRepeat > 0 {
 			bd.emptyCT(b)
 		}
-		ret, d, err := prog.Benchmark(pkt, n, nil)
+		ret, d, err := bd.bench(prog, pkt, n)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if ret != tcActPass {
-			b.Fatalf("verdict %d", ret)
+		want := bd.verdict
+		if want == 0 {
+			want = tcActPass
+		}
+		if ret != want {
+			b.Fatalf("verdict %d, want %d", ret, want)
 		}
 		sum += d * time.Duration(n)
 	}
@@ -214,11 +245,11 @@ func BenchmarkIngress(b *testing.B) {
 	for _, services := range []int{1, 1000, 100000} {
 		// "1 service" is the ping-pong pair alone.
 		b.Run(fmt.Sprintf("services=%d/path=non-service", services), func(b *testing.B) {
-			bd := loadBench(b, false, services, defaultCT)
+			bd := loadBench(b, buildReal, services, defaultCT)
 			bd.measure(b, bd.ingress, tcpFrame(benchClient, netip.MustParseAddrPort("10.244.9.9:22"), packet.TCPAck), "pass")
 		})
 		b.Run(fmt.Sprintf("services=%d/path=established", services), func(b *testing.B) {
-			bd := loadBench(b, false, services, defaultCT)
+			bd := loadBench(b, buildReal, services, defaultCT)
 			pkt := tcpFrame(benchClient, pingVIP, packet.TCPAck)
 			// Two new flows (ping, then pong) make both directions
 			// established; the measured iterations then all are.
@@ -228,7 +259,7 @@ func BenchmarkIngress(b *testing.B) {
 			bd.measure(b, bd.ingress, pkt, "established")
 		})
 		b.Run(fmt.Sprintf("services=%d/path=reply", services), func(b *testing.B) {
-			bd := loadBench(b, false, services, defaultCT)
+			bd := loadBench(b, buildReal, services, defaultCT)
 			if _, _, err := bd.ingress.Benchmark(tcpFrame(benchClient, pingVIP, packet.TCPSyn), 2, nil); err != nil {
 				b.Fatal(err)
 			}
@@ -242,9 +273,116 @@ func BenchmarkIngress(b *testing.B) {
 		// default and a small one.
 		for _, ct := range []uint32{defaultCT, 1 << 16} {
 			b.Run(fmt.Sprintf("services=%d/path=new-flow/ct=%d", services, ct), func(b *testing.B) {
-				bd := loadBench(b, true, services, ct)
+				bd := loadBench(b, buildUniqueFlows, services, ct)
 				bd.measure(b, bd.ingress, tcpFrame(benchClient, pingVIP, packet.TCPSyn), "new-flow")
 			})
 		}
 	}
+}
+
+// The north-south paths: NodePort-style external frontends whose flows are
+// SNATed to the node's address, in a namespace with the node's routes.
+// Two external IPs are each other's (remote) backend and the SNAT range
+// is the one port snatBenchPort, so a repeated skb cycles: the SNATed
+// packet node:P -> F2 is the forward packet of F2's flow, whose SNATed
+// packet node:P -> F1 is F1's again; and each flow's reply, translated
+// back, is the reply of the other.
+var (
+	snatF1        = netip.MustParseAddrPort("192.168.60.1:80")
+	snatF2        = netip.MustParseAddrPort("192.168.60.2:80")
+	snatBenchPort = uint16(61000)
+	// The SNAT address of the benchmark: the node's address in the config,
+	// but not one of the namespace's own, so that a reply translated back
+	// to it (the cycle's client) is forwarded like one to any client.
+	snatBenchNode = netip.MustParseAddr("192.168.50.13")
+)
+
+func loadSNATBench(b *testing.B, unique bool, services int, ctSize uint32) *benchDatapath {
+	build := buildKeepTTL
+	if unique {
+		build = buildUniqueFlows
+	}
+	bd := loadBench(b, build, services, ctSize)
+	bd.ns = newFibNet(b).ns
+	bd.verdict = tcActRedirect
+	route := snatRoute(b, bd.ns)
+	if err := bd.ns.Netlink().RouteAdd(route); err != nil {
+		b.Fatal(err)
+	}
+	if err := bd.ns.Netlink().NeighAdd(&netlink.Neigh{LinkIndex: route.LinkIndex, State: netlink.NUD_PERMANENT,
+		IP: snatBenchNode.AsSlice(), HardwareAddr: peerMAC, Family: netlink.FAMILY_V4}); err != nil {
+		b.Fatal(err)
+	}
+	rec, err := control.NewReconciler(bd.dp.LB4, slog.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := benchState(services)
+	for _, p := range [][2]netip.AddrPort{{snatF1, snatF2}, {snatF2, snatF1}} {
+		fe := control.Frontend{Addr: p[0].Addr(), Port: p[0].Port(), Proto: control.TCP}
+		st.Ports[fe] = &control.ServicePort{Frontend: fe, Kind: control.KindExternalIP, SNATRemote: true,
+			Backends: []control.Backend{{Addr: p[1].Addr(), Port: p[1].Port()}}}
+	}
+	if _, problems, err := rec.Apply(st); err != nil || len(problems) > 0 {
+		b.Fatalf("program: %v %v", err, problems)
+	}
+	for _, f := range []netip.AddrPort{snatF1, snatF2} {
+		k := bpf.SluiceLb4Key{Address: maps.Addr4(f.Addr()), Dport: maps.Port(f.Port()), Proto: packet.ProtoTCP}
+		m, err := bd.dp.LB4.Services.Lookup(k)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Flags |= bpf.SluiceLbServiceFlagsSVC_F_SNAT_REMOTE
+		if err := bd.dp.LB4.Services.Put(k, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lo, hi := snatBenchPort, snatBenchPort
+	if unique {
+		lo, hi = 0, 0 // the default range: every new flow takes a port
+	}
+	if err := bd.dp.Config.Put(0, bpf.SluiceDatapathConfig{NodeAddr4: maps.Addr4(snatBenchNode), SnatPortMin: lo, SnatPortMax: hi}); err != nil {
+		b.Fatal(err)
+	}
+	if unique {
+		// Each new flow holds a port of the range: fewer flows per run
+		// than it has, so allocation rarely retries.
+		bd.maxRepeat = 1024
+	}
+	return bd
+}
+
+func BenchmarkIngressSNAT(b *testing.B) {
+	node := netip.AddrPortFrom(snatBenchNode, snatBenchPort)
+	for _, services := range []int{1, 100000} {
+		b.Run(fmt.Sprintf("services=%d/path=snat-established", services), func(b *testing.B) {
+			bd := loadSNATBench(b, false, services, defaultCT)
+			pkt := tcpFrame(node, snatF1, packet.TCPAck)
+			if ret, _, err := bd.bench(bd.ingress, pkt, 2); err != nil || ret != tcActRedirect {
+				b.Fatalf("warm-up: %d %v", ret, err)
+			}
+			bd.measure(b, bd.ingress, pkt, "established")
+		})
+		b.Run(fmt.Sprintf("services=%d/path=reverse-snat", services), func(b *testing.B) {
+			bd := loadSNATBench(b, false, services, defaultCT)
+			if ret, _, err := bd.bench(bd.ingress, tcpFrame(node, snatF1, packet.TCPSyn), 2); err != nil || ret != tcActRedirect {
+				b.Fatalf("warm-up: %d %v", ret, err)
+			}
+			bd.measure(b, bd.ingress, tcpFrame(snatF2, node, packet.TCPAck), "reply-snat")
+		})
+		b.Run(fmt.Sprintf("services=%d/path=snat-new-flow", services), func(b *testing.B) {
+			bd := loadSNATBench(b, true, services, defaultCT)
+			bd.measure(b, bd.ingress, tcpFrame(extClient, snatF1, packet.TCPSyn), "new-flow", "snat")
+		})
+	}
+}
+
+// snatRoute routes the benchmark's external IPs via the peer node.
+func snatRoute(b *testing.B, ns *netlab.NS) *netlink.Route {
+	u0, err := ns.Netlink().LinkByName("u0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &netlink.Route{LinkIndex: u0.Attrs().Index, Gw: peerAddr.AsSlice(),
+		Dst: &net.IPNet{IP: net.IP{192, 168, 60, 0}, Mask: net.CIDRMask(24, 32)}}
 }

@@ -14,7 +14,12 @@ package bpf
 
 // The benchmark build gives every packet a conntrack key never seen before,
 // so BPF_PROG_TEST_RUN's repeat can time the new-flow path. Test-only.
-//go:generate go tool bpf2go -target bpfel -go-package bpf -output-suffix _test -no-global-types -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include -DSLUICE_BENCH_UNIQUE_FLOWS" SluiceBench tc.c
+//go:generate go tool bpf2go -target bpfel -go-package bpf -output-suffix _test -no-global-types -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include -DSLUICE_BENCH_UNIQUE_FLOWS -DSLUICE_BENCH_KEEP_TTL" SluiceBench tc.c
+
+// The benchmark build of forwarded paths (SNAT): the real programs, except
+// that a forwarded packet keeps its TTL, so a repeated skb does not run
+// out of it. Test-only.
+//go:generate go tool bpf2go -target bpfel -go-package bpf -output-suffix _test -no-global-types -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I./include -DSLUICE_BENCH_KEEP_TTL" SluiceBenchFwd tc.c
 
 // The trace build (`sluice trace`): the same programs with every map write
 // compiled out (SLUICE_DRY_RUN, lib/common.h) and the reasons a packet meets

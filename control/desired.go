@@ -115,6 +115,26 @@ type serviceResult struct {
 	in       serviceInputs
 	ports    []*ServicePort
 	problems []Problem
+	// health is the Service's healthCheckNodePort server, before the
+	// Tracker settles which Service gets a contested port.
+	health *HealthCheck
+	// nodePorts are the Service's TCP nodePorts (sorted, unique), which a
+	// healthCheckNodePort must not equal.
+	nodePorts []uint16
+}
+
+// portInputs is one servable spec port of a Service: its name, port,
+// nodePort and the backend sets its frontends choose from.
+type portInputs struct {
+	name     ServicePortName
+	port     uint16
+	nodePort int32 // as in the spec; 0 for none
+	eps      []endpoint
+	// cluster is rule 9 with 11, local rule 10, each sorted. usable:
+	// some endpoint is usable anywhere, so an empty set the policy asks
+	// for means DROP, not REJECT (rule 14).
+	cluster, local []Backend
+	usable         bool
 }
 
 // computeService is one Service's frontends and their backends.
@@ -135,48 +155,97 @@ func computeService(in serviceInputs, node NodeInfo) *serviceResult {
 	vip, ok, reason := clusterIPv4(svc)
 	if !ok {
 		if reason != "" {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidIP, "%s", reason))
+			r.problem(SkipInvalidIP, "%s", reason)
 		}
 		return r
 	}
 	affinity, problem := affinityOf(svc)
 	if problem != "" {
-		r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipAffinity, "%s", problem))
+		r.problem(SkipAffinity, "%s", problem)
 	}
+	ports := r.portsOf(svc, in.slices, node)
+	ext := r.externalOf(svc, node)
+	f := frontends{r: r, seen: map[Frontend]*ServicePort{}}
+	// Rule 12: internalTrafficPolicy decides the ClusterIP frontends only.
 	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-	seen := map[Frontend]bool{}
-	for _, sp := range svc.Spec.Ports {
-		proto, err := protocolOf(sp.Protocol)
-		if err != nil {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipProtocol, "port %q: %v", sp.Name, err))
-			continue
-		}
-		if sp.Port < 1 || sp.Port > 65535 {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidPort, "port %q: port %d out of range 1-65535", sp.Name, sp.Port))
-			continue
-		}
-		fe := Frontend{Addr: vip, Port: uint16(sp.Port), Proto: proto}
-		if seen[fe] {
-			r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, SkipInvalidPort, "port %q: %s listed twice", sp.Name, fe))
-			continue
-		}
-		seen[fe] = true
-		name := ServicePortName{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Proto: proto}
-		eps, bad := endpointsOf(in.slices, name, node)
-		r.problems = append(r.problems, bad...)
-		port := &ServicePort{Name: name, Frontend: fe, AffinityTimeout: affinity}
+	for _, p := range ports {
+		sp := &ServicePort{Name: p.name, Frontend: Frontend{Addr: vip, Port: p.port, Proto: p.name.Proto}, Kind: KindClusterIP, AffinityTimeout: affinity}
 		if itpLocal {
 			// Rule 12: ClusterIP traffic uses the Local set; rule 14:
 			// DROP when it is empty but endpoints exist elsewhere.
-			port.Backends = localSet(eps)
-			port.DropEmpty = len(port.Backends) == 0 && slices.ContainsFunc(eps, func(e endpoint) bool { return e.usable() })
+			sp.Backends, sp.DropEmpty = p.local, len(p.local) == 0 && p.usable
 		} else {
-			port.Backends = clusterSet(eps, node)
+			sp.Backends = p.cluster
 		}
-		slices.SortFunc(port.Backends, Backend.Compare)
-		r.ports = append(r.ports, port)
+		f.add(sp)
 	}
+	f.external(ports, ext, affinity)
+	r.health = r.healthCheckOf(svc, ports, ext.policyLocal)
 	return r
+}
+
+func (r *serviceResult) problem(class, format string, args ...any) {
+	svc := r.in.svc
+	r.problems = append(r.problems, problemf("Service", svc.Namespace, svc.Name, class, format, args...))
+}
+
+// portsOf is the Service's servable ports with their endpoints; invalid,
+// unsupported and repeated ports are reported and left out (rule 17).
+func (r *serviceResult) portsOf(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, node NodeInfo) []*portInputs {
+	var out []*portInputs
+	seen := map[Frontend]bool{} // the port and protocol; the address is the cluster IP's
+	for _, sp := range svc.Spec.Ports {
+		proto, err := protocolOf(sp.Protocol)
+		if err != nil {
+			r.problem(SkipProtocol, "port %q: %v", sp.Name, err)
+			continue
+		}
+		if sp.Port < 1 || sp.Port > 65535 {
+			r.problem(SkipInvalidPort, "port %q: port %d out of range 1-65535", sp.Name, sp.Port)
+			continue
+		}
+		key := Frontend{Port: uint16(sp.Port), Proto: proto}
+		if seen[key] {
+			r.problem(SkipInvalidPort, "port %q: %d/%s listed twice", sp.Name, sp.Port, proto)
+			continue
+		}
+		seen[key] = true
+		name := ServicePortName{Namespace: svc.Namespace, Name: svc.Name, Port: sp.Name, Proto: proto}
+		eps, bad := endpointsOf(endpointSlices, name, node)
+		r.problems = append(r.problems, bad...)
+		p := &portInputs{name: name, port: uint16(sp.Port), nodePort: sp.NodePort, eps: eps,
+			cluster: clusterSet(eps, node), local: localSet(eps),
+			usable: slices.ContainsFunc(eps, func(e endpoint) bool { return e.usable() })}
+		slices.SortFunc(p.cluster, Backend.Compare)
+		slices.SortFunc(p.local, Backend.Compare)
+		out = append(out, p)
+	}
+	return out
+}
+
+// frontends collects one Service's frontends, each once.
+type frontends struct {
+	r    *serviceResult
+	seen map[Frontend]*ServicePort
+}
+
+// add keeps sp unless the Service already has its frontend. Frontends are
+// added in the order of claimRank (ClusterIP, NodePort, LoadBalancer,
+// ExternalIP), so the kind that wins between Services wins within one
+// too. Backend slices may be shared between the frontends of a service
+// port: they are read-only.
+func (f *frontends) add(sp *ServicePort) {
+	if had := f.seen[sp.Frontend]; had != nil {
+		if had.Kind == sp.Kind {
+			f.r.problem(SkipInvalidPort, "port %q: %s frontend %s listed twice", sp.Name.Port, sp.Kind, sp.Frontend)
+		} else {
+			f.r.problem(SkipConflict, "port %q: %s frontend %s is also its %s frontend (port %q): served as that",
+				sp.Name.Port, sp.Kind, sp.Frontend, had.Kind, had.Name.Port)
+		}
+		return
+	}
+	f.seen[sp.Frontend] = sp
+	f.r.ports = append(f.r.ports, sp)
 }
 
 // maxAffinitySeconds is the API server's limit on the affinity timeout.

@@ -125,19 +125,35 @@ func esPort(name string, port int32, proto corev1.Protocol) discoveryv1.Endpoint
 
 func esPorts(ps ...discoveryv1.EndpointPort) []discoveryv1.EndpointPort { return ps }
 
-// render turns a state into "frontend -> backends" lines, sorted. A line
-// ends in "drop" when its empty backend set means DROP rather than REJECT
-// (rule 14), and in "affinity=N" for ClientIP affinity (rule 22), each
-// after one space: "10.96.0.1:80/TCP -> drop affinity=10800". It
-// also checks what every ServicePort must satisfy: keyed by its own
-// frontend, backends sorted and unique.
+// render turns a state into "frontend -> backends" lines, sorted. A
+// backend on this node ends in "(local)". A line ends in "drop" when its
+// empty backend set means DROP rather than REJECT (rule 14), in
+// "affinity=N" for ClientIP affinity (rule 22), "kind=K" for a frontend
+// other than a ClusterIP, "snat" when remote backends are SNATed,
+// "ranges=..." for source ranges and "internal=[backends drop snat]" for
+// the set this node's pods and the node get (rule 13), each after one
+// space: "10.96.0.1:80/TCP -> drop affinity=10800". Health checks follow
+// as "health PORT ns/name local=N". It also checks what every
+// ServicePort must satisfy: keyed by its own frontend, backends sorted
+// and unique.
 func render(s *State) []string {
 	var out []string
-	for fe, sp := range s.Ports {
+	backends := func(list []Backend) (string, string) {
 		var bs []string
-		for _, b := range sp.Backends {
-			bs = append(bs, b.String())
+		for _, b := range list {
+			if b.Local {
+				bs = append(bs, b.String()+"(local)")
+			} else {
+				bs = append(bs, b.String())
+			}
 		}
+		bad := ""
+		if !slices.IsSortedFunc(list, Backend.Compare) || len(slices.CompactFunc(slices.Clone(list), func(a, b Backend) bool { return a.Compare(b) == 0 })) != len(list) {
+			bad = " (backends not sorted and unique)"
+		}
+		return strings.Join(bs, ","), bad
+	}
+	for fe, sp := range s.Ports {
 		var attrs []string
 		if sp.DropEmpty {
 			attrs = append(attrs, "drop")
@@ -145,7 +161,36 @@ func render(s *State) []string {
 		if sp.AffinityTimeout != 0 {
 			attrs = append(attrs, fmt.Sprintf("affinity=%d", sp.AffinityTimeout))
 		}
-		line := fe.String() + " -> " + strings.Join(bs, ",")
+		if sp.Kind != KindClusterIP {
+			attrs = append(attrs, "kind="+sp.Kind.String())
+		}
+		if sp.SNATRemote {
+			attrs = append(attrs, "snat")
+		}
+		if len(sp.SourceRanges) > 0 {
+			var rs []string
+			for _, r := range sp.SourceRanges {
+				rs = append(rs, r.String())
+			}
+			attrs = append(attrs, "ranges="+strings.Join(rs, ","))
+		}
+		bs, bad := backends(sp.Backends)
+		if in := sp.Internal; in != nil {
+			ibs, ibad := backends(in.Backends)
+			var parts []string
+			if ibs != "" {
+				parts = append(parts, ibs)
+			}
+			if in.DropEmpty {
+				parts = append(parts, "drop")
+			}
+			if in.SNATRemote {
+				parts = append(parts, "snat")
+			}
+			attrs = append(attrs, "internal=["+strings.Join(parts, " ")+"]")
+			bad += ibad
+		}
+		line := fe.String() + " -> " + bs
 		for _, a := range attrs {
 			if !strings.HasSuffix(line, " ") {
 				line += " "
@@ -155,8 +200,12 @@ func render(s *State) []string {
 		if sp.Frontend != fe {
 			line += " (keyed by another frontend: " + sp.Frontend.String() + ")"
 		}
-		if !slices.IsSortedFunc(sp.Backends, Backend.Compare) || len(slices.Compact(slices.Clone(sp.Backends))) != len(sp.Backends) {
-			line += " (backends not sorted and unique)"
+		out = append(out, line+bad)
+	}
+	for port, hc := range s.HealthChecks {
+		line := fmt.Sprintf("health %d %s/%s local=%d", port, hc.Namespace, hc.Name, hc.LocalEndpoints)
+		if hc.Port != port {
+			line += fmt.Sprintf(" (keyed by another port: %d)", hc.Port)
 		}
 		out = append(out, line)
 	}
@@ -164,16 +213,20 @@ func render(s *State) []string {
 	return out
 }
 
+// desiredCase is one rule's example: inputs, the rendered state and the
+// problems.
+type desiredCase struct {
+	rule     string
+	services []*corev1.Service
+	slices   []*discoveryv1.EndpointSlice
+	node     *NodeInfo // nil: node-1, no zone
+	want     []string
+	problems []string // substrings, in order
+}
+
 func TestDesired(t *testing.T) {
 	f, tr := ptr(false), ptr(true)
-	cases := []struct {
-		rule     string
-		services []*corev1.Service
-		slices   []*discoveryv1.EndpointSlice
-		node     *NodeInfo // nil: node-1, no zone
-		want     []string
-		problems []string // substrings, in order
-	}{
+	runDesiredCases(t, []desiredCase{
 		{
 			rule:     "1: a service-proxy-name label hides the Service: its visible slices belong to no Service",
 			services: []*corev1.Service{svc("a", "10.96.0.1", withLabels(LabelServiceProxyName, "other"))},
@@ -341,7 +394,7 @@ func TestDesired(t *testing.T) {
 			services: []*corev1.Service{svc("b", "10.96.0.1"), svc("a", "10.96.0.1")},
 			slices:   []*discoveryv1.EndpointSlice{slice("a-1", "a", httpPort(8080), ready("10.0.0.1")), slice("b-1", "b", httpPort(8080), ready("10.0.0.2"))},
 			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
-			problems: []string{"Service ns/b: port \"http\": 10.96.0.1:80/TCP already served by ns/a:http/TCP"},
+			problems: []string{"Service ns/b: port \"http\": ClusterIP frontend 10.96.0.1:80/TCP already served by ns/a:http/TCP as its ClusterIP frontend"},
 		},
 		{
 			rule:     "2, 3: an IPv6-only Service and its IPv6 slices get nothing on the IPv4 node, and no problem",
@@ -538,7 +591,7 @@ func TestDesired(t *testing.T) {
 				term("10.0.0.3"),
 				term("10.0.0.4").on("node-1").cond(f, f, tr),
 			)},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local),10.0.0.2:8080,10.0.0.3:8080"},
 		},
 		{
 			rule:     "9, 14: only non-serving endpoints: nothing used, REJECT not DROP",
@@ -557,7 +610,7 @@ func TestDesired(t *testing.T) {
 				term("10.0.0.4").on("node-1"),
 				ready("10.0.0.5").on("node-10"),
 			)},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local)"},
 		},
 		{
 			rule:     "10, 12: no local ready endpoint: the local serving-and-terminating ones, not remote ready ones",
@@ -567,7 +620,7 @@ func TestDesired(t *testing.T) {
 				ready("10.0.0.2").on("node-2"),
 				term("10.0.0.3").on("node-1").cond(f, f, tr),
 			)},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local)"},
 		},
 		{
 			rule:     "12, 14: an empty Local set while other nodes have ready endpoints: DROP",
@@ -700,7 +753,7 @@ func TestDesired(t *testing.T) {
 				ready("10.0.0.3").on("node-1").inZones("z2").forNodes("node-2"),
 			)},
 			node: &NodeInfo{Name: "node-1", Zone: "z1"},
-			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080,10.0.0.3:8080"},
+			want: []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080(local),10.0.0.3:8080(local)"},
 		},
 		{
 			rule:     "22: sessionAffinity ClientIP without a timeout: 10800 seconds",
@@ -785,7 +838,11 @@ func TestDesired(t *testing.T) {
 			want:     []string{"10.96.0.1:80/TCP -> 10.0.0.1:8080"},
 			problems: []string{`EndpointSlice ns/a-1: endpoint address "bad"`},
 		},
-	}
+	})
+}
+
+func runDesiredCases(t *testing.T, cases []desiredCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {
 			node := NodeInfo{Name: "node-1"}
@@ -956,7 +1013,10 @@ func trackerRandomRun(t *testing.T, seed uint64, steps int) {
 		}
 		return ptr(true)
 	}
-	nodes := []NodeInfo{{Name: "node-1", Zone: "z1"}, {Name: "node-1", Zone: "z2"}, {Name: "node-1"}, {Name: "node-2", Zone: "z1"}, {}}
+	nodes := []NodeInfo{{Name: "node-1", Zone: "z1"}, {Name: "node-1", Zone: "z2"}, {Name: "node-1"}, {Name: "node-2", Zone: "z1"}, {},
+		{Name: "node-1", InternalIPs: "192.168.1.10", NodePortAddrs: "192.168.1.10"},
+		{Name: "node-1", InternalIPs: "192.168.1.10", NodePortAddrs: "192.168.1.10,203.0.113.1"},
+		{Name: "node-2", Zone: "z1", InternalIPs: "10.1.0.1", NodePortAddrs: "192.168.1.10"}}
 
 	randomService := func(name string) *corev1.Service {
 		var opts []svcOpt
@@ -994,6 +1054,48 @@ func trackerRandomRun(t *testing.T, seed uint64, steps int) {
 			opts = append(opts, withAffinity(ptr(int32(60))))
 		case 2:
 			opts = append(opts, withAffinity(ptr(int32(0))))
+		}
+		// North-south: nodePorts, externalIPs and LB IPs from small
+		// pools that overlap each other, cluster IPs and node addresses,
+		// so that frontends and health ports are contested.
+		switch pick(3) {
+		case 1:
+			opts = append(opts, withType(corev1.ServiceTypeNodePort))
+		case 2:
+			opts = append(opts, withType(corev1.ServiceTypeLoadBalancer))
+		}
+		opts = append(opts, func(s *corev1.Service) {
+			for i := range s.Spec.Ports {
+				if chance(0.6) {
+					s.Spec.Ports[i].NodePort = []int32{30080, 30081, 80, 70000}[pick(4)]
+				}
+			}
+		})
+		var ext []string
+		for range pick(3) {
+			ext = append(ext, oneOf("203.0.113.1", "198.51.100.1", "10.96.0.2", "192.168.1.10", "bad", "fd00::2"))
+		}
+		opts = append(opts, withExternalIPs(ext...))
+		var ing []corev1.LoadBalancerIngress
+		for range pick(3) {
+			switch pick(5) {
+			case 0:
+				ing = append(ing, corev1.LoadBalancerIngress{Hostname: "lb.example.com"})
+			case 1:
+				ing = append(ing, lbIPMode(oneOf("198.51.100.1", "198.51.100.2"), corev1.LoadBalancerIPModeProxy))
+			default:
+				ing = append(ing, lbIP(oneOf("198.51.100.1", "198.51.100.2", "203.0.113.1", "10.96.0.1")))
+			}
+		}
+		opts = append(opts, withIngress(ing...))
+		if chance(0.3) {
+			opts = append(opts, withSourceRanges(oneOf("10.0.0.0/8", "192.168.1.0/24", "1.2.3.4", "0.0.0.0/0")))
+		}
+		if chance(0.5) {
+			opts = append(opts, withETP(corev1.ServiceExternalTrafficPolicyLocal))
+		}
+		if chance(0.7) {
+			opts = append(opts, withHealthPort([]int32{32000, 32000, 32001, 30080, 0, 70000}[pick(6)]))
 		}
 		switch pick(12) {
 		case 0:
@@ -1080,8 +1182,9 @@ func trackerRandomRun(t *testing.T, seed uint64, steps int) {
 			s := randomService(name)
 			services[name] = s
 			store.UpsertService(s)
-			what = fmt.Sprintf("upsert Service %s clusterIPs %q %q labels %v type %q ports %v itp %v affinity %q",
-				name, s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Labels, s.Spec.Type, s.Spec.Ports, s.Spec.InternalTrafficPolicy != nil, s.Spec.SessionAffinity)
+			what = fmt.Sprintf("upsert Service %s clusterIPs %q %q labels %v type %q ports %v itp %v affinity %q externalIPs %q ingress %v ranges %q etp %q health %d",
+				name, s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Labels, s.Spec.Type, s.Spec.Ports, s.Spec.InternalTrafficPolicy != nil, s.Spec.SessionAffinity,
+				s.Spec.ExternalIPs, s.Status.LoadBalancer.Ingress, s.Spec.LoadBalancerSourceRanges, s.Spec.ExternalTrafficPolicy, s.Spec.HealthCheckNodePort)
 		case r < 35:
 			name := oneOf("a", "b", "c")
 			delete(services, name)

@@ -14,7 +14,7 @@ type endpoint struct {
 	ready       bool
 	serving     bool
 	terminating bool
-	local       bool
+	local       bool                  // as backend.Local
 	zones       []discoveryv1.ForZone // hints; nil when none
 	nodes       []discoveryv1.ForNode
 }
@@ -43,12 +43,13 @@ func endpointsOf(endpointSlices []*discoveryv1.EndpointSlice, name ServicePortNa
 					"endpoint address %q is not an IPv4 address", ep.Addresses[0]))
 				continue
 			}
+			local := ep.NodeName != nil && *ep.NodeName == node.Name && node.Name != ""
 			e := endpoint{
-				backend:     Backend{Addr: addr, Port: port},
+				backend:     Backend{Addr: addr, Port: port, Local: local},
 				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
 				serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
 				terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
-				local:       ep.NodeName != nil && *ep.NodeName == node.Name && node.Name != "",
+				local:       local,
 			}
 			if ep.Hints != nil {
 				e.zones, e.nodes = ep.Hints.ForZones, ep.Hints.ForNodes
@@ -70,7 +71,8 @@ func endpointsOf(endpointSlices []*discoveryv1.EndpointSlice, name ServicePortNa
 		}
 		return 1
 	})
-	return slices.CompactFunc(eps, func(a, b endpoint) bool { return a.backend == b.backend }), problems
+	// Compare, not ==: copies on different nodes are one endpoint too.
+	return slices.CompactFunc(eps, func(a, b endpoint) bool { return a.backend.Compare(b.backend) == 0 }), problems
 }
 
 // topology is the hint filter of rule 11.

@@ -28,6 +28,27 @@ func newPrefilter(programmed *bpf.SluiceLb4Filter) prefilter {
 
 func (f *prefilter) dirty() bool { return f.grow || f.shrink }
 
+// settle makes grow and shrink exact. They are set as bits change and
+// never cleared by a later change undoing one (a reference dropped and
+// taken again, or the node's address set after adopting), so before a
+// write, when either is set, the bitmaps are compared: 64 Ki words, much
+// cheaper than the 512 KiB write it may save.
+func (f *prefilter) settle() {
+	if !f.dirty() {
+		return
+	}
+	f.grow, f.shrink = false, false
+	for i, w := range f.want.Words {
+		p := f.programmed.Words[i]
+		if w&^p != 0 {
+			f.grow = true
+		}
+		if p&^w != 0 {
+			f.shrink = true
+		}
+	}
+}
+
 func bitSet(m *bpf.SluiceLb4Filter, bit uint32) bool { return m.Words[bit>>6]&(1<<(bit&63)) != 0 }
 
 func (f *prefilter) ref(bit uint32) {
@@ -52,17 +73,30 @@ func (f *prefilter) unref(bit uint32) {
 }
 
 // frontend adds (delta 1) or removes (-1) the bits of one frontend: its
-// service IP and every backend.
-func (f *prefilter) frontend(fe Frontend, backends []Backend, delta int) {
+// address, whatever its kind (a NodePort's node address as much as a
+// ClusterIP), and every backend of either scope.
+func (f *prefilter) frontend(fe Frontend, p *programmed, delta int) {
 	apply := f.ref
 	if delta < 0 {
 		apply = f.unref
 	}
 	apply(filterDst(maps.Addr4(fe.Addr)))
-	for _, b := range backends {
-		if b != (Backend{}) {
-			apply(filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(fe.Proto)))
+	p.sets(func(_ uint8, s *programmed) {
+		for _, b := range s.backends {
+			if b != (Backend{}) {
+				apply(filterSrc(maps.Addr4(b.Addr), maps.Port(b.Port), uint8(fe.Proto)))
+			}
 		}
+	})
+}
+
+// address adds or removes the destination bit of an address that is no
+// frontend's: the node's SNAT address, to which SNATed flows' replies come.
+func (f *prefilter) address(addr uint32, delta int) {
+	if delta < 0 {
+		f.unref(filterDst(addr))
+	} else {
+		f.ref(filterDst(addr))
 	}
 }
 

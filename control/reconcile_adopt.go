@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/maps"
 )
 
 // adopt reads the maps and takes what they hold as programmed: the ids
@@ -20,10 +21,16 @@ func (r *Reconciler) adopt() error {
 	r.backends = map[backendKey]uint32{}
 	r.backendKey = snap.backends
 	r.backendRef = map[uint32]int{}
+	r.backendLocal = snap.local
 	r.matches = snap.matches
 	r.markers = snap.markers
 	r.ipRefs = map[netip.Addr]int{}
 	r.prefilter = newPrefilter(snap.filter)
+	r.nodeFilter = 0
+	r.filterNode()
+	if err := r.readNode(); err != nil {
+		return err
+	}
 	// The pools outlive a re-read of the maps: what they hold in
 	// quarantine is known nowhere else.
 	if r.backendIDs == nil {
@@ -31,6 +38,8 @@ func (r *Reconciler) adopt() error {
 		r.revNatIDs = newIDPool(r.lb.RevNat.Raw().MaxEntries())
 	}
 	r.serviceCapacity = int(r.lb.Services.Raw().MaxEntries())
+	r.rangeCapacity = int(r.lb.SourceRanges.Raw().MaxEntries())
+	r.rangeEntries = snap.rangeEntries
 
 	ids := make([]uint32, 0, len(snap.backends))
 	for id, k := range snap.backends {
@@ -49,47 +58,59 @@ func (r *Reconciler) adopt() error {
 	owned := map[uint32]bool{}
 	wantedMatches := map[bpf.SluiceLb4AffinityMatchKey]bool{}
 	r.serviceEntries = len(r.markers)
+	rangesOwned := map[uint32]bool{}
 	for fe, p := range r.frontends {
 		if p.hasMaster {
 			owned[p.revNat()] = true
-			r.serviceEntries++
-		}
-		r.ipRefs[fe.Addr]++
-		p.backends = make([]Backend, 0, min(p.count(), len(p.slots)))
-		for i, id := range p.slots {
-			if id == 0 {
-				continue
-			}
-			r.serviceEntries++
-			r.backendRef[id]++
-			if i < p.count() {
-				if k, ok := r.backendKey[id]; ok {
-					p.backends = append(p.backends, k.backend())
-				} else {
-					p.backends = append(p.backends, Backend{})
-				}
-				if p.affinity() {
-					wantedMatches[matchKey(id, p.revNat())] = true
-				}
+			if rs := snap.ranges[p.revNat()]; len(rs) > 0 && !rangesOwned[p.revNat()] {
+				rangesOwned[p.revNat()] = true
+				p.ranges = rs
 			}
 		}
-		r.prefilter.frontend(fe, p.backends, 1)
+		if p.marks() {
+			r.ipRefs[fe.Addr]++
+		}
+		p.sets(func(_ uint8, s *programmed) {
+			if s.hasMaster {
+				r.serviceEntries++
+			}
+			s.backends = make([]Backend, 0, min(s.count(), len(s.slots)))
+			for i, id := range s.slots {
+				if id == 0 {
+					continue
+				}
+				r.serviceEntries++
+				r.backendRef[id]++
+				if i < s.count() {
+					if k, ok := r.backendKey[id]; ok {
+						b := k.backend()
+						b.Local = r.backendLocal[id]
+						s.backends = append(s.backends, b)
+					} else {
+						s.backends = append(s.backends, Backend{})
+					}
+					if p.affinity() {
+						wantedMatches[matchKey(id, p.revNat())] = true
+					}
+				}
+			}
+		})
+		r.prefilter.frontend(fe, p, 1)
 	}
 	// The prefilter the map holds may lack bits the adopted state needs
 	// (or carry extra ones): the next apply writes it either way.
-	r.prefilter.grow = false
-	r.prefilter.shrink = false
-	for i, w := range r.prefilter.want.Words {
-		p := r.prefilter.programmed.Words[i]
-		if w&^p != 0 {
-			r.prefilter.grow = true
-		}
-		if p&^w != 0 {
-			r.prefilter.shrink = true
-		}
-	}
+	r.prefilter.grow, r.prefilter.shrink = true, true
+	r.prefilter.settle()
 
 	r.orphanBackends, r.orphanRevNats, r.orphanMatches, r.markersToFix = nil, nil, nil, nil
+	r.orphanRanges = snap.badRanges
+	for id, rs := range snap.ranges {
+		if !rangesOwned[id] {
+			for _, pr := range rs {
+				r.orphanRanges = append(r.orphanRanges, maps.SourceRangeKey(id, pr))
+			}
+		}
+	}
 	for id := range r.backendKey {
 		if r.backendRef[id] == 0 {
 			r.orphanBackends = append(r.orphanBackends, id)

@@ -59,16 +59,21 @@ func (r *Reconciler) noteLeftUDP(p *plan) {
 		if pf.fe.Proto != UDP || pf.old == nil || pf.old.revNat() == 0 {
 			continue
 		}
+		// A backend left when neither scope has it any more.
 		stays := make(map[uint32]bool, len(pf.new.slots))
-		for _, id := range pf.new.slots {
-			stays[id] = true
-		}
-		for _, id := range pf.old.slots {
-			if id != 0 && !stays[id] {
-				stays[id] = true // once per backend
-				r.leftUDP = append(r.leftUDP, FlowTarget{RevNat: pf.old.revNat(), Backend: id})
+		pf.new.sets(func(_ uint8, n *programmed) {
+			for _, id := range n.slots {
+				stays[id] = true
 			}
-		}
+		})
+		pf.old.sets(func(_ uint8, o *programmed) {
+			for _, id := range o.slots {
+				if id != 0 && !stays[id] {
+					stays[id] = true // once per backend
+					r.leftUDP = append(r.leftUDP, FlowTarget{RevNat: pf.old.revNat(), Backend: id})
+				}
+			}
+		})
 	}
 	for _, fe := range p.removed {
 		if old := r.frontends[fe]; fe.Proto == UDP && old.revNat() != 0 {

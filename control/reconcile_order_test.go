@@ -12,11 +12,13 @@ import (
 )
 
 // servable checks, from the real maps, what a packet could see between two
-// writes: every master's counted slots exist and name active backends of
-// its protocol, its reverse-NAT entry restores its own address, its IP has
-// a marker, the prefilter lets its traffic and its replies through, and an
-// affinity master's backends have their match entries. It returns the
-// frontends served.
+// writes: every master's (of either scope) counted slots exist and name
+// active backends of its protocol, its reverse-NAT entry restores its own
+// address, a ClusterIP's address has a marker and no other kind's has, the
+// prefilter lets its traffic and its replies through, an affinity master's
+// backends have their match entries, a two-scope master's scope 1 master
+// exists with the same reverse-NAT id, and a master checking source ranges
+// has at least one. It returns the frontends served (scope 0 masters).
 func servable(lb maps.LB4) (map[Frontend]bool, error) {
 	type entry struct {
 		k bpf.SluiceLb4Key
@@ -37,14 +39,42 @@ func servable(lb maps.LB4) (map[Frontend]bool, error) {
 	if err != nil {
 		return nil, err
 	}
+	rangeIDs := map[uint32]bool{}
+	if err := lb.SourceRanges.Each(func(k bpf.SluiceLb4SrcRangeKey, _ uint8) bool {
+		rangeIDs[k.RevNatId] = true
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	clusterIPs := map[uint32]bool{}
+	for _, e := range all {
+		if e.k.BackendSlot == 0 && e.v.Flags&bpf.SluiceLbServiceFlagsSVC_F_MARKER == 0 && FrontendKind(e.v.Kind) == KindClusterIP {
+			clusterIPs[e.k.Address] = true
+		}
+	}
 	served := map[Frontend]bool{}
 	for _, e := range all {
 		if e.k.BackendSlot != 0 || e.v.Flags&bpf.SluiceLbServiceFlagsSVC_F_MARKER != 0 {
 			continue
 		}
 		fe := Frontend{maps.AddrFrom4(e.k.Address), maps.PortFrom(e.k.Dport), Protocol(e.k.Proto)}
-		if _, ok := byKey[markerKey(fe.Addr)]; !ok {
+		_, marked := byKey[markerKey(fe.Addr)]
+		if FrontendKind(e.v.Kind) == KindClusterIP && !marked {
 			return nil, fmt.Errorf("%s: no marker for its IP", fe)
+		}
+		if FrontendKind(e.v.Kind) != KindClusterIP && marked && !clusterIPs[e.k.Address] {
+			return nil, fmt.Errorf("%s (%s): its address is marked as a service IP", fe, FrontendKind(e.v.Kind))
+		}
+		if e.k.Scope == scopeExternal && e.v.Flags&bpf.SluiceLbServiceFlagsSVC_F_TWO_SCOPES != 0 {
+			k := e.k
+			k.Scope = scopeInternal
+			in, ok := byKey[k]
+			if !ok || in.RevNatId != e.v.RevNatId {
+				return nil, fmt.Errorf("%s: two scopes, scope 1 master %+v (present %v)", fe, in, ok)
+			}
+		}
+		if e.v.Flags&bpf.SluiceLbServiceFlagsSVC_F_SOURCE_RANGES != 0 && !rangeIDs[e.v.RevNatId] {
+			return nil, fmt.Errorf("%s: checks source ranges, has none", fe)
 		}
 		if !bitSet(&filter, filterDst(e.k.Address)) {
 			return nil, fmt.Errorf("%s: prefilter lacks the service IP", fe)
@@ -73,7 +103,9 @@ func servable(lb maps.LB4) (map[Frontend]bool, error) {
 				}
 			}
 		}
-		served[fe] = true
+		if e.k.Scope == scopeExternal {
+			served[fe] = true
+		}
 	}
 	return served, nil
 }

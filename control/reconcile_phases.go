@@ -15,25 +15,38 @@ func (r *Reconciler) execute(p *plan) error {
 	// The bookkeeping of the new state first (reference counts of bits,
 	// backends and service IPs), so each phase knows what it may add or
 	// remove.
+	// References of the new state before the old one's go, so a bit
+	// both need never drops to zero (which would mark the bitmap for a
+	// narrowing write that clears nothing).
+	for _, pf := range p.writes {
+		r.prefilter.frontend(pf.fe, pf.new, 1)
+	}
 	for _, pf := range p.writes {
 		if pf.old != nil {
-			r.prefilter.frontend(pf.fe, pf.old.backends, -1)
+			r.prefilter.frontend(pf.fe, pf.old, -1)
 		}
-		r.prefilter.frontend(pf.fe, pf.new.backends, 1)
 	}
 	for _, fe := range p.removed {
-		r.prefilter.frontend(fe, r.frontends[fe].backends, -1)
+		r.prefilter.frontend(fe, r.frontends[fe], -1)
 	}
 	steps := []func(*plan) error{
 		r.widenPrefilter,
+		// The node's address and pod CIDR before any frontend that
+		// SNATs to it or tells its own clients by them.
+		r.writeNode,
 		r.addBackends,
 		r.addRevNats,
 		r.addMatches,
+		// Before the master flag that makes the datapath check them.
+		r.addRanges,
 		// A new service IP's marker before its first master: no master
 		// is ever exposed on an address that is not marked as a
 		// service IP (whose other ports must be rejected).
 		r.addMarkers,
 		r.writeSlots,
+		// Scope 1 before the scope 0 master that sends this node's
+		// own clients there.
+		r.writeInternalMasters,
 		r.writeMasters,
 		// The new state is live; from here on only what it no longer
 		// uses goes.
@@ -41,6 +54,7 @@ func (r *Reconciler) execute(p *plan) error {
 		r.removeFrontends,
 		r.removeMarkers,
 		r.removeMatches,
+		r.removeRanges,
 		r.freeRevNats,
 		r.freeBackends,
 		r.narrowPrefilter,
@@ -64,6 +78,7 @@ func (r *Reconciler) execute(p *plan) error {
 // widenPrefilter lets through what the old and the new state need until
 // the new state is complete.
 func (r *Reconciler) widenPrefilter(*plan) error {
+	r.prefilter.settle()
 	if !r.prefilter.grow {
 		return nil
 	}
@@ -74,29 +89,46 @@ func (r *Reconciler) widenPrefilter(*plan) error {
 	return nil
 }
 
+// addBackends writes the backends the slots will name, and rewrites in
+// place those whose locality changed (a flag; the id and the flows naming
+// it stay).
 func (r *Reconciler) addBackends(p *plan) error {
 	var ids []uint32
 	var vals []bpf.SluiceLb4Backend
+	written := map[uint32]bool{}
 	for _, pf := range p.writes {
-		for i, id := range pf.new.slots {
-			if _, have := r.backendKey[id]; have {
-				continue
+		pf.new.sets(func(_ uint8, n *programmed) {
+			for i, id := range n.slots {
+				b := n.backends[i]
+				k, have := r.backendKey[id]
+				if written[id] || (have && r.backendLocal[id] == b.Local) {
+					continue
+				}
+				written[id] = true
+				if !have {
+					k = keyOf(b, pf.fe.Proto)
+					r.backendKey[id] = k
+					r.backends[k] = id
+					p.stats.BackendsAdded++
+				}
+				r.backendLocal[id] = b.Local
+				ids = append(ids, id)
+				vals = append(vals, backendEntry(k, b.Local))
 			}
-			k := keyOf(pf.new.backends[i], pf.fe.Proto)
-			r.backendKey[id] = k
-			r.backends[k] = id
-			ids = append(ids, id)
-			vals = append(vals, bpf.SluiceLb4Backend{
-				Address: k.addr, Port: k.port, Proto: uint8(k.proto),
-				Flags: bpf.SluiceLbBackendFlagsBE_F_ACTIVE,
-			})
-		}
+		})
 	}
 	if len(ids) == 0 {
 		return nil
 	}
-	p.stats.BackendsAdded = len(ids)
 	return r.write("add backends", r.lb.Backends.PutAll(ids, vals))
+}
+
+func backendEntry(k backendKey, local bool) bpf.SluiceLb4Backend {
+	v := bpf.SluiceLb4Backend{Address: k.addr, Port: k.port, Proto: uint8(k.proto), Flags: bpf.SluiceLbBackendFlagsBE_F_ACTIVE}
+	if local {
+		v.Flags |= bpf.SluiceLbBackendFlagsBE_F_LOCAL
+	}
+	return v
 }
 
 func (r *Reconciler) addRevNats(p *plan) error {
@@ -119,15 +151,19 @@ func (r *Reconciler) addRevNats(p *plan) error {
 // soon as the slots name it.
 func (r *Reconciler) addMatches(p *plan) error {
 	var keys []bpf.SluiceLb4AffinityMatchKey
+	seen := map[bpf.SluiceLb4AffinityMatchKey]bool{}
 	for _, pf := range p.writes {
 		if !pf.new.affinity() {
 			continue
 		}
-		for _, id := range pf.new.slots {
-			if k := matchKey(id, pf.new.revNat()); !r.matches[k] {
-				keys = append(keys, k)
+		pf.new.sets(func(_ uint8, n *programmed) {
+			for _, id := range n.slots {
+				if k := matchKey(id, pf.new.revNat()); !r.matches[k] && !seen[k] {
+					seen[k] = true
+					keys = append(keys, k)
+				}
 			}
-		}
+		})
 	}
 	if len(keys) == 0 {
 		return nil
@@ -141,26 +177,29 @@ func (r *Reconciler) addMatches(p *plan) error {
 	return nil
 }
 
-// writeSlots writes every slot whose backend differs; slots beyond the old
-// count are not visible until the master says so.
+// writeSlots writes every slot, of either scope, whose backend differs;
+// slots beyond the old count are not visible until the master says so.
 func (r *Reconciler) writeSlots(p *plan) error {
 	var keys []bpf.SluiceLb4Key
 	var vals []bpf.SluiceLb4Service
 	for _, pf := range p.writes {
-		for i, id := range pf.new.slots {
-			if pf.old != nil && i < len(pf.old.slots) {
-				if pf.old.slots[i] == id {
-					continue
-				}
-				if pf.old.slots[i] == 0 {
+		pf.new.sets(func(scope uint8, n *programmed) {
+			o := pf.old.set(scope)
+			for i, id := range n.slots {
+				if o != nil && i < len(o.slots) {
+					if o.slots[i] == id {
+						continue
+					}
+					if o.slots[i] == 0 {
+						r.serviceEntries++
+					}
+				} else {
 					r.serviceEntries++
 				}
-			} else {
-				r.serviceEntries++
+				keys = append(keys, scopedKey(pf.fe, scope, uint16(i+1)))
+				vals = append(vals, bpf.SluiceLb4Service{BackendId: id})
 			}
-			keys = append(keys, lbKey(pf.fe, uint16(i+1)))
-			vals = append(vals, bpf.SluiceLb4Service{BackendId: id})
-		}
+		})
 	}
 	if len(keys) == 0 {
 		return nil
@@ -168,37 +207,54 @@ func (r *Reconciler) writeSlots(p *plan) error {
 	return r.write("write backend slots", r.lb.Services.PutAll(keys, vals))
 }
 
+// writeInternalMasters writes the scope 1 masters that changed.
+func (r *Reconciler) writeInternalMasters(p *plan) error {
+	return r.writeMastersOf(p, scopeInternal, "write internal frontends")
+}
+
 func (r *Reconciler) writeMasters(p *plan) error {
+	return r.writeMastersOf(p, scopeExternal, "write frontends")
+}
+
+func (r *Reconciler) writeMastersOf(p *plan, scope uint8, phase string) error {
 	var keys []bpf.SluiceLb4Key
 	var vals []bpf.SluiceLb4Service
 	for _, pf := range p.writes {
-		if pf.old != nil && pf.old.hasMaster && pf.old.master == pf.new.master {
+		n, o := pf.new.set(scope), pf.old.set(scope)
+		if n == nil || (o != nil && o.hasMaster && o.master == n.master) {
 			continue
 		}
-		if pf.old == nil || !pf.old.hasMaster {
+		if o == nil || !o.hasMaster {
 			r.serviceEntries++
 		}
-		keys = append(keys, lbKey(pf.fe, 0))
-		vals = append(vals, pf.new.master)
+		keys = append(keys, scopedKey(pf.fe, scope, 0))
+		vals = append(vals, n.master)
 	}
 	if len(keys) == 0 {
 		return nil
 	}
-	return r.write("write frontends", r.lb.Services.PutAll(keys, vals))
+	return r.write(phase, r.lb.Services.PutAll(keys, vals))
 }
 
 // addMarkers writes the marker of every service IP that gained its first
 // frontend. Only an IP that gained or lost a frontend can change.
+// Only ClusterIP frontends count (programmed.marks).
 func (r *Reconciler) addMarkers(p *plan) error {
 	for _, pf := range p.writes {
-		if pf.old == nil {
-			r.ipRefs[pf.fe.Addr]++
+		if was, is := pf.old.marks(), pf.new.marks(); was != is {
+			if is {
+				r.ipRefs[pf.fe.Addr]++
+			} else {
+				r.ipRefs[pf.fe.Addr]--
+			}
 			r.markersToFix = append(r.markersToFix, pf.fe.Addr)
 		}
 	}
 	for _, fe := range p.removed {
-		r.ipRefs[fe.Addr]--
-		r.markersToFix = append(r.markersToFix, fe.Addr)
+		if r.frontends[fe].marks() {
+			r.ipRefs[fe.Addr]--
+			r.markersToFix = append(r.markersToFix, fe.Addr)
+		}
 	}
 	var keys []bpf.SluiceLb4Key
 	var vals []bpf.SluiceLb4Service
@@ -223,18 +279,21 @@ func (r *Reconciler) addMarkers(p *plan) error {
 	return nil
 }
 
-// trimSlots deletes the slots beyond a frontend's new count.
+// trimSlots deletes the slots beyond a set's new count.
 func (r *Reconciler) trimSlots(p *plan) error {
 	var keys []bpf.SluiceLb4Key
 	for _, pf := range p.writes {
-		if pf.old == nil {
-			continue
-		}
-		for i := len(pf.new.slots); i < len(pf.old.slots); i++ {
-			if pf.old.slots[i] != 0 {
-				keys = append(keys, lbKey(pf.fe, uint16(i+1)))
+		pf.new.sets(func(scope uint8, n *programmed) {
+			o := pf.old.set(scope)
+			if o == nil {
+				return
 			}
-		}
+			for i := len(n.slots); i < len(o.slots); i++ {
+				if o.slots[i] != 0 {
+					keys = append(keys, scopedKey(pf.fe, scope, uint16(i+1)))
+				}
+			}
+		})
 	}
 	if len(keys) == 0 {
 		return nil
@@ -243,20 +302,34 @@ func (r *Reconciler) trimSlots(p *plan) error {
 	return r.write("delete backend slots", r.lb.Services.DeleteAll(keys))
 }
 
-// removeFrontends deletes removed frontends, master entry before slots.
+// removeFrontends deletes removed frontends, and the scope 1 entries of
+// frontends that lost theirs (their scope 0 master no longer sends anyone
+// there): masters before slots, scope 0 masters before scope 1's.
 func (r *Reconciler) removeFrontends(p *plan) error {
-	var masters, slots []bpf.SluiceLb4Key
-	for _, fe := range p.removed {
-		old := r.frontends[fe]
-		if old.hasMaster {
-			masters = append(masters, lbKey(fe, 0))
+	var masters, internal, slots []bpf.SluiceLb4Key
+	drop := func(fe Frontend, scope uint8, o *programmed) {
+		if o.hasMaster {
+			if scope == scopeExternal {
+				masters = append(masters, scopedKey(fe, scope, 0))
+			} else {
+				internal = append(internal, scopedKey(fe, scope, 0))
+			}
 		}
-		for i, id := range old.slots {
+		for i, id := range o.slots {
 			if id != 0 {
-				slots = append(slots, lbKey(fe, uint16(i+1)))
+				slots = append(slots, scopedKey(fe, scope, uint16(i+1)))
 			}
 		}
 	}
+	for _, fe := range p.removed {
+		r.frontends[fe].sets(func(scope uint8, o *programmed) { drop(fe, scope, o) })
+	}
+	for _, pf := range p.writes {
+		if pf.new.internal == nil && pf.old != nil && pf.old.internal != nil {
+			drop(pf.fe, scopeInternal, pf.old.internal)
+		}
+	}
+	masters = append(masters, internal...)
 	if len(masters) > 0 {
 		r.serviceEntries -= len(masters)
 		if err := r.write("delete frontends", r.lb.Services.DeleteAll(masters)); err != nil {
@@ -302,24 +375,47 @@ func (r *Reconciler) removeMarkers(*plan) error {
 // removeMatches deletes the match entries of backends that left an
 // affinity frontend's set (or the frontend, or its affinity), and orphans.
 func (r *Reconciler) removeMatches(p *plan) error {
-	keys := r.orphanMatches
+	seen := map[bpf.SluiceLb4AffinityMatchKey]bool{}
+	// An orphan found when adopting (its slot was missing) may be wanted
+	// again by the frontend this plan completed.
+	for _, pf := range p.writes {
+		if pf.new.affinity() {
+			pf.new.sets(func(_ uint8, n *programmed) {
+				for _, id := range n.slots {
+					seen[matchKey(id, pf.new.revNat())] = true
+				}
+			})
+		}
+	}
+	var keys []bpf.SluiceLb4AffinityMatchKey
+	for _, k := range r.orphanMatches {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
 	drop := func(old *programmed, keep func(id uint32) bool) {
 		if old == nil || !old.affinity() {
 			return
 		}
-		for _, id := range old.slots {
-			k := matchKey(id, old.revNat())
-			if id != 0 && r.matches[k] && !keep(id) {
-				keys = append(keys, k)
+		old.sets(func(_ uint8, o *programmed) {
+			for _, id := range o.slots {
+				k := matchKey(id, old.revNat())
+				if id != 0 && r.matches[k] && !keep(id) && !seen[k] {
+					seen[k] = true
+					keys = append(keys, k)
+				}
 			}
-		}
+		})
 	}
 	for _, pf := range p.writes {
 		wanted := map[uint32]bool{}
 		if pf.new.affinity() && pf.new.revNat() == pf.old.revNatOrZero() {
-			for _, id := range pf.new.slots {
-				wanted[id] = true
-			}
+			pf.new.sets(func(_ uint8, n *programmed) {
+				for _, id := range n.slots {
+					wanted[id] = true
+				}
+			})
 		}
 		drop(pf.old, func(id uint32) bool { return wanted[id] })
 	}
@@ -375,17 +471,21 @@ func (r *Reconciler) freeRevNats(p *plan) error {
 func (r *Reconciler) freeBackends(p *plan) error {
 	var candidates []uint32
 	for _, pf := range p.writes {
-		for _, id := range pf.new.slots {
-			r.backendRef[id]++
-		}
+		pf.new.sets(func(_ uint8, n *programmed) {
+			for _, id := range n.slots {
+				r.backendRef[id]++
+			}
+		})
 	}
 	drop := func(old *programmed) {
-		for _, id := range old.slots {
-			if id != 0 {
-				r.backendRef[id]--
-				candidates = append(candidates, id)
+		old.sets(func(_ uint8, o *programmed) {
+			for _, id := range o.slots {
+				if id != 0 {
+					r.backendRef[id]--
+					candidates = append(candidates, id)
+				}
 			}
-		}
+		})
 	}
 	for _, pf := range p.writes {
 		if pf.old != nil {
@@ -403,6 +503,7 @@ func (r *Reconciler) freeBackends(p *plan) error {
 			ids = append(ids, id)
 			delete(r.backendKey, id) // also dedupes candidates
 			delete(r.backends, k)
+			delete(r.backendLocal, id)
 		}
 	}
 	if len(ids) == 0 {

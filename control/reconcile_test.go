@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +17,12 @@ import (
 
 // newMaps creates the datapath's maps, unpinned, with optional sizes.
 func newMaps(t *testing.T, sizes map[string]uint32) maps.LB4 {
+	t.Helper()
+	return newDatapath(t, sizes).LB4
+}
+
+// newDatapath is newMaps with every map of the datapath.
+func newDatapath(t *testing.T, sizes map[string]uint32) *maps.Datapath {
 	t.Helper()
 	testenv.Privileged(t)
 	spec, err := bpf.LoadSluice()
@@ -33,7 +40,7 @@ func newMaps(t *testing.T, sizes map[string]uint32) maps.LB4 {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	return maps.FromObjects(&m).LB4
+	return maps.FromObjects(&m)
 }
 
 func state(ports ...*ServicePort) *State {
@@ -44,17 +51,26 @@ func state(ports ...*ServicePort) *State {
 	return s
 }
 
+// port is a ClusterIP service port; a backend written with a trailing
+// "*" is Local.
 func port(fe string, proto Protocol, bes ...string) *ServicePort {
 	ap := netip.MustParseAddrPort(fe)
-	p := &ServicePort{
+	return &ServicePort{
 		Name:     ServicePortName{Namespace: "ns", Name: fe, Proto: proto},
 		Frontend: Frontend{Addr: ap.Addr(), Port: ap.Port(), Proto: proto},
+		Backends: backendList(bes...),
 	}
+}
+
+func backendList(bes ...string) []Backend {
+	var out []Backend
 	for _, b := range bes {
-		bp := netip.MustParseAddrPort(b)
-		p.Backends = append(p.Backends, Backend{Addr: bp.Addr(), Port: bp.Port()})
+		s, local := strings.CutSuffix(b, "*")
+		bp := netip.MustParseAddrPort(s)
+		out = append(out, Backend{Addr: bp.Addr(), Port: bp.Port(), Local: local})
 	}
-	return p
+	slices.SortFunc(out, Backend.Compare)
+	return out
 }
 
 func mustApply(t *testing.T, r *Reconciler, s *State) ApplyStats {

@@ -128,7 +128,8 @@ type ServicePort struct {
 	Backends []Backend // sorted, unique: the set that applies (rules 9-13)
 	// DropEmpty: Backends is empty although the Service has usable
 	// endpoints elsewhere: the set its policy asks for (the Local set of
-	// internalTrafficPolicy: Local) is empty, so DROP, not REJECT (rule 14).
+	// internalTrafficPolicy or externalTrafficPolicy Local) is empty, so
+	// DROP, not REJECT (rule 14).
 	DropEmpty bool
 	// AffinityTimeout is the ClientIP session affinity timeout in seconds
 	// (rule 22); 0 means no affinity.
@@ -216,6 +217,8 @@ const (
 	SkipAffinity        = "invalid-affinity"
 	SkipMapFull         = "map-full"
 	SkipInvalidManifest = "invalid-manifest"
+	SkipLBHostname      = "lb-hostname"
+	SkipHealthCheck     = "health-check-port"
 )
 
 func (p Problem) String() string { return p.Object + ": " + p.Reason }

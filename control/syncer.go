@@ -86,6 +86,7 @@ func (s *Syncer) sync(full bool) error {
 	rep.Node = ch.Node
 	var changed []Frontend
 	if ch.NodeChanged {
+		s.rec.SetNode(ch.Node)
 		changed = append(changed, s.tracker.SetNode(ch.Node)...)
 	}
 	changed = append(changed, s.tracker.Update(ch.Services)...)

@@ -15,6 +15,7 @@ type Tracker struct {
 	// (first by namespace/name) first: a frontend claimed twice goes to
 	// the same Service whatever the order of events.
 	claims map[Frontend][]*ServicePort
+	health healthClaims
 	state  *State
 	// Kept up to date by Update, so that a sync does not walk every
 	// Service to count them or to list problems that did not change.
@@ -32,7 +33,8 @@ func NewTracker(node NodeInfo) *Tracker {
 		node:    node,
 		results: map[serviceRef]*serviceResult{},
 		claims:  map[Frontend][]*ServicePort{},
-		state:   &State{Ports: map[Frontend]*ServicePort{}},
+		health:  newHealthClaims(),
+		state:   &State{Ports: map[Frontend]*ServicePort{}, HealthChecks: map[uint16]HealthCheck{}},
 	}
 }
 
@@ -45,8 +47,10 @@ func (t *Tracker) Services() int { return t.services }
 
 // Update recomputes the given Services (a nil Service with no slices:
 // gone) and returns the frontends whose desired value may have changed.
+// State().HealthChecks is updated in place.
 func (t *Tracker) Update(changes map[serviceRef]serviceInputs) []Frontend {
 	touched := map[Frontend]bool{}
+	healthTouched := map[uint16]bool{}
 	for ref, in := range changes {
 		if old := t.results[ref]; old != nil {
 			t.account(old, -1)
@@ -54,6 +58,7 @@ func (t *Tracker) Update(changes map[serviceRef]serviceInputs) []Frontend {
 				t.unclaim(sp)
 				touched[sp.Frontend] = true
 			}
+			t.problemsStale = t.health.remove(ref, old, healthTouched) || t.problemsStale
 		}
 		if in.svc == nil && len(in.slices) == 0 {
 			delete(t.results, ref)
@@ -65,6 +70,14 @@ func (t *Tracker) Update(changes map[serviceRef]serviceInputs) []Frontend {
 		for _, sp := range r.ports {
 			t.claim(sp)
 			touched[sp.Frontend] = true
+		}
+		t.problemsStale = t.health.add(ref, r, healthTouched) || t.problemsStale
+	}
+	for port := range healthTouched {
+		if hc, ok := t.health.winner(port); ok {
+			t.state.HealthChecks[port] = hc
+		} else {
+			delete(t.state.HealthChecks, port)
 		}
 	}
 	out := make([]Frontend, 0, len(touched))
@@ -94,8 +107,30 @@ func (t *Tracker) SetNode(node NodeInfo) []Frontend {
 	return t.Update(all)
 }
 
+// claimOrder decides which Service gets a frontend two claim: a ClusterIP
+// frontend first, then NodePort, LoadBalancer and ExternalIP, and among
+// equals the first by namespace/name. Kind first, because the earlier
+// kinds are allocated by the API server (cluster IPs and nodePorts are
+// unique among their own) while LB IPs come from a controller and
+// externalIPs from whoever may write a Service: an externalIP set to
+// another Service's cluster IP and port must not capture that Service's
+// traffic. kube-proxy has no such order (the first rule written wins);
+// namespace/name makes the outcome independent of event order.
 func claimOrder(a, b *ServicePort) int {
-	return cmp.Or(cmp.Compare(a.Name.Namespace, b.Name.Namespace), cmp.Compare(a.Name.Name, b.Name.Name))
+	return cmp.Or(cmp.Compare(claimRank(a.Kind), claimRank(b.Kind)),
+		cmp.Compare(a.Name.Namespace, b.Name.Namespace), cmp.Compare(a.Name.Name, b.Name.Name))
+}
+
+func claimRank(k FrontendKind) int {
+	switch k {
+	case KindClusterIP:
+		return 0
+	case KindNodePort:
+		return 1
+	case KindLoadBalancer:
+		return 2
+	}
+	return 3
 }
 
 // account adds (delta 1) or removes (-1) a result from the Service count
@@ -151,9 +186,10 @@ func (t *Tracker) buildProblems() []Problem {
 	for fe, c := range t.claims {
 		for _, loser := range c[1:] {
 			out = append(out, problemf("Service", loser.Name.Namespace, loser.Name.Name, SkipConflict,
-				"port %q: %s already served by %s", loser.Name.Port, fe, c[0].Name))
+				"port %q: %s frontend %s already served by %s as its %s frontend", loser.Name.Port, loser.Kind, fe, c[0].Name, c[0].Kind))
 		}
 	}
+	out = append(out, t.health.problems()...)
 	sortProblems(out)
 	return out
 }

@@ -181,7 +181,16 @@ func Load(opts Options) (*Datapath, error) {
 		d.owner.progs[id] = true
 	}
 
-	cfg := bpf.SluiceDatapathConfig{}
+	// Only the service CIDR is the loader's: the node's fields, which a
+	// previous agent's control plane wrote into the adopted map, keep
+	// serving SNAT and two-scope frontends until this agent's first sync
+	// rewrites them (control.Reconciler.SetNode).
+	cfg, err := d.Maps.Config.Lookup(0)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("read datapath config: %w", err)
+	}
+	cfg.ServiceCidr4, cfg.ServiceCidr4Mask = 0, 0
 	if p := opts.ServiceCIDR.Masked(); p.IsValid() && p.Addr().Is4() {
 		cfg.ServiceCidr4 = maps.Addr4(p.Addr())
 		cfg.ServiceCidr4Mask = maps.Addr4(prefixMask4(p.Bits()))

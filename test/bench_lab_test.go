@@ -2,79 +2,32 @@ package test
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 
-	"github.com/sluice-lb/sluice/bpf"
+	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/netlab"
 )
 
 // connectStats is one measured run of TCP connects.
-type connectStats struct {
-	rate     float64 // connects per second
-	p50, p99 time.Duration
-}
+type connectStats = agenttest.StormStats
 
 // connectRun opens n TCP connections to addr from the client pod with the
-// given concurrency, each closed with SO_LINGER 0 (an RST: no TIME_WAIT,
-// so ports are not exhausted), and times every connect.
+// given concurrency (agenttest.ConnectStorm).
 func connectRun(c *cluster, addr string, n, concurrency int) (connectStats, error) {
-	lat := make([]time.Duration, n)
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		firstEr error
-	)
-	next := make(chan int, n)
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	start := time.Now()
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Each worker is an OS thread in the client namespace.
-			err := c.topo.Client.Do(func() error {
-				for i := range next {
-					t0 := time.Now()
-					conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-					lat[i] = time.Since(t0)
-					if err != nil {
-						return fmt.Errorf("connect %d: %w", i, err)
-					}
-					conn.(*net.TCPConn).SetLinger(0)
-					conn.Close()
-				}
-				return nil
-			})
-			if err != nil {
-				mu.Lock()
-				firstEr = err
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if firstEr != nil {
-		return connectStats{}, firstEr
-	}
-	slices.Sort(lat)
-	return connectStats{
-		rate: float64(n) / elapsed.Seconds(),
-		p50:  lat[n/2],
-		p99:  lat[n*99/100],
-	}, nil
+	return connectRunFrom(c.topo.Client, addr, n, concurrency)
+}
+
+// connectRunFrom is connectRun from any namespace: each worker an OS
+// thread switched into it.
+func connectRunFrom(ns *netlab.NS, addr string, n, concurrency int) (connectStats, error) {
+	return agenttest.ConnectStorm(ns.Do, addr, n, concurrency)
 }
 
 // progStats is what the kernel counted for one program with
@@ -126,50 +79,13 @@ func BenchmarkLabConnect(b *testing.B) {
 	}
 	c.startAgent()
 	enableBPFStats(b)
-	const perRound, rounds = 2000, 5
 	targets := []struct{ name, addr string }{
 		{"floor", netlab.BackendAddr(1).String() + ":8080"},
 		{"clusterip", vip + ":80"},
 	}
-	progs := []string{bpf.SluiceProgSluiceIngress, bpf.SluiceProgSluiceEgress}
-	for _, conc := range []int{1, 8} {
-		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			runs := map[string][]connectStats{}
-			live := map[string]progStats{} // target/program -> summed
-			for range rounds {
-				for _, tg := range targets {
-					before := map[string]progStats{}
-					for _, p := range progs {
-						before[p] = readProgStats(b, c.pinDir, p)
-					}
-					s, err := connectRun(c, tg.addr, perRound, conc)
-					if err != nil {
-						b.Fatalf("%s: %v", tg.name, err)
-					}
-					runs[tg.name] = append(runs[tg.name], s)
-					for _, p := range progs {
-						after := readProgStats(b, c.pinDir, p)
-						k := tg.name + "/" + p
-						live[k] = progStats{live[k].runs + after.runs - before[p].runs, live[k].ns + after.ns - before[p].ns}
-					}
-				}
-			}
-			med := map[string]connectStats{}
-			for name, rs := range runs {
-				med[name] = medianStats(rs)
-				b.ReportMetric(med[name].rate, name+"-conn/s")
-				b.ReportMetric(float64(med[name].p50.Microseconds()), name+"-p50-µs")
-				b.ReportMetric(float64(med[name].p99.Microseconds()), name+"-p99-µs")
-			}
-			b.ReportMetric(med["clusterip"].rate/med["floor"].rate, "rate-vs-floor")
-			b.ReportMetric(float64(med["clusterip"].p99)/float64(med["floor"].p99), "p99-vs-floor")
-			for k, st := range live {
-				if st.runs > 0 {
-					b.ReportMetric(float64(st.ns.Nanoseconds())/float64(st.runs), k+"-ns/run")
-				}
-			}
-		})
-	}
+	runConnectBench(b, c.pinDir, targets, func(addr string, n, conc int) (connectStats, error) {
+		return connectRun(c, addr, n, conc)
+	})
 }
 
 // medianStats takes each figure's median over the rounds.
@@ -177,13 +93,13 @@ func medianStats(rs []connectStats) connectStats {
 	var rates []float64
 	var p50s, p99s []time.Duration
 	for _, r := range rs {
-		rates = append(rates, r.rate)
-		p50s = append(p50s, r.p50)
-		p99s = append(p99s, r.p99)
+		rates = append(rates, r.Rate)
+		p50s = append(p50s, r.P50)
+		p99s = append(p99s, r.P99)
 	}
 	slices.Sort(rates)
 	slices.Sort(p50s)
 	slices.Sort(p99s)
 	m := len(rs) / 2
-	return connectStats{rate: rates[m], p50: p50s[m], p99: p99s[m]}
+	return connectStats{Rate: rates[m], P50: p50s[m], P99: p99s[m]}
 }

@@ -65,7 +65,7 @@ func newCluster(t testing.TB, backends int, mode string) *cluster {
 	}
 	t.Cleanup(c.close)
 	for i, be := range topo.Backends {
-		if err := c.serveWhoami(ctx, be, fmt.Sprintf("backend-%d", i+1)); err != nil {
+		if err := serveWhoami(ctx, be, fmt.Sprintf("backend-%d", i+1)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,7 +74,7 @@ func newCluster(t testing.TB, backends int, mode string) *cluster {
 
 // serveWhoami runs a whoami server inside a backend namespace: its
 // sockets are created there, then served from this process.
-func (c *cluster) serveWhoami(ctx context.Context, ns *netlab.NS, name string) error {
+func serveWhoami(ctx context.Context, ns *netlab.NS, name string) error {
 	var srv *whoami.Server
 	if err := ns.Do(func() (err error) {
 		srv, err = whoami.Listen(name, "0.0.0.0:8080")
@@ -94,13 +94,19 @@ func (c *cluster) close() {
 
 func (c *cluster) write(name, content string) {
 	c.t.Helper()
-	// Write-then-rename, so the agent never reads a half-written file.
-	tmp := filepath.Join(c.manifests, "."+name+".tmp")
+	writeManifest(c.t, c.manifests, name, content)
+}
+
+// writeManifest writes a manifest file into dir, write-then-rename, so an
+// agent never reads a half-written file.
+func writeManifest(t testing.TB, dir, name, content string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "."+name+".tmp")
 	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, filepath.Join(c.manifests, name)); err != nil {
-		c.t.Fatal(err)
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -145,8 +151,13 @@ func (c *cluster) ask(proto, addr string) (string, error) {
 
 // dial opens a TCP connection from the client pod.
 func (c *cluster) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	return dialFrom(c.topo.Client, addr, timeout)
+}
+
+// dialFrom opens a TCP connection with its socket made in ns.
+func dialFrom(ns *netlab.NS, addr string, timeout time.Duration) (net.Conn, error) {
 	var conn net.Conn
-	err := c.topo.Client.Do(func() (err error) {
+	err := ns.Do(func() (err error) {
 		conn, err = net.DialTimeout("tcp", addr, timeout)
 		return err
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/testenv"
+	"github.com/sluice-lb/sluice/internal/whoami"
 )
 
 // TCP and UDP from the client pod to the ClusterIP reach every programmed
@@ -138,23 +139,39 @@ func TestConnectionSurvivesAgentKill(t *testing.T) {
 	})
 }
 
+// readGreeting reads a raw TCP whoami greeting and returns the backend's
+// name, failing t unless the backend saw the client pod's own address (no
+// SNAT).
 func readGreeting(t *testing.T, r *bufio.Reader) string {
 	t.Helper()
-	var who string
+	a := readAnswer(t, r)
+	if a.RemoteIP() != netlab.ClientAddr.String() {
+		t.Errorf("backend saw %q, want the client address", a.Remote)
+	}
+	return a.Hostname
+}
+
+// readAnswer reads a raw TCP whoami greeting.
+func readAnswer(t *testing.T, r *bufio.Reader) whoami.Answer {
+	t.Helper()
+	a, err := parseGreeting(r)
+	if err != nil {
+		t.Fatalf("greeting: %v", err)
+	}
+	return a
+}
+
+// parseGreeting is readAnswer for goroutines: the error is returned.
+func parseGreeting(r *bufio.Reader) (whoami.Answer, error) {
+	var report strings.Builder
 	for {
 		l, err := r.ReadString('\n')
 		if err != nil {
-			t.Fatalf("greeting: %v", err)
+			return whoami.Answer{}, err
 		}
-		if v, ok := strings.CutPrefix(l, "Hostname: "); ok {
-			who = strings.TrimSpace(v)
-		}
+		report.WriteString(l)
 		if strings.HasPrefix(l, "RemoteAddr: ") {
-			// The backend sees the client's own address: no SNAT.
-			if !strings.Contains(l, netlab.ClientAddr.String()+":") {
-				t.Errorf("backend saw %q, want the client address", strings.TrimSpace(l))
-			}
-			return who
+			return whoami.ParseAnswer(report.String())
 		}
 	}
 }
@@ -205,7 +222,7 @@ func TestNewDeviceIsAttached(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.serveWhoami(ctx(t), be, "backend-2"); err != nil {
+		if err := serveWhoami(ctx(t), be, "backend-2"); err != nil {
 			t.Fatal(err)
 		}
 		c.write("whoami.yaml", whoamiManifest(2))

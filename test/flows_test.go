@@ -258,18 +258,31 @@ type echoConn struct {
 	conn net.Conn
 	r    *bufio.Reader
 	who  string // the backend's name, from its greeting
+	seen whoami.Answer
 }
 
 func (c *cluster) dialEcho(t *testing.T, addr string) *echoConn {
 	t.Helper()
-	conn, err := c.dial(addr, testenv.Scaled(2*time.Second))
+	ec := dialEchoFrom(t, c.topo.Client, addr)
+	if ec.seen.RemoteIP() != netlab.ClientAddr.String() {
+		t.Errorf("backend saw %q, want the client address", ec.seen.Remote)
+	}
+	return ec
+}
+
+// dialEchoFrom is dialEcho from a connection made in ns, whatever address
+// the backend saw it from (in ec.seen).
+func dialEchoFrom(t *testing.T, ns *netlab.NS, addr string) *echoConn {
+	t.Helper()
+	conn, err := dialFrom(ns, addr, testenv.Scaled(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	ec := &echoConn{conn: conn, r: bufio.NewReader(conn)}
 	conn.SetDeadline(time.Now().Add(testenv.Scaled(5 * time.Second)))
-	ec.who = readGreeting(t, ec.r)
+	ec.seen = readAnswer(t, ec.r)
+	ec.who = ec.seen.Hostname
 	return ec
 }
 

@@ -159,6 +159,28 @@ __inline int icmp4_rewrite(struct __sk_buff *skb, struct icmp4_error *e, int whi
 				   &e->icmp_csum, sizeof(e->icmp_csum), 0);
 }
 
+/* Ingress: an error to the node's address about a SNATed flow's forward
+ * packet (a backend's port unreachable, a router's fragmentation needed on
+ * the way to the backend). Its quote, node:port -> backend, reversed is
+ * the flow's reply key. The quote is restored to client -> frontend (and
+ * the outer destination to the client, and a backend's outer source to
+ * the frontend), and the error forwarded to the client. */
+__inline int icmp4_snat_to_client(struct __sk_buff *skb, struct icmp4_error *e,
+				  const struct ct4_entry *ct)
+{
+	__u32 id = ct->rev_nat_id;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&lb4_revnat, &id);
+
+	if (!rn || !rn->address)
+		return verdict_pass(skb, REASON_REPLY_NO_REVNAT);
+	__be32 vip = rn->address;
+	__be16 vport = rn->port;
+	if (icmp4_rewrite(skb, e, NAT_SRC, ct->nat_addr, ct->nat_port) ||
+	    icmp4_rewrite(skb, e, NAT_DST, vip, vport))
+		return verdict_drop(skb, REASON_DROP_ICMP_ERROR);
+	return fib4_forward(skb, REASON_ICMP_ERROR_TO_CLIENT);
+}
+
 /* Ingress: an error sent to a frontend about a reply the client got from it
  * (the client's port unreachable for a backend's datagram, a router's
  * fragmentation needed). Its quote, frontend -> client, reversed is the
@@ -170,8 +192,10 @@ __inline int icmp4_handle_ingress(struct __sk_buff *skb, const struct pkt4 *p)
 {
 	__u32 zero = 0;
 	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
+	struct datapath_config *cfg = dp_config();
+	bool to_node = cfg && cfg->node_addr4 && p->daddr == cfg->node_addr4;
 
-	if (f && !lb4_filter_has(f, lb4_filter_dst(p->daddr)))
+	if (f && !lb4_filter_has(f, lb4_filter_dst(p->daddr)) && !to_node)
 		return verdict_pass(skb, REASON_PASS);
 
 	struct icmp4_error e;
@@ -193,11 +217,23 @@ __inline int icmp4_handle_ingress(struct __sk_buff *skb, const struct pkt4 *p)
 	struct ct4_key fk;
 	ct4_flow_key(&fk, e.q.ip.daddr, e.q.dport, e.q.ip.saddr, e.q.sport, e.q.ip.protocol);
 	struct ct4_entry *ct = ct4_lookup(&fk);
+	if (ct && ct->kind == CT_REPLY && (ct->flags & CT_F_SNAT))
+		return icmp4_snat_to_client(skb, &e, ct);
 	if (!ct || ct->kind != CT_FORWARD)
 		return verdict_pass(skb, REASON_PASS);
+	__be32 nat_addr = ct->nat_addr;
+	__be16 nat_port = ct->nat_port;
+	bool snat = ct->flags & CT_F_SNAT;
 	if (icmp4_rewrite(skb, &e, NAT_SRC, ct->backend_addr, ct->backend_port))
 		return verdict_drop(skb, REASON_DROP_ICMP_ERROR);
-	return verdict_pass(skb, REASON_ICMP_ERROR_TO_BACKEND);
+	if (!snat)
+		return verdict_pass(skb, REASON_ICMP_ERROR_TO_BACKEND);
+	/* The backend knows the client by the node's address and port: the
+	 * quote's destination and the client's own outer source become
+	 * those, and the error, from the node's address now, is forwarded. */
+	if (icmp4_rewrite(skb, &e, NAT_DST, nat_addr, nat_port))
+		return verdict_drop(skb, REASON_DROP_ICMP_ERROR);
+	return fib4_forward(skb, REASON_ICMP_ERROR_TO_BACKEND);
 }
 
 /* Egress: an error on its way to a client about a forward packet of its

@@ -172,8 +172,7 @@ __inline int lb4_ct_create_snat(struct __sk_buff *skb, const struct ct4_key *fk,
 __inline int lb4_dnat_snat(struct __sk_buff *skb, const struct pkt4 *p, __be32 addr, __be16 port,
 			   __be32 nat_addr, __be16 nat_port, __u32 reason)
 {
-	if (nat4_rewrite(skb, p, NAT_DST, addr, port) ||
-	    nat4_rewrite(skb, p, NAT_SRC, nat_addr, nat_port))
+	if (nat4_rewrite_both(skb, p, addr, port, nat_addr, nat_port))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
 	return fib4_forward(skb, reason);
 }
@@ -429,8 +428,7 @@ __inline int lb4_reverse_snat(struct __sk_buff *skb, const struct pkt4 *p, const
 	if (p->frag)
 		return verdict_drop(skb, REASON_DROP_FRAGMENT);
 	lb4_reply_seen(skb, p, ck, ct, now);
-	if (nat4_rewrite(skb, p, NAT_DST, client, cport) ||
-	    nat4_rewrite(skb, p, NAT_SRC, vip, vport))
+	if (nat4_rewrite_both(skb, p, client, cport, vip, vport))
 		return verdict_drop(skb, REASON_DROP_NAT_FAILED);
 	return fib4_forward(skb, REASON_REPLY_SNAT);
 }

@@ -51,4 +51,38 @@ __inline int nat4_rewrite(struct __sk_buff *skb, const struct pkt4 *p, int which
 	return 0;
 }
 
+/* Rewrites both ends at once (a SNATed flow's packets): destination to
+ * daddr:dport, source to saddr:sport. One checksum difference covers both
+ * addresses of the pseudo-header and one word both ports, so the L4
+ * checksum costs two helper calls, not four. */
+__inline int nat4_rewrite_both(struct __sk_buff *skb, const struct pkt4 *p, __be32 daddr,
+			       __be16 dport, __be32 saddr, __be16 sport)
+{
+	void *data = ctx_data(skb), *data_end = ctx_data_end(skb);
+	struct iphdr *ip = data + IP4_OFF;
+	__be16 *ports = data + L4_OFF;
+
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+	__be32 old_addrs[2] = { ip->saddr, ip->daddr };
+	__be32 new_addrs[2] = { saddr, daddr };
+	__be32 old_ports = *(__be32 *)ports;
+	__be16 new_ports16[2] = { sport, dport };
+	__be32 new_ports = *(__be32 *)new_ports16;
+
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	*(__be32 *)ports = new_ports;
+	csum_replace4(&ip->check, old_addrs[0], saddr);
+	csum_replace4(&ip->check, old_addrs[1], daddr);
+
+	__s64 diff = bpf_csum_diff(old_addrs, sizeof(old_addrs), new_addrs, sizeof(new_addrs), 0);
+	if (diff < 0 || bpf_l4_csum_replace(skb, p->csum_off, 0, diff, p->csum_flags | BPF_F_PSEUDO_HDR))
+		return -1;
+	if (old_ports != new_ports &&
+	    bpf_l4_csum_replace(skb, p->csum_off, old_ports, new_ports, p->csum_flags | sizeof(new_ports)))
+		return -1;
+	return 0;
+}
+
 #endif

@@ -5,13 +5,11 @@
 package agenttest
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,8 +37,8 @@ const MemlockEnv = "SLUICE_TEST_MEMLOCK"
 // Main is a suite's TestMain: the sluice command when re-executed as the
 // agent, else the tests. Its result is the exit status.
 func Main(m *testing.M) int {
-	if q := os.Getenv(AskEnv); q != "" {
-		return askMain(q)
+	if os.Getenv(RunAsAsker) == "1" {
+		return ask(os.Args[1:])
 	}
 	if os.Getenv(RunAsSluice) != "1" {
 		return m.Run()
@@ -68,12 +66,20 @@ func setMemlock(v string) error {
 	return nil
 }
 
-// Agent is one running agent.
+// Agent is one running agent (or another sluice command).
 type Agent struct{ cmd *exec.Cmd }
 
 // Start runs `sluice args...` in ns with env added to the test's own,
 // appending its output to logPath.
 func Start(t testing.TB, ns *netlab.NS, logPath string, env []string, args ...string) *Agent {
+	t.Helper()
+	return StartIn(t, ns, nil, logPath, env, args...)
+}
+
+// StartIn is Start with the process born in the cgroup cg (when not nil),
+// as a hostNetwork pod runs in its node's namespace and in a cgroup below
+// the node's.
+func StartIn(t testing.TB, ns *netlab.NS, cg *netlab.Cgroup, logPath string, env []string, args ...string) *Agent {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -93,7 +99,11 @@ func Start(t testing.TB, ns *netlab.NS, logPath string, env []string, args ...st
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(append(os.Environ(), RunAsSluice+"=1"), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := ns.Start(cmd); err != nil {
+	start := ns.Start
+	if cg != nil {
+		start = func(cmd *exec.Cmd) error { return ns.StartInCgroup(cg, cmd) }
+	}
+	if err := start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	return &Agent{cmd: cmd}
@@ -112,16 +122,37 @@ func (a *Agent) Kill() {
 	a.cmd.Wait()
 }
 
+// Stop stops the agent with SIGTERM, as a rolling update would, and waits
+// for it to exit. A nil agent is none.
+func (a *Agent) Stop() {
+	if a == nil {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	a.cmd.Wait()
+}
+
 // Teardown removes what a lab node's agent left (its pins, from inside the
 // node) and the topology, and shows the agent's log when t failed.
 func Teardown(t testing.TB, topo *netlab.Topology, pinDir, agentLog string) {
-	if err := topo.Node.Do(func() error { return loader.Uninstall(pinDir, slog.Default()) }); err != nil {
-		t.Errorf("uninstall: %v", err)
-	}
+	Uninstall(t, topo.Node, pinDir)
 	topo.Delete()
+	ShowLogOnFailure(t, "agent", agentLog)
+}
+
+// Uninstall removes what the agent pinned under pinDir attached in node,
+// from inside it, and its pins.
+func Uninstall(t testing.TB, node *netlab.NS, pinDir string) {
+	if err := node.Do(func() error { return loader.Uninstall(pinDir, slog.Default()) }); err != nil {
+		t.Errorf("uninstall %s in %s: %v", pinDir, node.Name, err)
+	}
+}
+
+// ShowLogOnFailure logs the file at path, named what, when t failed.
+func ShowLogOnFailure(t testing.TB, what, path string) {
 	if t.Failed() {
-		if b, err := os.ReadFile(agentLog); err == nil {
-			t.Logf("agent log:\n%s", b)
+		if b, err := os.ReadFile(path); err == nil {
+			t.Logf("%s log:\n%s", what, b)
 		}
 	}
 }
@@ -153,59 +184,4 @@ func Ask(ns *netlab.NS, proto, addr string, timeout time.Duration) (string, erro
 		return err
 	})
 	return who, err
-}
-
-// AskEnv, "PROTO ADDR TIMEOUT" in a re-executed test binary's environment,
-// makes it one whoami client: the answer on stdout, an error on stderr.
-const AskEnv = "SLUICE_TEST_ASK"
-
-func askMain(q string) int {
-	f := strings.Fields(q)
-	if len(f) != 3 {
-		fmt.Fprintf(os.Stderr, "%s=%q: want PROTO ADDR TIMEOUT\n", AskEnv, q)
-		return 2
-	}
-	timeout, err := time.ParseDuration(f[2])
-	if err == nil {
-		var who string
-		if who, err = whoami.Ask(f[0], f[1], timeout); err == nil {
-			fmt.Println(who)
-			return 0
-		}
-	}
-	fmt.Fprint(os.Stderr, err)
-	return 1
-}
-
-// AskFromCgroup sends one whoami request from a process of its own, born in
-// the cgroup (a host-network program of the node, when ns is the node's
-// namespace), so that cgroup socket programs see its calls; cgroup ""
-// leaves it in the test's own cgroup.
-func AskFromCgroup(t testing.TB, ns *netlab.NS, cgroup, proto, addr string, timeout time.Duration) (string, error) {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", AskEnv, proto, addr, testenv.Scaled(timeout)))
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if cgroup != "" {
-		f, err := os.Open(cgroup)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
-	}
-	err = ns.Do(cmd.Run)
-	var exit *exec.ExitError
-	if errors.As(err, &exit) && exit.ExitCode() == 1 {
-		return "", errors.New(stderr.String())
-	}
-	if err != nil {
-		t.Fatalf("whoami client: %v: %s", err, stderr.String())
-	}
-	return strings.TrimSpace(stdout.String()), nil
 }

@@ -266,7 +266,9 @@ func runAgent(args []string) error {
 	}
 	log.Info("conntrack table", "entries", ctSize.Entries, "flows", ctSize.Flows(), "memory-bytes", ctBytes,
 		"bytes-per-entry", ctBytes/uint64(max(ctSize.Entries, 1)), "derived", ctSize.Derived)
-	rec, err := control.NewReconciler(dp.Maps.LB4, log)
+	// The node's address, pod CIDR and SNAT ports go into sluice_config
+	// (SetNode, from the syncer); SNATPorts 0, 0: the datapath's default.
+	rec, err := control.NewReconcilerWith(dp.Maps.LB4, log, control.ReconcilerOptions{Config: dp.Maps.Config})
 	if err != nil {
 		return err
 	}

@@ -90,8 +90,12 @@ func runCTList(args []string) error {
 		if svc == "" {
 			svc = "-"
 		}
+		backend := f.Backend
+		if f.SNAT != "" {
+			backend += " via " + f.SNAT
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s (id %d)\t%s\t%s/%s\t%s\t%s\n", f.Proto, f.Client, f.Frontend, svc,
-			f.Backend, f.BackendID, f.State, sideFlags(f.Forward), sideFlags(f.Reply),
+			backend, f.BackendID, f.State, sideFlags(f.Forward), sideFlags(f.Reply),
 			seconds(f.AgeSeconds), seconds(f.TimeLeftSeconds))
 	}
 	return w.Flush()

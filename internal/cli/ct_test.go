@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-lb/sluice/internal/packet"
 	"github.com/sluice-lb/sluice/internal/testenv"
 	"github.com/sluice-lb/sluice/loader"
+	"github.com/sluice-lb/sluice/maps"
 )
 
 // ctWorld is a datapath pinned under a temporary bpffs directory and
@@ -240,5 +241,46 @@ func TestCTFlushChecksItsFilter(t *testing.T) {
 		if code == 0 || stdout != "" || stderr == "" {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want a refusal", args, code, stdout, stderr)
 		}
+	}
+}
+
+// A SNATed flow's entries (as the datapath writes them: the reply entry
+// keyed by backend -> node address and port, holding the client) are
+// joined into one flow showing the node's address and port.
+func TestCTListShowsSNATFlows(t *testing.T) {
+	w := newCTWorld(t)
+	master, err := w.dp.Maps.LB4.Services.Lookup(bpf.SluiceLb4Key{Address: maps.Addr4(ctWeb.Addr), Dport: maps.Port(ctWeb.Port), Proto: packet.ProtoTCP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := netip.MustParseAddrPort("192.168.50.11:61001")
+	fk := bpf.SluiceCt4Key{Saddr: maps.Addr4(ctClient1.Addr()), Daddr: maps.Addr4(ctWeb.Addr), Sport: maps.Port(ctClient1.Port()), Dport: maps.Port(ctWeb.Port), Proto: packet.ProtoTCP}
+	rk := bpf.SluiceCt4Key{Saddr: maps.Addr4(ctWebBE.Addr()), Daddr: maps.Addr4(node.Addr()), Sport: maps.Port(ctWebBE.Port()), Dport: maps.Port(node.Port()), Proto: packet.ProtoTCP}
+	snat := bpf.SluiceCtFlagsCT_F_SNAT
+	if err := w.dp.Maps.CT4.Put(fk, bpf.SluiceCt4Entry{Kind: bpf.SluiceCtKindCT_FORWARD, Flags: snat, BackendAddr: maps.Addr4(ctWebBE.Addr()), BackendPort: maps.Port(ctWebBE.Port()),
+		RevNatId: master.RevNatId, NatAddr: maps.Addr4(node.Addr()), NatPort: maps.Port(node.Port())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.dp.Maps.CT4.Put(rk, bpf.SluiceCt4Entry{Kind: bpf.SluiceCtKindCT_REPLY, Flags: snat, RevNatId: master.RevNatId,
+		NatAddr: maps.Addr4(ctClient1.Addr()), NatPort: maps.Port(ctClient1.Port())}); err != nil {
+		t.Fatal(err)
+	}
+	flows := w.list()
+	if len(flows) != 1 || flows[0].Forward == nil || flows[0].Reply == nil {
+		t.Fatalf("flows %+v: want one, both entries joined", flows)
+	}
+	if f := flows[0]; f.Client != ctClient1.String() || f.SNAT != node.String() || f.Backend != ctWebBE.String() {
+		t.Errorf("flow %+v: want client %s, snat %s, backend %s", f, ctClient1, node, ctWebBE)
+	}
+	// The reply entry alone names the client it keeps.
+	if err := w.dp.Maps.CT4.Delete(fk); err != nil {
+		t.Fatal(err)
+	}
+	if flows := w.list(); len(flows) != 1 || flows[0].Client != ctClient1.String() || flows[0].SNAT != node.String() {
+		t.Errorf("lone reply entry: %+v", flows)
+	}
+	_, stdout, _ := run(t, "ct", "list", "--pin-dir", w.dir, "--agent", w.agent)
+	if !strings.Contains(stdout, "via "+node.String()) {
+		t.Errorf("table without the SNAT address:\n%s", stdout)
 	}
 }

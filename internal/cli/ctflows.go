@@ -20,10 +20,13 @@ import (
 // entry may be missing (a flow being created or collected, a repaired
 // one); the flow is shown all the same, with what its other entry says.
 type ctFlow struct {
-	Proto     string `json:"proto"`
-	Client    string `json:"client"`   // tuple: client -> frontend
-	Frontend  string `json:"frontend"` // VIP:port/proto, as the agent names it
-	Backend   string `json:"backend"`  // translated tuple: client -> backend
+	Proto    string `json:"proto"`
+	Client   string `json:"client"`   // tuple: client -> frontend
+	Frontend string `json:"frontend"` // VIP:port/proto, as the agent names it
+	Backend  string `json:"backend"`  // translated tuple: client -> backend
+	// SNAT is the node's address and port a SNATed flow leaves with
+	// (the backend sees it as the client).
+	SNAT      string `json:"snat,omitempty"`
 	BackendID uint32 `json:"backendId"`
 	RevNatID  uint32 `json:"revNatId"`
 	// Service is "namespace/name" (and ":port" when named), when the
@@ -99,7 +102,10 @@ func readFlows(dp *maps.Datapath) ([]*ctFlow, error) {
 			Forward:   side(k, e),
 			fwdKey:    &k,
 		}
-		rk := bpf.SluiceCt4Key{Saddr: e.BackendAddr, Daddr: k.Saddr, Sport: e.BackendPort, Dport: k.Sport, Proto: k.Proto}
+		if maps.CT4SNAT(e) {
+			f.SNAT = addrPort(e.NatAddr, e.NatPort).String()
+		}
+		rk := maps.CT4ReplyKey(k, e)
 		if re, ok := entries[rk]; ok && re.Kind == bpf.SluiceCtKindCT_REPLY && re.RevNatId == e.RevNatId {
 			f.Reply, f.revKey = side(rk, re), &rk
 			paired[rk] = true
@@ -115,14 +121,18 @@ func readFlows(dp *maps.Datapath) ([]*ctFlow, error) {
 		if rn, err := dp.LB4.RevNat.Lookup(e.RevNatId); err == nil && rn.Address != 0 {
 			fe.Addr, fe.Port = maps.AddrFrom4(rn.Address), maps.PortFrom(rn.Port)
 		}
-		flows = append(flows, &ctFlow{
+		f := &ctFlow{
 			frontend: fe,
 			Client:   addrPort(k.Daddr, k.Dport).String(),
 			Backend:  addrPort(k.Saddr, k.Sport).String(),
 			RevNatID: e.RevNatId,
 			Reply:    side(k, e),
 			revKey:   &k,
-		})
+		}
+		if maps.CT4SNAT(e) { // replies come to the node; the client is kept in the entry
+			f.Client, f.SNAT = addrPort(e.NatAddr, e.NatPort).String(), addrPort(k.Daddr, k.Dport).String()
+		}
+		flows = append(flows, f)
 	}
 	for _, f := range flows {
 		f.finish(now)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -72,20 +73,70 @@ func runLB(args []string) error {
 	if *output == outputJSON {
 		return printJSON(views)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "FRONTEND\tPROTO\tBACKENDS")
+	return writeLBTable(os.Stdout, views)
+}
+
+// writeLBTable prints one row per set of entries: a frontend every client
+// gets the same set of has one row, scope "all"; a two-scope frontend
+// (externalTrafficPolicy: Local) has an "external" row and an "internal"
+// one, the set this node's pods and the node itself get.
+func writeLBTable(out io.Writer, views []control.FrontendView) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FRONTEND\tPROTO\tKIND\tSCOPE\tFLAGS\tBACKENDS")
 	for _, v := range views {
-		addrs := make([]string, len(v.Backends))
-		for i, b := range v.Backends {
-			addrs[i] = b.Address
+		scope := "all"
+		if v.Internal != nil {
+			scope = "external"
 		}
-		list := strings.Join(addrs, ", ")
-		if list == "" {
-			list = "(none: REJECT)"
+		var flags []string
+		if v.AffinitySeconds > 0 {
+			flags = append(flags, fmt.Sprintf("affinity=%ds", v.AffinitySeconds))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", v.Frontend, v.Protocol, list)
+		if v.SourceRanges != nil {
+			// Checked before the scope is chosen, so for both rows;
+			// shown on the first. An empty list admits no new flow
+			// at all, and is shown as such.
+			flags = append(flags, "source-ranges="+strings.Join(v.SourceRanges, ","))
+		}
+		row := func(scope string, s control.ScopeView, flags []string) {
+			if s.SNATRemote {
+				flags = append([]string{"snat-remote"}, flags...)
+			}
+			list := "-"
+			if len(flags) > 0 {
+				list = strings.Join(flags, " ")
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Frontend, v.Protocol, v.Kind, scope, list, backendList(s))
+		}
+		row(scope, v.ScopeView, flags)
+		if v.Internal != nil {
+			var inFlags []string
+			if v.AffinitySeconds > 0 {
+				inFlags = append(inFlags, fmt.Sprintf("affinity=%ds", v.AffinitySeconds))
+			}
+			row("internal", *v.Internal, inFlags)
+		}
 	}
 	return w.Flush()
+}
+
+// backendList is a set's backends, a local one marked, or what a new flow
+// gets without any.
+func backendList(s control.ScopeView) string {
+	if len(s.Backends) == 0 {
+		if s.Empty == "drop" {
+			return "(none: DROP)"
+		}
+		return "(none: REJECT)"
+	}
+	addrs := make([]string, len(s.Backends))
+	for i, b := range s.Backends {
+		addrs[i] = b.Address
+		if b.Local {
+			addrs[i] += " (local)"
+		}
+	}
+	return strings.Join(addrs, ", ")
 }
 
 func runStats(args []string) error {

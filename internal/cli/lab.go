@@ -33,17 +33,25 @@ const (
 
 func runLab(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: sluice lab up [--backends N] | down | traffic [--requests N]")
+		return errors.New("usage: sluice lab up [--nodes N] [--backends N] | down | traffic [--requests N]")
 	}
 	switch args[0] {
 	case "up":
 		fs := flag.NewFlagSet("lab up", flag.ContinueOnError)
-		n := fs.Int("backends", 3, "number of backend pods")
+		n := fs.Int("backends", 3, "number of backend pods (spread over the nodes)")
+		nodes := fs.Int("nodes", 1, "number of nodes, each with its own agent, on one underlay")
 		attach := fs.String("attach", "auto", "agent attach mode: auto, tcx or tc")
+		cgroupRoot := fs.Bool("agent-cgroup-root", false, "pass each agent --cgroup-root with its node's cgroup (nodes > 1)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return labUp(*n, *attach)
+		if *nodes == 1 {
+			return labUp(*n, *attach)
+		}
+		if *nodes < 1 || *nodes > 80 || *n < 1 || *n > 250 {
+			return fmt.Errorf("lab up: --nodes %d --backends %d: want 1-80 nodes and 1-250 backends", *nodes, *n)
+		}
+		return labUpMulti(labMultiOptions{nodes: *nodes, backends: *n, attach: *attach, cgroupRoot: *cgroupRoot})
 	case "down":
 		return labDown()
 	case "traffic":
@@ -57,44 +65,13 @@ func runLab(args []string) error {
 	return fmt.Errorf("unknown lab command %q", args[0])
 }
 
-// labManifests is the demo: a service over every backend (TCP and UDP) and
-// a service without endpoints, whose clients are refused at once.
+// labManifests is the single-node demo, every backend on the one node.
 func labManifests(n int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: v1
-kind: Service
-metadata: {name: whoami, namespace: demo}
-spec:
-  clusterIP: %s
-  ports:
-  - {name: http, port: %d, protocol: TCP, targetPort: %d}
-  - {name: udp, port: %d, protocol: UDP, targetPort: %d}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: whoami-1
-  namespace: demo
-  labels: {kubernetes.io/service-name: whoami}
-addressType: IPv4
-ports:
-- {name: http, port: %d, protocol: TCP}
-- {name: udp, port: %d, protocol: UDP}
-endpoints:
-`, labVIP, labPort, labBackPort, labPort, labBackPort, labBackPort, labBackPort)
-	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&b, "- {addresses: [%s], conditions: {ready: true}, nodeName: %s-node}\n", netlab.BackendAddr(i), labPrefix)
+	eps := make([]labEndpoint, n)
+	for i := range eps {
+		eps[i] = labEndpoint{netlab.BackendAddr(i + 1).String(), labPrefix + "-node"}
 	}
-	fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Service
-metadata: {name: nobody-home, namespace: demo}
-spec:
-  clusterIP: %s
-  ports:
-  - {name: http, port: %d, protocol: TCP}
-`, labEmptyVIP, labPort)
-	return b.String()
+	return labServices(eps)
 }
 
 func labUp(n int, attach string) error {
@@ -150,6 +127,12 @@ try:
 // labStart starts a detached process in a namespace, its output in
 // labStateDir/NAME.log and its pid in labStateDir/NAME.pid.
 func labStart(ns *netlab.NS, name, bin string, args ...string) error {
+	return labStartWith(ns.Start, name, bin, args...)
+}
+
+// labStartWith is labStart with the way to start the process given (in a
+// namespace and a cgroup, say).
+func labStartWith(start func(*exec.Cmd) error, name, bin string, args ...string) error {
 	logf, err := os.Create(filepath.Join(labStateDir, name+".log"))
 	if err != nil {
 		return err
@@ -158,7 +141,7 @@ func labStart(ns *netlab.NS, name, bin string, args ...string) error {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := ns.Start(cmd); err != nil {
+	if err := start(cmd); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	pid := cmd.Process.Pid
@@ -174,17 +157,28 @@ func labDown() error {
 			stopProcess(pid)
 		}
 	}
-	if netlab.Exists(labPrefix + "-node") {
-		node, err := netlab.OpenNS(labPrefix + "-node")
-		if err == nil {
-			err = node.Do(func() error { return loader.Uninstall(labPinDir, slog.Default()) })
-			node.Close()
-			if err != nil {
-				return err
-			}
+	// The nodes' cgroups hold only what the lab started there: whatever
+	// outlived its pid file goes with them.
+	if netlab.IsCgroup2(labCgroupDir) {
+		if err := netlab.RemoveCgroup(filepath.Join(labCgroupDir, labPrefix)); err != nil {
+			return err
 		}
-	} else if err := loader.Uninstall(labPinDir, slog.Default()); err != nil {
+	}
+	if err := labUninstall(labPrefix+"-node", labPinDir); err != nil {
 		return err
+	}
+	// A multi-node lab's nodes, found by their namespaces or, once these
+	// are gone, by the pins their agents left.
+	nodes, _ := filepath.Glob(filepath.Join("/run/netns", labPrefix+"-node-*"))
+	pins, _ := filepath.Glob(labPinDir + "-node-*")
+	for _, f := range append(nodes, pins...) {
+		i, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(f), filepath.Base(labPinDir)+"-node-"))
+		if err != nil {
+			continue
+		}
+		if err := labUninstall(fmt.Sprintf("%s-node-%d", labPrefix, i), labNodePinDir(i)); err != nil {
+			return err
+		}
 	}
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
@@ -194,7 +188,27 @@ func labDown() error {
 			}
 		}
 	}
+	// Unmounted before the state dir goes: removing a tree inside a
+	// cgroup2 mount would remove cgroups.
+	if err := netlab.UnmountCgroup2(labCgroupDir); err != nil {
+		return err
+	}
 	return os.RemoveAll(labStateDir)
+}
+
+// labUninstall removes what the agent pinned under pinDir attached in the
+// node namespace nodeNS, from inside it, or only its pins when the
+// namespace is gone.
+func labUninstall(nodeNS, pinDir string) error {
+	if !netlab.Exists(nodeNS) {
+		return loader.Uninstall(pinDir, slog.Default())
+	}
+	node, err := netlab.OpenNS(nodeNS)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	return node.Do(func() error { return loader.Uninstall(pinDir, slog.Default()) })
 }
 
 func stopProcess(pid int) {
@@ -215,9 +229,15 @@ func stopProcess(pid int) {
 }
 
 // labTraffic sends requests from the client pod to the demo services and
-// shows which backend answered each.
+// shows which backend answered each; with more than one node, also the
+// client address each backend saw.
 func labTraffic(n int) error {
-	client, err := netlab.OpenNS(labPrefix + "-client")
+	multi := labNodes() > 1
+	clientNS := labPrefix + "-client"
+	if multi {
+		clientNS = labMultiClient
+	}
+	client, err := netlab.OpenNS(clientNS)
 	if err != nil {
 		return fmt.Errorf("%w (run `sluice lab up` first)", err)
 	}
@@ -226,17 +246,21 @@ func labTraffic(n int) error {
 	for _, proto := range []string{"tcp", "udp"} {
 		tally := map[string]int{}
 		for range n {
-			var who string
+			var a whoami.Answer
 			err := client.Do(func() error {
 				var err error
-				who, err = whoami.Ask(proto, vip, 2*time.Second)
+				a, err = whoami.AskAnswer(proto, vip, 2*time.Second)
 				return err
 			})
 			if err != nil {
 				tally["error: "+err.Error()]++
 				continue
 			}
-			tally[who]++
+			key := a.Hostname
+			if multi {
+				key = fmt.Sprintf("%-18s saw %-15s", a.Hostname, a.RemoteIP())
+			}
+			tally[key]++
 		}
 		fmt.Printf("%d %s requests to %s:\n", n, strings.ToUpper(proto), vip)
 		keys := make([]string, 0, len(tally))

@@ -80,3 +80,55 @@ func (n *NS) WaitUp(dev string, timeout time.Duration) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Bridge creates a Linux bridge, up.
+func (n *NS) Bridge(name string) error {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := n.nl.LinkAdd(br); err != nil {
+		return fmt.Errorf("add bridge %s in %s: %w", name, n.Name, err)
+	}
+	return n.up(name)
+}
+
+// SetMaster makes dev a port of the bridge master.
+func (n *NS) SetMaster(dev, master string) error {
+	l, err := n.nl.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", dev, n.Name, err)
+	}
+	m, err := n.nl.LinkByName(master)
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", master, n.Name, err)
+	}
+	if err := n.nl.LinkSetMaster(l, m); err != nil {
+		return fmt.Errorf("%s into %s in %s: %w", dev, master, n.Name, err)
+	}
+	return nil
+}
+
+// RouteVia routes dst via gw.
+func (n *NS) RouteVia(dst netip.Prefix, gw netip.Addr) error {
+	r := &netlink.Route{Dst: ipNet(dst), Gw: gw.AsSlice()}
+	if err := n.nl.RouteReplace(r); err != nil {
+		return fmt.Errorf("route %s via %s in %s: %w", dst, gw, n.Name, err)
+	}
+	return nil
+}
+
+// RouteDev routes dst straight out of dev (scope link), as a CNI plugin
+// routes a pod's address to its veth.
+func (n *NS) RouteDev(dst netip.Prefix, dev string) error {
+	l, err := n.nl.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w", dev, n.Name, err)
+	}
+	r := &netlink.Route{Dst: ipNet(dst), LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK}
+	if err := n.nl.RouteReplace(r); err != nil {
+		return fmt.Errorf("route %s dev %s in %s: %w", dst, dev, n.Name, err)
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 )
 
 // Topology is a node namespace routing between one client "pod" and N
@@ -57,17 +56,8 @@ func NewTopology(prefix string, backends int) (t *Topology, err error) {
 	if t.Client, err = NewNS(prefix + "-client"); err != nil {
 		return t, err
 	}
-	// The node forwards between pods. rp_filter would drop replies whose
-	// source the datapath restored to a service IP the node has no route
-	// for, as it would on any node running a kube-proxy replacement.
-	for _, kv := range [][2]string{
-		{"ipv4/ip_forward", "1"},
-		{"ipv4/conf/all/rp_filter", "0"},
-		{"ipv4/conf/default/rp_filter", "0"},
-	} {
-		if err := t.Node.Sysctl(kv[0], kv[1]); err != nil {
-			return t, err
-		}
+	if err := nodeSysctls(t.Node); err != nil {
+		return t, err
 	}
 	if err := t.pod(t.Client, NodeClientDev, NodeClientAddr, ClientAddr); err != nil {
 		return t, err
@@ -96,25 +86,7 @@ func (t *Topology) AddBackend() (*NS, error) {
 }
 
 func (t *Topology) pod(pod *NS, nodeDev string, nodeAddr, podAddr netip.Addr) error {
-	if err := Veth(t.Node, nodeDev, pod, "eth0"); err != nil {
-		return err
-	}
-	if err := t.Node.Sysctl("ipv4/conf/"+nodeDev+"/rp_filter", "0"); err != nil {
-		return err
-	}
-	if err := t.Node.AddrAdd(nodeDev, netip.PrefixFrom(nodeAddr, 24)); err != nil {
-		return err
-	}
-	if err := pod.AddrAdd("eth0", netip.PrefixFrom(podAddr, 24)); err != nil {
-		return err
-	}
-	if err := pod.LoopbackUp(); err != nil {
-		return err
-	}
-	if err := pod.WaitUp("eth0", 5*time.Second); err != nil {
-		return err
-	}
-	if err := t.Node.WaitUp(nodeDev, 5*time.Second); err != nil {
+	if err := podLink(t.Node, nodeDev, netip.PrefixFrom(nodeAddr, 24), pod, netip.PrefixFrom(podAddr, 24)); err != nil {
 		return err
 	}
 	return pod.DefaultRoute(nodeAddr)

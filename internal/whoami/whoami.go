@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -135,31 +136,80 @@ func (s *Server) serveUDP() {
 }
 
 // Hostname extracts the Hostname line of a report.
-func Hostname(report string) string {
+func Hostname(report string) string { return field(report, "Hostname") }
+
+func field(report, name string) string {
 	for _, l := range strings.Split(report, "\n") {
-		if v, ok := strings.CutPrefix(l, "Hostname: "); ok {
+		if v, ok := strings.CutPrefix(l, name+": "); ok {
 			return strings.TrimSpace(v)
 		}
 	}
 	return ""
 }
 
+// Answer is what a whoami server said: who it is and where it saw the
+// request come from.
+type Answer struct {
+	Hostname string
+	// Remote is the client's address:port as the server saw it: after
+	// whatever translation the path made.
+	Remote string
+}
+
+// RemoteIP is the address part of Remote.
+func (a Answer) RemoteIP() string {
+	h, _, err := net.SplitHostPort(a.Remote)
+	if err != nil {
+		return a.Remote
+	}
+	return h
+}
+
+// ParseAnswer reads a report.
+func ParseAnswer(report string) (Answer, error) {
+	a := Answer{Hostname: Hostname(report), Remote: field(report, "RemoteAddr")}
+	if a.Hostname == "" || a.Remote == "" {
+		return a, fmt.Errorf("not a whoami answer: %q", report)
+	}
+	return a, nil
+}
+
 // Ask asks the whoami server at addr who it is, over HTTP ("tcp") or UDP,
 // and returns its name.
 func Ask(proto, addr string, timeout time.Duration) (string, error) {
+	a, err := AskAnswer(proto, addr, timeout)
+	return a.Hostname, err
+}
+
+// AskAnswer asks the whoami server at addr who it is and whom it sees,
+// over HTTP ("tcp") or UDP.
+func AskAnswer(proto, addr string, timeout time.Duration) (Answer, error) {
+	return AskAnswerFrom(netip.Addr{}, proto, addr, timeout)
+}
+
+// AskAnswerFrom is AskAnswer from a given local address (when valid), for
+// a host with several.
+func AskAnswerFrom(local netip.Addr, proto, addr string, timeout time.Duration) (Answer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var d net.Dialer
+	if local.IsValid() {
+		if proto == "tcp" {
+			d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+		} else {
+			d.LocalAddr = &net.UDPAddr{IP: local.AsSlice()}
+		}
+	}
 	c, err := d.DialContext(ctx, proto, addr)
 	if err != nil {
-		return "", err
+		return Answer{}, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
 	if proto == "tcp" {
 		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
 	} else if _, err := c.Write([]byte("who?")); err != nil {
-		return "", err
+		return Answer{}, err
 	}
 	buf := make([]byte, 4096)
 	var got []byte
@@ -168,14 +218,13 @@ func Ask(proto, addr string, timeout time.Duration) (string, error) {
 		got = append(got, buf[:n]...)
 		if proto != "tcp" || err != nil {
 			if len(got) == 0 && err != nil {
-				return "", err
+				return Answer{}, err
 			}
 			break
 		}
 	}
-	who := Hostname(string(got))
-	if who == "" {
-		return "", fmt.Errorf("no whoami answer from %s", addr)
+	if Hostname(string(got)) == "" {
+		return Answer{}, fmt.Errorf("no whoami answer from %s", addr)
 	}
-	return who, nil
+	return ParseAnswer(string(got))
 }
