@@ -211,8 +211,24 @@ func TestExternalTrafficPolicyLocal(t *testing.T) {
 		var body, ctype, nosniff string
 		c.waitFor(n.Name+" health check", 10*time.Second, func() error {
 			return c.external().Do(func() error {
-				cl := &http.Client{Timeout: time.Second}
-				r, err := cl.Get(url)
+				// Dialled here, on the thread inside the namespace: an
+				// http.Client dials from another goroutine, whose thread
+				// is in the host's namespace, and the request would leave
+				// through the host's default route.
+				conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n.IP, healthPort).String(), time.Second)
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(time.Second))
+				req, err := http.NewRequest("GET", url, nil)
+				if err != nil {
+					return err
+				}
+				if err := req.Write(conn); err != nil {
+					return err
+				}
+				r, err := http.ReadResponse(bufio.NewReader(conn), req)
 				if err != nil {
 					return err
 				}

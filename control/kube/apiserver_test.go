@@ -133,6 +133,37 @@ func TestRealAPIServer(t *testing.T) {
 		}
 	}
 
+	// The node's pod CIDR, set once in its spec, and a new InternalIP
+	// through the status subresource, as the kubelet writes it.
+	nd, err := admin.CoreV1().Nodes().Get(c, nodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.Spec.PodCIDR, nd.Spec.PodCIDRs = "10.244.1.0/24", []string{"10.244.1.0/24"}
+	if nd, err = admin.CoreV1().Nodes().Update(c, nd, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	nd.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.20"}, {Type: corev1.NodeHostName, Address: nodeName}}
+	must(admin.CoreV1().Nodes().UpdateStatus(c, nd, metav1.UpdateOptions{}))
+	wantNode := control.NodeInfo{Name: nodeName, Zone: "zone-3", InternalIPs: "192.168.0.20", PodCIDRs: "10.244.1.0/24"}
+	rec.waitFor(t, "the pod CIDR and the new InternalIP", func() bool { return rec.node == wantNode })
+
+	// A LoadBalancer's ingress, written by a cloud controller to the
+	// status subresource, reaches the sink.
+	if web, err = admin.CoreV1().Services("demo").Get(c, "web", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	web.Spec.Type = corev1.ServiceTypeLoadBalancer
+	if web, err = admin.CoreV1().Services("demo").Update(c, web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	web.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.7"}}
+	must(admin.CoreV1().Services("demo").UpdateStatus(c, web, metav1.UpdateOptions{}))
+	rec.waitFor(t, "the load balancer's ingress", func() bool {
+		s := rec.services["demo/web"]
+		return s != nil && len(s.Status.LoadBalancer.Ingress) == 1 && s.Status.LoadBalancer.Ingress[0].IP == "203.0.113.7"
+	})
+
 	// The API server goes away and comes back: Run goes on, the watches
 	// reconnect and changes made meanwhile arrive.
 	a.StopAPIServer()

@@ -2,7 +2,6 @@ package kube
 
 import (
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -109,30 +108,14 @@ func (r *run) setNodeLocked(info control.NodeInfo) {
 	if r.nodeSet && r.node == info {
 		return
 	}
-	r.log.Info("node", "name", info.Name, "zone", info.Zone, "internalIPs", info.InternalIPs)
+	// Logged by the agent, for either source.
+	r.log.Debug("node", "name", info.Name, "zone", info.Zone, "internalIPs", info.InternalIPs, "podCIDRs", info.PodCIDRs)
 	r.node, r.nodeSet = info, true
 	r.sink.SetNode(info)
 }
 
 // nodeInfo is what the desired state needs of a Node.
-func nodeInfo(n *corev1.Node) control.NodeInfo {
-	var ips []string
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			ips = append(ips, a.Address)
-		}
-	}
-	leaving := n.DeletionTimestamp != nil
-	for _, t := range n.Spec.Taints {
-		leaving = leaving || t.Key == control.TaintToBeDeleted
-	}
-	return control.NodeInfo{
-		Name:        n.Name,
-		Zone:        n.Labels[corev1.LabelTopologyZone],
-		InternalIPs: strings.Join(ips, ","),
-		Leaving:     leaving,
-	}
-}
+func nodeInfo(n *corev1.Node) control.NodeInfo { return control.NodeInfoOf(n) }
 
 // ref names an object as namespace/name (name alone if cluster-scoped).
 func ref(o metav1.Object) string { return joinRef(o.GetNamespace(), o.GetName()) }

@@ -47,9 +47,9 @@ func stripMeta(m *metav1.ObjectMeta) {
 }
 
 // slimNode keeps of a Node what nodeInfo reads: its name, its zone label,
-// its addresses, and whether it is leaving (deletion timestamp, the
-// autoscaler's taint) (and the resource version, by which an unchanged
-// object is recognised).
+// its addresses, its pod CIDRs, and whether it is leaving (deletion
+// timestamp, the autoscaler's taint) (and the resource version, by which
+// an unchanged object is recognised).
 func slimNode(n *corev1.Node) *corev1.Node {
 	slim := &corev1.Node{
 		TypeMeta: n.TypeMeta,
@@ -59,6 +59,7 @@ func slimNode(n *corev1.Node) *corev1.Node {
 			ResourceVersion:   n.ResourceVersion,
 			DeletionTimestamp: n.DeletionTimestamp,
 		},
+		Spec:   corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
 		Status: corev1.NodeStatus{Addresses: n.Status.Addresses},
 	}
 	// Only the taint that says the node is leaving.

@@ -60,7 +60,9 @@ func TestStripServiceAndSlice(t *testing.T) {
 func TestStripNode(t *testing.T) {
 	n := node("node-a", "9", "zone-1", "192.168.0.10", "10.0.0.10")
 	heavyMeta(&n.ObjectMeta)
+	n.Spec.PodCIDR = "10.244.0.0/24"
 	n.Spec.PodCIDRs = []string{"10.244.0.0/24"}
+	n.Spec.ProviderID = "cloud://node-a"
 	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 	n.Status.Images = []corev1.ContainerImage{{Names: []string{"big/image"}}}
 	addrs := n.Status.Addresses
@@ -72,6 +74,7 @@ func TestStripNode(t *testing.T) {
 	slim := got.(*corev1.Node)
 	want := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "node-a", ResourceVersion: "9", Labels: map[string]string{corev1.LabelTopologyZone: "zone-1"}},
+		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24", PodCIDRs: []string{"10.244.0.0/24"}},
 		Status:     corev1.NodeStatus{Addresses: addrs},
 	}
 	if !reflect.DeepEqual(slim, want) {

@@ -15,18 +15,24 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
-// object is one Service or EndpointSlice read from a file.
+// object is one Service, EndpointSlice or Node read from a file.
 type object struct {
 	key     objectKey
 	service *corev1.Service
 	slice   *discoveryv1.EndpointSlice
+	node    *corev1.Node
 }
 
 type objectKey struct {
 	kind, namespace, name string
 }
 
-func (k objectKey) String() string { return k.kind + " " + k.namespace + "/" + k.name }
+func (k objectKey) String() string {
+	if k.namespace == "" { // cluster-scoped: a Node
+		return k.kind + " " + k.name
+	}
+	return k.kind + " " + k.namespace + "/" + k.name
+}
 
 type typeMeta struct {
 	APIVersion string `json:"apiVersion"`
@@ -39,7 +45,7 @@ type typeMeta struct {
 
 // decodeFile reads every document of a YAML or JSON stream, unrolling
 // kind: List. A syntax error fails the whole file (err); an object that is
-// well-formed YAML but not a valid Service or EndpointSlice is returned in
+// well-formed YAML but not a valid Service, EndpointSlice or Node is returned in
 // bad with its reason, and the other objects still count.
 func decodeFile(data []byte) (objs []object, bad []objectError, err error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
@@ -134,6 +140,19 @@ func decodeObject(raw json.RawMessage, depth int) ([]object, []objectError) {
 		// 10,000 slices from holding megabytes of spare capacity.
 		es.Endpoints = slices.Clone(es.Endpoints)
 		return []object{{key: key, slice: es}}, nil
+	case tm.Kind == "Node" && tm.APIVersion == "v1":
+		// Cluster-scoped: a namespace in the manifest means nothing.
+		key.namespace = ""
+		if tm.Metadata.Name == "" {
+			return fail("no metadata.name")
+		}
+		n := &corev1.Node{}
+		if err := json.Unmarshal(raw, n); err != nil {
+			return fail("%v", err)
+		}
+		n.Namespace = ""
+		trimMeta(&n.ObjectMeta)
+		return []object{{key: key, node: n}}, nil
 	case tm.Kind == "":
 		return []object{}, []objectError{{"document", "no kind"}}
 	}

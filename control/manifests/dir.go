@@ -1,5 +1,6 @@
-// Package manifests serves Services and EndpointSlices from a directory of
-// YAML or JSON manifests, the way sluice runs without a cluster.
+// Package manifests serves Services, EndpointSlices and this node's Node
+// from a directory of YAML or JSON manifests, the way sluice runs without
+// a cluster.
 package manifests
 
 import (
@@ -33,6 +34,9 @@ func (p Problem) String() string {
 type Snapshot struct {
 	Services []*corev1.Service
 	Slices   []*discoveryv1.EndpointSlice
+	// Nodes are every Node in the directory (a lab writes one per node
+	// into a directory all its agents share); the source picks its own.
+	Nodes    []*corev1.Node
 	Problems []Problem
 }
 
@@ -196,7 +200,7 @@ func (d *Dir) Snapshot() Snapshot {
 // to every change, so a change does not allocate the whole directory's
 // worth of pointers again.
 func (d *Dir) snapshotInto(s *Snapshot) {
-	s.Services, s.Slices, s.Problems = s.Services[:0], s.Slices[:0], s.Problems[:0]
+	s.Services, s.Slices, s.Nodes, s.Problems = s.Services[:0], s.Slices[:0], s.Nodes[:0], s.Problems[:0]
 	if d.names == nil {
 		for n := range d.files {
 			d.names = append(d.names, n)
@@ -211,11 +215,13 @@ func (d *Dir) snapshotInto(s *Snapshot) {
 				s.Problems = append(s.Problems, Problem{File: n, Object: k.String(), Reason: "also defined in " + first + ", which wins"})
 				continue
 			}
-			o := f.objects[k]
-			if o.service != nil {
+			switch o := f.objects[k]; {
+			case o.service != nil:
 				s.Services = append(s.Services, o.service)
-			} else {
+			case o.slice != nil:
 				s.Slices = append(s.Slices, o.slice)
+			case o.node != nil:
+				s.Nodes = append(s.Nodes, o.node)
 			}
 		}
 	}

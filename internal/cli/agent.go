@@ -27,6 +27,7 @@ import (
 	"github.com/sluice-lb/sluice/control/kube"
 	"github.com/sluice-lb/sluice/control/manifests"
 	"github.com/sluice-lb/sluice/internal/frontendnames"
+	"github.com/sluice-lb/sluice/internal/healthcheck"
 	"github.com/sluice-lb/sluice/internal/healthz"
 	"github.com/sluice-lb/sluice/internal/metrics"
 	"github.com/sluice-lb/sluice/loader"
@@ -68,6 +69,10 @@ type agentConfig struct {
 	profiling                                 bool
 	log                                       *slog.Logger
 	ct                                        ctConfig
+	// nodePortAddresses is --nodeport-addresses: "primary" or CIDRs.
+	nodePortAddresses string
+	// snatPorts are the source ports SNATed flows get (rules 13, 26).
+	snatPorts portRange
 	// cgroupRoot is where socket-level load balancing is attached; ""
 	// disables it.
 	cgroupRoot           string
@@ -125,6 +130,12 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.DurationVar(&c.ct.timeouts.UDPStream, "conntrack-udp-timeout-stream", ct.UDPStream, "idle lifetime of a UDP flow the backend answered")
 	fs.DurationVar(&c.ct.gcInterval, "conntrack-gc-interval", conntrack.DefaultInterval,
 		"usual wait between two sweeps of the conntrack collector (shortened while sweeps delete much, lengthened while little)")
+	fs.StringVar(&c.nodePortAddresses, "nodeport-addresses", "primary",
+		"addresses NodePorts (and healthCheckNodePorts) are served on: primary, the Node's InternalIPs (without a Node, "+
+			"the default route's device's addresses), or comma separated CIDRs the node's addresses are taken from "+
+			"(loopback ones only when a CIDR in 127.0.0.0/8 names them)")
+	snatPorts := "61000-65535"
+	fs.StringVar(&snatPorts, "snat-port-range", snatPorts, "source ports, min-max, of flows SNATed to the node's address; keep them out of net.ipv4.ip_local_port_range")
 	cgroupSet := false
 	fs.Func("cgroup-root", "cgroup v2 directory whose processes (the node's own, host-network ones) reach Services through socket-level load balancing; "+
 		"empty disables it (default: the root of the unified hierarchy, /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host; none when neither is cgroup v2)",
@@ -173,6 +184,13 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	if c.ct.gcInterval < conntrack.MinInterval {
 		return nil, fmt.Errorf("--conntrack-gc-interval %s: want at least %s", c.ct.gcInterval, conntrack.MinInterval)
 	}
+	if err := checkNodePortAddresses(c.nodePortAddresses); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.snatPorts, err = parsePortRange("--snat-port-range", snatPorts); err != nil {
+		return nil, err
+	}
 	if !cgroupSet {
 		c.cgroupRoot = loader.DefaultCgroupRoot()
 		c.cgroupDefaultMissing = c.cgroupRoot == ""
@@ -199,17 +217,24 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	return c, nil
 }
 
+// checkNodePortAddresses refuses a --nodeport-addresses that is neither
+// primary nor a list of CIDRs at start, rather than at the first Node: the
+// flag is parsed where it is used, in control.NodePortAddresses.
+func checkNodePortAddresses(flag string) error {
+	_, err := control.NodePortAddresses(flag, nil, nil)
+	return err
+}
+
 // source opens the configured source: the manifests directory, or the API
 // server (a kubeconfig, else the in-cluster config).
 func (c *agentConfig) source() (src control.Source, closeSrc func(), err error) {
-	node := control.NodeInfo{Name: c.nodeName}
 	if c.manifestDir != "" {
 		// Opened (watched, then read) before the maps are touched.
 		dir, err := manifests.Open(c.manifestDir)
 		if err != nil {
 			return nil, nil, err
 		}
-		return manifests.NewSource(dir, node), func() { dir.Close() }, nil
+		return manifests.NewSource(dir, c.nodeName), func() { dir.Close() }, nil
 	}
 	cfg, err := kube.RESTConfig(c.kubeconfig)
 	if err != nil {
@@ -268,7 +293,7 @@ func runAgent(args []string) error {
 		"bytes-per-entry", ctBytes/uint64(max(ctSize.Entries, 1)), "derived", ctSize.Derived)
 	// The node's address, pod CIDR and SNAT ports go into sluice_config
 	// (SetNode, from the syncer); SNATPorts 0, 0: the datapath's default.
-	rec, err := control.NewReconcilerWith(dp.Maps.LB4, log, control.ReconcilerOptions{Config: dp.Maps.Config})
+	rec, err := control.NewReconcilerWith(dp.Maps.LB4, log, control.ReconcilerOptions{Config: dp.Maps.Config, SNATPorts: [2]uint16{c.snatPorts.Min, c.snatPorts.Max}})
 	if err != nil {
 		return err
 	}
@@ -297,6 +322,11 @@ func runAgent(args []string) error {
 	// Service names of the frontends, for `sluice ct`, on the metrics
 	// address: copied from the state by the next sync after a request.
 	names := &frontendnames.Table{}
+	// healthCheckNodePorts on the addresses NodePorts are served on,
+	// answering 503 while the agent itself is unhealthy (/livez).
+	var nodeAddrs *nodeAddrSink
+	hcSrv := healthcheck.New(log, func() []netip.Addr { return nodeAddrs.ListenAddrs() }, health.Healthy)
+	hc := newHealthChecks(hcSrv, log, m.SetHealthCheckPorts)
 	var syncer *control.Syncer
 	syncer = control.NewSyncer(rec, control.NodeInfo{Name: c.nodeName}, c.minSync, c.syncPeriod, log, control.SyncHooks{
 		Queued: func() {
@@ -308,6 +338,9 @@ func runAgent(args []string) error {
 			collector.Purge(purgeTargets(rep.LeftUDP))
 			health.SetNodeEligible(!rep.Node.Leaving)
 			m.SetSkipped(rep.Skipped)
+			// The desired state's health checks, whether or not the
+			// datapath took it: a failing agent answers 503 anyway.
+			hc.sync(syncer.State().HealthChecks)
 			if rep.Err != nil {
 				m.SyncFailed()
 				return
@@ -323,6 +356,14 @@ func runAgent(args []string) error {
 	})
 
 	names.Refresh = syncer.Runner.Run
+	// The source's NodeInfo reaches the Store completed with the NodePort
+	// addresses, recomputed when the node's own addresses change.
+	local := agentAddrs()
+	nodeAddrs = newNodeAddrSink(syncer.Store, c.nodePortAddresses, local, log)
+	go local.watch(ctx, log, nodeAddrs.LocalAddrsChanged)
+	// The node's own connections must not pick the SNAT ports (c.snatPorts,
+	// the reconciler's SNAT port range).
+	warnLocalPortOverlap(log, c.snatPorts, localPortRange)
 	errs := make(chan error, 4)
 	if c.healthzAddr != "" {
 		go func() { errs <- health.Serve(ctx, c.healthzAddr) }()
@@ -353,18 +394,23 @@ func runAgent(args []string) error {
 			},
 			func(err error) { log.Error("device", "err", err) })
 	}()
-	go func() { errs <- src.Run(ctx, syncer.Store) }()
+	go func() { errs <- src.Run(ctx, nodeAddrs) }()
 	ctDone := make(chan struct{})
 	go func() {
 		collector.Run(ctx)
 		close(ctDone)
 	}()
-	// A sweep under way ends before the maps' handles close.
+	loopDone := make(chan struct{})
+	// A sweep or sync under way ends before the maps' handles close; the
+	// health check ports close once no sync can open them again.
 	defer func() {
 		stop()
 		<-ctDone
+		<-loopDone
+		hcSrv.Close()
 	}()
 	go func() {
+		defer close(loopDone)
 		select {
 		case <-attached:
 			syncer.Runner.Loop(ctx)

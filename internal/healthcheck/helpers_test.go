@@ -133,10 +133,10 @@ func get(t *testing.T, addr string) answer {
 	return ask(t, dial(t, addr), http.MethodGet, "/")
 }
 
-// wantBody is the exact body for a Service (kube-proxy's bytes).
+// wantBody is the exact body for a Service (rule 28's bytes).
 func wantBody(ns, name string, n int, healthy bool) string {
-	return "{\n\t\"service\": {\n\t\t\"namespace\": \"" + ns + "\",\n\t\t\"name\": \"" + name + "\"\n\t},\n" +
-		"\t\"localEndpoints\": " + strconv.Itoa(n) + ",\n\t\"serviceProxyHealthy\": " + strconv.FormatBool(healthy) + "\n}"
+	return `{"service":{"namespace":"` + ns + `","name":"` + name + `"},"localEndpoints":` + strconv.Itoa(n) +
+		`,"serviceProxyHealthy":` + strconv.FormatBool(healthy) + `}`
 }
 
 // assertAnswer checks status, body and the name and count it reports.

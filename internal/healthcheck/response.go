@@ -19,44 +19,34 @@ type serviceName struct {
 }
 
 // writeResponse answers one health check of svc, whatever its path and
-// method, with the bytes kube-proxy sends (pkg/proxy/healthcheck,
-// service_health.go), since load balancers, and the people who debug them
-// with curl, already read those.
+// method.
 //
 // The status is 200 only when the Service has local ready endpoints and
-// the proxy itself is healthy, 503 otherwise. kube-proxy's
-// serviceProxyHealthy is its own sync health (no change waiting
-// unprogrammed for longer than the health timeout; node eligibility is not
-// part of it), the /livez verdict: here whatever proxyHealthy reports. A
-// proxy that stopped programming the datapath so takes its node out of
-// every Local Service at once.
+// the proxy itself is healthy, 503 otherwise. serviceProxyHealthy is the
+// proxy's own sync health (no change waiting unprogrammed for longer than
+// the health timeout; node eligibility is not part of it), the /livez
+// verdict: here whatever proxyHealthy reports. A proxy that stopped
+// programming the datapath so takes its node out of every Local Service at
+// once.
 //
 // The headers are Content-Type application/json, X-Content-Type-Options
 // nosniff, and X-Load-Balancing-Endpoint-Weight with the endpoint count,
-// which a load balancer that weights nodes may read (current kube-proxy
-// sends it).
+// which a load balancer that weights nodes may read.
 //
-// The body is JSON indented by one tab per level, ": " after each key, with
-// no trailing newline (rule 28 writes the same fields on one line; these
-// are the bytes):
+// The body is exactly rule 28's, on one line, without indentation or a
+// trailing newline:
 //
-//	{
-//		"service": {
-//			"namespace": "ns",
-//			"name": "svc"
-//		},
-//		"localEndpoints": 2,
-//		"serviceProxyHealthy": true
-//	}
+//	{"service":{"namespace":"ns","name":"svc"},"localEndpoints":2,"serviceProxyHealthy":true}
 //
-// kube-proxy quotes the names Go-style; JSON quoting, used here, gives the
-// same bytes for every valid Kubernetes name and stays JSON for any other.
+// kube-proxy indents the same JSON (one tab per level); sluice follows the
+// documented rule, which is its contract. A load balancer reads the status
+// code, and a JSON reader the fields, either way.
 func writeResponse(w http.ResponseWriter, svc *Service, proxyHealthy bool) {
-	b, _ := json.MarshalIndent(body{
+	b, _ := json.Marshal(body{
 		Service:             serviceName{Namespace: svc.Namespace, Name: svc.Name},
 		LocalEndpoints:      svc.LocalEndpoints,
 		ServiceProxyHealthy: proxyHealthy,
-	}, "", "\t")
+	})
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// TestResponseBytes pins the answer, byte for byte, to kube-proxy's: the
-// indented body without a trailing newline, the three headers, 200 only
-// with local endpoints and a healthy proxy.
+// TestResponseBytes pins the answer, byte for byte, to rule 28: the body
+// on one line without a trailing newline, the three headers, 200 only with
+// local endpoints and a healthy proxy.
 func TestResponseBytes(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -18,32 +18,11 @@ func TestResponseBytes(t *testing.T) {
 		code      int
 		body      string
 	}{
-		{"local endpoints", 2, true, 200, "{\n" +
-			"\t\"service\": {\n" +
-			"\t\t\"namespace\": \"shop\",\n" +
-			"\t\t\"name\": \"web-lb\"\n" +
-			"\t},\n" +
-			"\t\"localEndpoints\": 2,\n" +
-			"\t\"serviceProxyHealthy\": true\n" +
-			"}"},
+		{"local endpoints", 2, true, 200, `{"service":{"namespace":"shop","name":"web-lb"},"localEndpoints":2,"serviceProxyHealthy":true}`},
 		// What a node whose local endpoints are all terminating is told
 		// (they are not counted), as one with none.
-		{"no local ready endpoints", 0, true, 503, "{\n" +
-			"\t\"service\": {\n" +
-			"\t\t\"namespace\": \"shop\",\n" +
-			"\t\t\"name\": \"web-lb\"\n" +
-			"\t},\n" +
-			"\t\"localEndpoints\": 0,\n" +
-			"\t\"serviceProxyHealthy\": true\n" +
-			"}"},
-		{"proxy unhealthy", 3, false, 503, "{\n" +
-			"\t\"service\": {\n" +
-			"\t\t\"namespace\": \"shop\",\n" +
-			"\t\t\"name\": \"web-lb\"\n" +
-			"\t},\n" +
-			"\t\"localEndpoints\": 3,\n" +
-			"\t\"serviceProxyHealthy\": false\n" +
-			"}"},
+		{"no local ready endpoints", 0, true, 503, `{"service":{"namespace":"shop","name":"web-lb"},"localEndpoints":0,"serviceProxyHealthy":true}`},
+		{"proxy unhealthy", 3, false, 503, `{"service":{"namespace":"shop","name":"web-lb"},"localEndpoints":3,"serviceProxyHealthy":false}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -34,7 +35,7 @@ const (
 const (
 	tcActUnspec   = ^uint32(0) // sluice's pass: on to the next program
 	tcActShot     = 2
-	tcActRedirect = 7 // sluice's reject: the ICMP error goes back out
+	tcActRedirect = 7 // a REJECT's ICMP error going back out, or a forwarded SNATed packet
 )
 
 // Tuple is a packet's addresses.
@@ -68,13 +69,16 @@ type Conntrack struct {
 	RevNatID uint32 `json:"rev_nat_id"`
 	// ExpiresIn is in seconds from now; negative: this direction expired.
 	ExpiresIn int64 `json:"expires_in_seconds"`
+	// SNAT, for a SNATed flow: the forward entry's node address and port
+	// the flow leaves with, or the reply entry's client it goes back to.
+	SNAT string `json:"snat,omitempty"`
 }
 
 // Result is what the datapath would do with a packet.
 type Result struct {
 	Hook    Hook     `json:"hook"`
 	Packet  Tuple    `json:"packet"`
-	Verdict string   `json:"verdict"` // pass, drop or reject
+	Verdict string   `json:"verdict"` // pass, drop, reject or forward (routed by the datapath: SNAT)
 	Reasons []string `json:"reasons"` // as maps.ReasonNames, in the order met
 	// Frontend is the VIP:port/proto of the flow: the master entry the
 	// packet hit at ingress, the frontend a reply is restored to at egress.
@@ -121,10 +125,11 @@ func Run(t *loader.Tracer, dp *maps.Datapath, hook Hook, p Packet) (*Result, err
 		return nil, err
 	}
 
-	r := &Result{Hook: hook, Packet: p.tuple(), Verdict: verdictName(run.Ret), Reasons: []string{}}
+	r := &Result{Hook: hook, Packet: p.tuple(), Reasons: []string{}}
 	for _, c := range run.Reasons {
 		r.Reasons = append(r.Reasons, names[c])
 	}
+	r.Verdict = verdictName(run.Ret, r.Reasons)
 	if ctErr == nil {
 		r.Conntrack = conntrackView(ct, now)
 	}
@@ -219,17 +224,28 @@ func conntrackView(e bpf.SluiceCt4Entry, now uint32) *Conntrack {
 	default:
 		c.Kind = fmt.Sprintf("kind-%d", e.Kind)
 	}
+	if maps.CT4SNAT(e) {
+		c.SNAT = netip.AddrPortFrom(maps.AddrFrom4(e.NatAddr), maps.PortFrom(e.NatPort)).String()
+	}
 	return c
 }
 
-func verdictName(ret uint32) string {
+// verdictName names a run's verdict. A redirect is an ICMP error sent
+// back (REJECT, whose reason says so) or a packet the datapath forwards
+// itself (SNAT).
+func verdictName(ret uint32, reasons []string) string {
 	switch ret {
 	case tcActUnspec:
 		return "pass"
 	case tcActShot:
 		return "drop"
 	case tcActRedirect:
-		return "reject"
+		for _, r := range reasons {
+			if strings.HasPrefix(r, "reject-") {
+				return "reject"
+			}
+		}
+		return "forward"
 	}
 	return fmt.Sprintf("tc-action-%d", int32(ret))
 }

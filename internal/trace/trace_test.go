@@ -88,7 +88,7 @@ func (w *world) backendOf(p trace.Packet) netip.AddrPort {
 
 const tcActPass = ^uint32(0)
 
-var verdicts = map[string]uint32{"pass": tcActPass, "drop": 2, "reject": 7}
+var verdicts = map[string]uint32{"pass": tcActPass, "drop": 2, "reject": 7, "forward": 7}
 
 // A trace reports what the datapath does with the packet in the state the
 // maps hold, and changes none of it. Each case sets up its state with real
