@@ -190,6 +190,38 @@ type SluiceLb4Service struct {
 	AffinityId      uint32
 }
 
+type SluiceLb4SockBackend struct {
+	_         structs.HostLayout
+	BackendId uint32
+	Address   uint32
+	Port      uint16
+	Pad       uint16
+}
+
+type SluiceLb4SockBackendKey struct {
+	_       structs.HostLayout
+	Cookie  uint64
+	Address uint32
+	Port    uint16
+	Pad     [2]uint8
+}
+
+type SluiceLb4SockRevnatEntry struct {
+	_        structs.HostLayout
+	Address  uint32
+	Port     uint16
+	Pad      uint16
+	RevNatId uint32
+}
+
+type SluiceLb4SockRevnatKey struct {
+	_       structs.HostLayout
+	Cookie  uint64
+	Address uint32
+	Port    uint16
+	Pad     [2]uint8
+}
+
 type SluiceLb4SrcRangeKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -272,7 +304,13 @@ const (
 	SluiceReasonREASON_DROP_SNAT_EXHAUSTED     SluiceReason = 35
 	SluiceReasonREASON_DROP_SNAT_NO_ADDRESS    SluiceReason = 36
 	SluiceReasonREASON_DROP_FIB                SluiceReason = 37
-	SluiceReasonREASON_MAX                     SluiceReason = 38
+	SluiceReasonREASON_SOCK_CONNECT            SluiceReason = 38
+	SluiceReasonREASON_SOCK_SENDMSG            SluiceReason = 39
+	SluiceReasonREASON_SOCK_REPLY              SluiceReason = 40
+	SluiceReasonREASON_SOCK_REJECT             SluiceReason = 41
+	SluiceReasonREASON_SOCK_DROP               SluiceReason = 42
+	SluiceReasonREASON_SOCK_REVNAT_FAILED      SluiceReason = 43
+	SluiceReasonREASON_MAX                     SluiceReason = 44
 )
 
 type SluiceRejectBucket struct {
@@ -306,6 +344,8 @@ const (
 	SluiceMapLb4Prefilter       = "lb4_prefilter"
 	SluiceMapLb4Revnat          = "lb4_revnat"
 	SluiceMapLb4Services        = "lb4_services"
+	SluiceMapLb4SockBackend     = "lb4_sock_backend"
+	SluiceMapLb4SockRevnat      = "lb4_sock_revnat"
 	SluiceMapLb4SourceRanges    = "lb4_source_ranges"
 	SluiceMapSluiceConfig       = "sluice_config"
 	SluiceMapSluiceCounters     = "sluice_counters"
@@ -377,6 +417,8 @@ type SluiceMapSpecs struct {
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.MapSpec `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.MapSpec `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.MapSpec `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
@@ -420,6 +462,8 @@ type SluiceMaps struct {
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.Map `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.Map `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.Map `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
@@ -438,6 +482,8 @@ func (m *SluiceMaps) Close() error {
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
+		m.Lb4SockBackend,
+		m.Lb4SockRevnat,
 		m.Lb4SourceRanges,
 		m.SluiceConfig,
 		m.SluiceCounters,

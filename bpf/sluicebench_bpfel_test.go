@@ -24,6 +24,8 @@ const (
 	SluiceBenchMapLb4Prefilter       = "lb4_prefilter"
 	SluiceBenchMapLb4Revnat          = "lb4_revnat"
 	SluiceBenchMapLb4Services        = "lb4_services"
+	SluiceBenchMapLb4SockBackend     = "lb4_sock_backend"
+	SluiceBenchMapLb4SockRevnat      = "lb4_sock_revnat"
 	SluiceBenchMapLb4SourceRanges    = "lb4_source_ranges"
 	SluiceBenchMapSluiceConfig       = "sluice_config"
 	SluiceBenchMapSluiceCounters     = "sluice_counters"
@@ -96,6 +98,8 @@ type SluiceBenchMapSpecs struct {
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.MapSpec `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.MapSpec `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.MapSpec `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
@@ -140,6 +144,8 @@ type SluiceBenchMaps struct {
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.Map `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.Map `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.Map `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
@@ -158,6 +164,8 @@ func (m *SluiceBenchMaps) Close() error {
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
+		m.Lb4SockBackend,
+		m.Lb4SockRevnat,
 		m.Lb4SourceRanges,
 		m.SluiceConfig,
 		m.SluiceCounters,

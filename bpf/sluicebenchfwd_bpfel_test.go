@@ -24,6 +24,8 @@ const (
 	SluiceBenchFwdMapLb4Prefilter       = "lb4_prefilter"
 	SluiceBenchFwdMapLb4Revnat          = "lb4_revnat"
 	SluiceBenchFwdMapLb4Services        = "lb4_services"
+	SluiceBenchFwdMapLb4SockBackend     = "lb4_sock_backend"
+	SluiceBenchFwdMapLb4SockRevnat      = "lb4_sock_revnat"
 	SluiceBenchFwdMapLb4SourceRanges    = "lb4_source_ranges"
 	SluiceBenchFwdMapSluiceConfig       = "sluice_config"
 	SluiceBenchFwdMapSluiceCounters     = "sluice_counters"
@@ -95,6 +97,8 @@ type SluiceBenchFwdMapSpecs struct {
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.MapSpec `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.MapSpec `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.MapSpec `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
@@ -138,6 +142,8 @@ type SluiceBenchFwdMaps struct {
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.Map `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.Map `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.Map `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
@@ -156,6 +162,8 @@ func (m *SluiceBenchFwdMaps) Close() error {
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
+		m.Lb4SockBackend,
+		m.Lb4SockRevnat,
 		m.Lb4SourceRanges,
 		m.SluiceConfig,
 		m.SluiceCounters,

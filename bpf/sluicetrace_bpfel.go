@@ -24,6 +24,8 @@ const (
 	SluiceTraceMapLb4Prefilter       = "lb4_prefilter"
 	SluiceTraceMapLb4Revnat          = "lb4_revnat"
 	SluiceTraceMapLb4Services        = "lb4_services"
+	SluiceTraceMapLb4SockBackend     = "lb4_sock_backend"
+	SluiceTraceMapLb4SockRevnat      = "lb4_sock_revnat"
 	SluiceTraceMapLb4SourceRanges    = "lb4_source_ranges"
 	SluiceTraceMapSluiceConfig       = "sluice_config"
 	SluiceTraceMapSluiceCounters     = "sluice_counters"
@@ -97,6 +99,8 @@ type SluiceTraceMapSpecs struct {
 	Lb4Prefilter       *ebpf.MapSpec `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.MapSpec `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.MapSpec `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.MapSpec `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.MapSpec `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.MapSpec `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.MapSpec `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.MapSpec `ebpf:"sluice_counters"`
@@ -142,6 +146,8 @@ type SluiceTraceMaps struct {
 	Lb4Prefilter       *ebpf.Map `ebpf:"lb4_prefilter"`
 	Lb4Revnat          *ebpf.Map `ebpf:"lb4_revnat"`
 	Lb4Services        *ebpf.Map `ebpf:"lb4_services"`
+	Lb4SockBackend     *ebpf.Map `ebpf:"lb4_sock_backend"`
+	Lb4SockRevnat      *ebpf.Map `ebpf:"lb4_sock_revnat"`
 	Lb4SourceRanges    *ebpf.Map `ebpf:"lb4_source_ranges"`
 	SluiceConfig       *ebpf.Map `ebpf:"sluice_config"`
 	SluiceCounters     *ebpf.Map `ebpf:"sluice_counters"`
@@ -160,6 +166,8 @@ func (m *SluiceTraceMaps) Close() error {
 		m.Lb4Prefilter,
 		m.Lb4Revnat,
 		m.Lb4Services,
+		m.Lb4SockBackend,
+		m.Lb4SockRevnat,
 		m.Lb4SourceRanges,
 		m.SluiceConfig,
 		m.SluiceCounters,

@@ -323,6 +323,27 @@ func TestPodSpec(t *testing.T) {
 	if !slices.Contains(c.Args, "--pin-dir=/sys/fs/bpf/sluice") {
 		t.Errorf("args %v: pin dir not under the mounted bpffs", c.Args)
 	}
+	// The socket programs' cgroup root is the host's hierarchy, mounted
+	// whole, read-only; the container's own /sys/fs/cgroup is its cgroup
+	// namespace's, which holds the agent alone.
+	var cgVol *corev1.Volume
+	for i := range spec.Volumes {
+		if spec.Volumes[i].Name == "cgroup" {
+			cgVol = &spec.Volumes[i]
+		}
+	}
+	if cgVol == nil || cgVol.HostPath == nil || cgVol.HostPath.Path != "/sys/fs/cgroup" {
+		t.Errorf("cgroup volume %+v, want hostPath /sys/fs/cgroup", cgVol)
+	}
+	cgMounted := false
+	for _, vm := range c.VolumeMounts {
+		if vm.Name == "cgroup" && vm.MountPath == "/run/sluice/cgroupv2" && vm.ReadOnly {
+			cgMounted = true
+		}
+	}
+	if !cgMounted || !slices.Contains(c.Args, "--cgroup-root=/run/sluice/cgroupv2") {
+		t.Errorf("agent mounts %v, args %v: want the cgroup volume read-only at /run/sluice/cgroupv2 and --cgroup-root there", c.VolumeMounts, c.Args)
+	}
 	var initFound bool
 	for _, ic := range spec.InitContainers {
 		if ic.Name == bpffsInit {

@@ -58,7 +58,15 @@ type Options struct {
 	// spell. 0 keeps the datapath's default (1000/s, burst 50: the
 	// kernel's icmp_msgs_per_sec and icmp_msgs_burst).
 	RejectRate, RejectBurst uint32
-	Log                     *slog.Logger
+	// CgroupRoot, when set, is the cgroup v2 directory the socket
+	// programs (bpf/sock.c) are attached to, so that the node's own
+	// processes under it reach frontends as pods do; the agent gives the
+	// root of the unified hierarchy. Empty: none are attached, and those
+	// a previous agent attached are detached. A root that is not cgroup
+	// v2, or a kernel that refuses the programs, leaves the tc datapath
+	// serving alone (logged; SocketLB says why).
+	CgroupRoot string
+	Log        *slog.Logger
 }
 
 // Datapath is the loaded datapath of one agent.
@@ -74,6 +82,11 @@ type Datapath struct {
 	// among the programs attached to a device.
 	owner       *owner
 	pinsAdopted bool
+	// The socket programs, when attached to sockRoot; sockErr says why
+	// they are not.
+	sock     *bpf.SluiceSockObjects
+	sockRoot string
+	sockErr  error
 }
 
 // Load loads the datapath, adopting the maps pinned under opts.PinDir if
@@ -195,7 +208,31 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
+	d.startSockets(opts.CgroupRoot)
 	return d, nil
+}
+
+// startSockets attaches the socket programs to root, or detaches them when
+// root is empty. Socket-level load balancing is an addition to the tc
+// datapath: when it cannot be had, the agent says why and serves on.
+func (d *Datapath) startSockets(root string) {
+	if root == "" {
+		d.sockErr = errors.New("no cgroup root given")
+		d.detachSockets()
+		return
+	}
+	if err := d.serveSockets(root); err != nil {
+		d.sockErr = err
+		if d.sock != nil {
+			d.sock.Close()
+			d.sock = nil
+		}
+		d.log.Warn("socket-level load balancing unavailable: the node's own processes reach no frontend; pods are served",
+			"cgroup-root", root, "err", err)
+		return
+	}
+	d.sockRoot = root
+	d.log.Info("socket-level load balancing attached", "cgroup-root", root)
 }
 
 // writeCTTimeouts writes every lifetime, so that one dropped from the
@@ -226,6 +263,9 @@ func (d *Datapath) PinDir() string { return d.pinDir }
 // Close releases this process's handles. Pinned maps and links stay, so
 // the datapath keeps serving after the agent exits.
 func (d *Datapath) Close() error {
+	if d.sock != nil {
+		d.sock.Close()
+	}
 	return d.Objs.Close()
 }
 

@@ -30,7 +30,7 @@ func Uninstall(pinDir string, log *slog.Logger) error {
 			_ = os.Remove(f)
 			continue
 		}
-		err = l.Unpin()
+		err = dropLink(l)
 		l.Close() // the last reference: the program is detached
 		if err != nil {
 			return fmt.Errorf("unpin %s: %w", f, err)

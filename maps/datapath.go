@@ -30,6 +30,12 @@ type LB4 struct {
 	// SourceRanges (an LPM trie) holds value 1 for every allowed source
 	// CIDR of a load-balancer frontend, by its rev_nat_id (rule 21).
 	SourceRanges *Map[bpf.SluiceLb4SrcRangeKey, uint8]
+	// SockRevNat and SockBackend are written by the socket programs only
+	// (bpf/lib/sock4.h): the frontend a translated socket meant, by its
+	// cookie and backend, and an unconnected UDP socket's backend, by its
+	// cookie and frontend.
+	SockRevNat  *Map[bpf.SluiceLb4SockRevnatKey, bpf.SluiceLb4SockRevnatEntry]
+	SockBackend *Map[bpf.SluiceLb4SockBackendKey, bpf.SluiceLb4SockBackend]
 }
 
 // Datapath is every map of the datapath, typed.
@@ -54,6 +60,8 @@ func FromObjects(m *bpf.SluiceMaps) *Datapath {
 			AffinityMatch: New[bpf.SluiceLb4AffinityMatchKey, uint8](m.Lb4AffinityMatch),
 			Fragments:     New[bpf.SluiceFrag4Key, bpf.SluiceFrag4Ports](m.Lb4Fragments),
 			SourceRanges:  New[bpf.SluiceLb4SrcRangeKey, uint8](m.Lb4SourceRanges),
+			SockRevNat:    New[bpf.SluiceLb4SockRevnatKey, bpf.SluiceLb4SockRevnatEntry](m.Lb4SockRevnat),
+			SockBackend:   New[bpf.SluiceLb4SockBackendKey, bpf.SluiceLb4SockBackend](m.Lb4SockBackend),
 		},
 		CT4:        New[bpf.SluiceCt4Key, bpf.SluiceCt4Entry](m.Ct4V3),
 		CTTimeouts: New[bpf.SluiceCtTimeout, uint32](m.SluiceCtTimeouts),

@@ -42,17 +42,18 @@ __inline struct lb4_affinity *lb4_affinity_sticky(const struct lb4_affinity_key 
  * (a plain store, no helper call), a miss writes the client's new backend.
  * A failed write loses only the stickiness of the client's next connection,
  * so the packet goes on; the event is counted, since it breaks rule 22. */
-__inline void lb4_affinity_record(const struct __sk_buff *skb, const struct lb4_affinity_key *k,
+/* bytes: what the counters add (the packet's length; 0 for a socket). */
+__inline void lb4_affinity_record(__u32 bytes, const struct lb4_affinity_key *k,
 				  struct lb4_affinity *hit, __u32 backend_id, __u64 now)
 {
 	if (hit) {
 		map_store(hit->last_used, now);
-		count(skb, REASON_AFFINITY_HIT);
+		count_bytes(REASON_AFFINITY_HIT, bytes);
 		return;
 	}
 	struct lb4_affinity v = { .last_used = now, .backend_id = backend_id };
 	if (map_update(&lb4_affinity, k, &v, BPF_ANY))
-		count(skb, REASON_AFFINITY_WRITE_FAILED);
+		count_bytes(REASON_AFFINITY_WRITE_FAILED, bytes);
 }
 
 #endif

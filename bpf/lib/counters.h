@@ -14,7 +14,7 @@
 __u32 trace_reasons[TRACE_REASONS_MAX];
 __u32 trace_nreasons;
 
-__inline void count(const struct __sk_buff *skb, __u32 reason)
+__inline void count_bytes(__u32 reason, __u32 bytes)
 {
 	__u32 i = trace_nreasons;
 
@@ -24,16 +24,23 @@ __inline void count(const struct __sk_buff *skb, __u32 reason)
 	}
 }
 #else
-__inline void count(const struct __sk_buff *skb, __u32 reason)
+/* One event of reason, of so many bytes: a packet's length, or 0 for a
+ * socket's call (lib/sock4.h), which carries no packet. */
+__inline void count_bytes(__u32 reason, __u32 bytes)
 {
 	struct counter *c = bpf_map_lookup_elem(&sluice_counters, &reason);
 
 	if (c) {
 		c->packets++;
-		c->bytes += skb->len;
+		c->bytes += bytes;
 	}
 }
 #endif
+
+__inline void count(const struct __sk_buff *skb, __u32 reason)
+{
+	count_bytes(reason, skb->len);
+}
 
 /* What sluice passes, translated or not, goes on to whatever runs after it
  * on the device: TC_ACT_UNSPEC is TCX_NEXT on a TCX chain and "continue with

@@ -276,7 +276,7 @@ __inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, cons
 	if (err)
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
 	if (ak)
-		lb4_affinity_record(skb, ak, sticky, backend_id, ns);
+		lb4_affinity_record(skb->len, ak, sticky, backend_id, ns);
 	count(skb, REASON_SNAT);
 	return lb4_dnat_snat(skb, p, be->address, be->port, cfg->node_addr4, port, REASON_NEW_FLOW);
 }
@@ -360,7 +360,7 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 	if (err)
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
 	if (flags & SVC_F_AFFINITY)
-		lb4_affinity_record(skb, &ak, sticky, backend_id, ns);
+		lb4_affinity_record(skb->len, &ak, sticky, backend_id, ns);
 	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
 }
 

@@ -124,6 +124,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_fragments SEC(".maps");
 
+#ifndef LB4_SOCK_MAX
+#define LB4_SOCK_MAX 65536
+#endif
+/* Frontend of a translated socket, by cookie and backend (lib/sock4.h),
+ * written by the socket programs at connect and send time, read by
+ * recvmsg and getpeername. LRU: sockets close without telling, and their
+ * entries go as the oldest; an entry evicted under a live socket only
+ * makes its replies show the backend (counted nowhere: a lookup miss
+ * is also every untranslated socket's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_sock_revnat_key);
+	__type(value, struct lb4_sock_revnat_entry);
+	__uint(max_entries, LB4_SOCK_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_sock_revnat SEC(".maps");
+
+/* Backend of an unconnected UDP socket, by cookie and frontend
+ * (lib/sock4.h), so its datagrams stay on one backend. LRU, as above. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_sock_backend_key);
+	__type(value, struct lb4_sock_backend);
+	__uint(max_entries, LB4_SOCK_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb4_sock_backend SEC(".maps");
+
 /* The prefilter bitmap (struct lb4_filter in types.h), one entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

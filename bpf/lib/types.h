@@ -111,6 +111,43 @@ struct lb4_reverse_nat {
 	__u16 pad;
 };
 
+/* Socket-level translation (lib/sock4.h). A connect or an unconnected
+ * send of the node's own sockets to a frontend goes straight to a backend;
+ * lb4_sock_revnat then tells recvmsg and getpeername which frontend that
+ * socket meant, so the application sees the address it used. Keyed by
+ * the socket's cookie (unique for the boot, never reused) and the
+ * backend. */
+struct lb4_sock_revnat_key {
+	__u64 cookie;
+	__be32 address; /* backend */
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct lb4_sock_revnat_entry {
+	__be32 address; /* frontend */
+	__be16 port;
+	__u16 pad;
+	__u32 rev_nat_id;
+};
+
+/* The backend an unconnected UDP socket's datagrams to one frontend go
+ * to, as a pod's datagrams follow their conntrack flow: by socket cookie
+ * and frontend. Used while the backend still holds that id. */
+struct lb4_sock_backend_key {
+	__u64 cookie;
+	__be32 address; /* frontend */
+	__be16 port;
+	__u8 pad[2];
+};
+
+struct lb4_sock_backend {
+	__u32 backend_id;
+	__be32 address;
+	__be16 port;
+	__u16 pad;
+};
+
 /* Conntrack key: the packet's own 5-tuple as it arrives, so one lookup finds
  * both a forward entry (client -> VIP, at ingress) and a reply entry
  * (backend -> client, at egress). */
@@ -246,6 +283,23 @@ enum reason {
 				      * to translate to */
 	REASON_DROP_FIB,             /* a SNATed packet could not be forwarded: no route,
 				      * forwarding off, or TTL exceeded */
+	/* Socket-level translation of the node's own sockets (lib/sock4.h):
+	 * one count per call, no bytes. */
+	REASON_SOCK_CONNECT,         /* event: a socket's connect (TCP, UDP) to a frontend
+				      * went to a backend */
+	REASON_SOCK_SENDMSG,         /* event: an unconnected UDP datagram to a frontend
+				      * went to its socket's backend */
+	REASON_SOCK_REPLY,           /* event: a UDP reply's source (recvmsg) or a socket's
+				      * peer (getpeername) shown as the frontend */
+	REASON_SOCK_REJECT,          /* a socket's connect or send to a frontend without
+				      * endpoints, or to an unserved port of a service IP:
+				      * refused (ECONNREFUSED where the kernel lets the
+				      * program say so, else EPERM) */
+	REASON_SOCK_DROP,            /* a socket's connect or send to a frontend the node
+				      * may not use (no endpoint in the set for the node,
+				      * outside its source ranges, a missing slot): EPERM */
+	REASON_SOCK_REVNAT_FAILED,   /* event: the socket's reverse entry could not be
+				      * written: its replies show the backend */
 	REASON_MAX,
 };
 

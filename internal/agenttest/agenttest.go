@@ -90,6 +90,12 @@ func StartIn(t testing.TB, ns *netlab.NS, cg *netlab.Cgroup, logPath string, env
 		t.Fatal(err)
 	}
 	defer logf.Close()
+	if len(args) > 0 && args[0] == "agent" {
+		// Socket-level load balancing attaches to a cgroup, which by
+		// default is this machine's root: a suite never does that, and
+		// one that tests it gives its own cgroup (a later flag wins).
+		args = append([]string{"agent", "--cgroup-root="}, args[1:]...)
+	}
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(append(os.Environ(), RunAsSluice+"=1"), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -72,6 +73,10 @@ type agentConfig struct {
 	nodePortAddresses string
 	// snatPorts are the source ports SNATed flows get (rules 13, 26).
 	snatPorts portRange
+	// cgroupRoot is where socket-level load balancing is attached; ""
+	// disables it.
+	cgroupRoot           string
+	cgroupDefaultMissing bool // no --cgroup-root, and no cgroup v2 hierarchy found
 }
 
 // ctConfig is the conntrack part of the command line.
@@ -131,6 +136,13 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 			"(loopback ones only when a CIDR in 127.0.0.0/8 names them)")
 	snatPorts := "61000-65535"
 	fs.StringVar(&snatPorts, "snat-port-range", snatPorts, "source ports, min-max, of flows SNATed to the node's address; keep them out of net.ipv4.ip_local_port_range")
+	cgroupSet := false
+	fs.Func("cgroup-root", "cgroup v2 directory whose processes (the node's own, host-network ones) reach Services through socket-level load balancing; "+
+		"empty disables it (default: the root of the unified hierarchy, /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host; none when neither is cgroup v2)",
+		func(v string) error {
+			c.cgroupRoot, cgroupSet = v, true
+			return nil
+		})
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity: 0 info, 4 and more debug")
 	fs.StringVar(&logLevel, "log-level", "", "log level: debug, info, warn or error (overrides --v)")
@@ -178,6 +190,14 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	var err error
 	if c.snatPorts, err = parsePortRange("--snat-port-range", snatPorts); err != nil {
 		return nil, err
+	}
+	if !cgroupSet {
+		c.cgroupRoot = loader.DefaultCgroupRoot()
+		c.cgroupDefaultMissing = c.cgroupRoot == ""
+	} else if c.cgroupRoot != "" && !loader.IsCgroup2(c.cgroupRoot) && loader.IsCgroup2(filepath.Join(c.cgroupRoot, "unified")) {
+		// A hybrid host's /sys/fs/cgroup (as deploy/ mounts it): its
+		// unified hierarchy is the subdirectory.
+		c.cgroupRoot = filepath.Join(c.cgroupRoot, "unified")
 	}
 	level := slog.Level(-verbosity)
 	if logLevel != "" {
@@ -252,9 +272,15 @@ func runAgent(args []string) error {
 		return err
 	}
 	timeouts, _ := c.ct.timeouts.Seconds() // checked by parseAgentFlags
+	switch {
+	case c.cgroupDefaultMissing:
+		log.Warn("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified: running without socket-level load balancing; the node's own processes reach no Service")
+	case c.cgroupRoot == "":
+		log.Info("socket-level load balancing disabled (--cgroup-root is empty): the node's own processes reach no Service")
+	}
 	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc,
 		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst,
-		CTEntries: ctSize.Entries, CTTimeouts: timeouts, Log: log})
+		CTEntries: ctSize.Entries, CTTimeouts: timeouts, CgroupRoot: c.cgroupRoot, Log: log})
 	if err != nil {
 		return err
 	}

@@ -101,7 +101,10 @@ func labUp(n int, attach string) error {
 	}
 	if err := labStart(topo.Node, "agent", self, "agent", "--manifests", manifestDir,
 		"--pin-dir", labPinDir, "--node-name", labPrefix+"-node", "--service-cidr", "10.96.0.0/12",
-		"--attach", attach); err != nil {
+		"--attach", attach,
+		// The lab's node is a namespace of this machine, whose cgroups
+		// are the machine's own: the lab serves its pods only.
+		"--cgroup-root="); err != nil {
 		return err
 	}
 	if err := WaitServing(topo.Node, DefaultHealthzAddr, 10*time.Second); err != nil {

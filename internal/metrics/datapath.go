@@ -45,6 +45,8 @@ func fillMaps(dp *maps.Datapath) []fillMap {
 		hashFill(bpf.SluiceMapLb4AffinityMatch, dp.LB4.AffinityMatch),
 		hashFill(bpf.SluiceMapCt4V3, dp.CT4),
 		hashFill(bpf.SluiceMapLb4Fragments, dp.LB4.Fragments),
+		hashFill(bpf.SluiceMapLb4SockRevnat, dp.LB4.SockRevNat),
+		hashFill(bpf.SluiceMapLb4SockBackend, dp.LB4.SockBackend),
 	}
 }
 

@@ -103,6 +103,8 @@ func TestDatapathCollector(t *testing.T) {
 		bpf.SluiceMapLb4Affinity:      32,
 		bpf.SluiceMapLb4AffinityMatch: 40,
 		bpf.SluiceMapLb4Fragments:     24,
+		bpf.SluiceMapLb4SockRevnat:    48,
+		bpf.SluiceMapLb4SockBackend:   56,
 	})
 	for i := range 3 {
 		must(t, dp.LB4.Services.Put(bpf.SluiceLb4Key{Address: 0x0a600001, Dport: 80, BackendSlot: uint16(i), Proto: 6},
@@ -121,6 +123,12 @@ func TestDatapathCollector(t *testing.T) {
 	}
 	must(t, dp.LB4.AffinityMatch.Put(bpf.SluiceLb4AffinityMatchKey{BackendId: 1, AffinityId: 1}, 1))
 	must(t, dp.LB4.Fragments.Put(bpf.SluiceFrag4Key{Saddr: 1, Daddr: 2, Id: 3, Proto: 17}, bpf.SluiceFrag4Ports{Sport: 4, Dport: 5}))
+	for i := range 3 {
+		must(t, dp.LB4.SockRevNat.Put(bpf.SluiceLb4SockRevnatKey{Cookie: uint64(i), Address: 0x0af40102, Port: 8080},
+			bpf.SluiceLb4SockRevnatEntry{Address: 0x0a600001, Port: 80, RevNatId: 1}))
+	}
+	must(t, dp.LB4.SockBackend.Put(bpf.SluiceLb4SockBackendKey{Cookie: 1, Address: 0x0a600001, Port: 80},
+		bpf.SluiceLb4SockBackend{BackendId: 1, Address: 0x0af40102, Port: 8080}))
 
 	// A counter bumped on two CPUs, as the datapath does.
 	names, err := sluicemaps.ReasonNames()
@@ -157,6 +165,8 @@ func TestDatapathCollector(t *testing.T) {
 		{"lb4_fragments", 1, 24},
 		{"lb4_revnat", -1, 7},
 		{"lb4_services", 3, 64},
+		{"lb4_sock_backend", 1, 56},
+		{"lb4_sock_revnat", 3, 48},
 	}
 	for _, f := range fill {
 		fmt.Fprintf(&exp, "sluice_map_capacity{map=%q} %d\n", f.name, f.capa)

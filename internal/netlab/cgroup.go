@@ -162,7 +162,7 @@ func removeCgroup(path string) error {
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0); err != nil {
+	if err := killCgroup(path); err != nil {
 		return fmt.Errorf("kill cgroup %s: %w", path, err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -176,4 +176,24 @@ func removeCgroup(path string) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// killCgroup kills every process in the cgroup itself (its children are
+// removed first): with cgroup.kill where the kernel has it (5.14+), else
+// one by one from cgroup.procs (5.10 in the matrix), which is as good here,
+// where nothing forks into a cgroup being removed.
+func killCgroup(path string) error {
+	if _, err := os.Stat(filepath.Join(path, "cgroup.kill")); err == nil {
+		return os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
+	}
+	pids, err := (&Cgroup{Path: path}).Pids()
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return err
+		}
+	}
+	return nil
 }
