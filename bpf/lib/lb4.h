@@ -241,7 +241,11 @@ __inline struct lb4_backend *lb4_pick(struct lb4_key *key, __u16 nslots, __u32 *
 
 /* The SNATed variant of a new flow (lb4_new_flow decided it): entries
  * with an allocated port, then DNAT, SNAT and forwarding. A SYN on a tuple
- * conntrack holds is handled as lb4_new_flow does. */
+ * conntrack holds is sorted out first, as lb4_new_flow does after its
+ * insert fails: a retransmission follows its flow, anything else removes
+ * the old flow's reply entry before this one's are written. Deciding
+ * before the port search keeps that loop in one place, which the
+ * verifier walks once. */
 __inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, const struct ct4_key *ck,
 			       const struct datapath_config *cfg, const struct lb4_backend *be,
 			       __u32 backend_id, __u32 rev_nat_id, bool opening,
@@ -255,9 +259,7 @@ __inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, cons
 	if (p->frag)
 		/* Its later fragments could not follow (lib/frag4.h). */
 		return verdict_drop(skb, REASON_DROP_FRAGMENT);
-	int err = lb4_ct_create_snat(skb, ck, p, cfg, be, backend_id, rev_nat_id, now,
-				     opening ? BPF_NOEXIST : BPF_ANY, &port);
-	if (err == -EEXIST) {
+	if (opening) {
 		struct ct4_entry *ct = ct4_lookup(ck);
 		if (ct && ct->kind == CT_FORWARD) {
 			if (!lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
@@ -268,9 +270,8 @@ __inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, cons
 				count(skb, REASON_CT_REOPENED);
 			lb4_forget_reply(p, ct);
 		}
-		err = lb4_ct_create_snat(skb, ck, p, cfg, be, backend_id, rev_nat_id, now, BPF_ANY,
-					 &port);
 	}
+	int err = lb4_ct_create_snat(skb, ck, p, cfg, be, backend_id, rev_nat_id, now, BPF_ANY, &port);
 	if (err == -ENOSPC)
 		return verdict_drop(skb, REASON_DROP_SNAT_EXHAUSTED);
 	if (err)
@@ -455,8 +456,9 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p,
 			key.scope = LB_SCOPE_INTERNAL;
 			struct lb4_service *internal = bpf_map_lookup_elem(&lb4_services, &key);
 			if (internal)
-				return lb4_new_flow(skb, p, &key, internal, &ck, opening, cfg, now);
-			key.scope = LB_SCOPE_EXTERNAL;
+				svc = internal; /* one call site: lb4_new_flow is inlined once */
+			else
+				key.scope = LB_SCOPE_EXTERNAL;
 		}
 		return lb4_new_flow(skb, p, &key, svc, &ck, opening, cfg, now);
 	}
