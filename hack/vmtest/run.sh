@@ -15,7 +15,9 @@ set -euo pipefail
 
 KERNEL=${KERNEL:-6.12}
 CACHE=${SLUICE_VMTEST_CACHE:-/var/cache/sluice-vmtest}
-TIMEOUT=${VMTEST_TIMEOUT:-1200}
+# A hang guard, not a speed target: the suites take 5-15 min under TCG
+# emulation, more on a loaded machine.
+TIMEOUT=${VMTEST_TIMEOUT:-2400}
 # Test packages to run (directories of the module); each becomes one binary.
 TESTS=${VMTEST_TESTS:-bpf control loader test}
 TEST_ARGS=${VMTEST_ARGS:-}
