@@ -7,7 +7,6 @@ import (
 
 	"github.com/sluice-lb/sluice/bpf"
 	"github.com/sluice-lb/sluice/internal/agenttest"
-	"github.com/sluice-lb/sluice/loader"
 )
 
 // BenchmarkLabNodePortSNAT compares TCP connects from the external client
@@ -92,17 +91,8 @@ func agenttestStormFrom(n *mnode, addr string, count, conc int) (connectStats, e
 
 // counters reads every datapath counter that is not zero.
 func counters(b *testing.B, pinDir string) map[string]uint64 {
-	dp, closeMaps, err := loader.OpenPinnedMaps(pinDir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer closeMaps()
-	packets, err := dp.Packets()
-	if err != nil {
-		b.Fatal(err)
-	}
 	out := map[string]uint64{}
-	for k, v := range packets {
+	for k, v := range agenttest.Counters(b, pinDir) {
 		if v != 0 {
 			out[k] = v
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -206,41 +205,14 @@ func TestExternalTrafficPolicyLocal(t *testing.T) {
 		n    int
 	}{{503, 0}, {200, 1}} {
 		n := c.node(i + 1)
-		url := fmt.Sprintf("http://%s/any/path", netip.AddrPortFrom(n.IP, healthPort))
-		var code int
-		var body, ctype, nosniff string
-		c.waitFor(n.Name+" health check", 10*time.Second, func() error {
-			return c.external().Do(func() error {
-				// Dialled here, on the thread inside the namespace: an
-				// http.Client dials from another goroutine, whose thread
-				// is in the host's namespace, and the request would leave
-				// through the host's default route.
-				conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n.IP, healthPort).String(), time.Second)
-				if err != nil {
-					return err
-				}
-				defer conn.Close()
-				conn.SetDeadline(time.Now().Add(time.Second))
-				req, err := http.NewRequest("GET", url, nil)
-				if err != nil {
-					return err
-				}
-				if err := req.Write(conn); err != nil {
-					return err
-				}
-				r, err := http.ReadResponse(bufio.NewReader(conn), req)
-				if err != nil {
-					return err
-				}
-				defer r.Body.Close()
-				b, err := io.ReadAll(r.Body)
-				code, body, ctype, nosniff = r.StatusCode, string(b), r.Header.Get("Content-Type"), r.Header.Get("X-Content-Type-Options")
-				return err
-			})
+		var h agenttest.HTTPAnswer
+		c.waitFor(n.Name+" health check", 10*time.Second, func() (err error) {
+			h, err = agenttest.HTTPGet(c.external(), netip.AddrPortFrom(n.IP, healthPort).String(), "/any/path", time.Second)
+			return err
 		})
 		wantBody := fmt.Sprintf(`{"service":{"namespace":"e2e","name":"local"},"localEndpoints":%d,"serviceProxyHealthy":true}`, want.n)
-		if code != want.code || body != wantBody || ctype != "application/json" || nosniff != "nosniff" {
-			t.Errorf("%s health check: %d %q (%s, %s); want %d %q", n.Name, code, body, ctype, nosniff, want.code, wantBody)
+		if h != (agenttest.HTTPAnswer{Code: want.code, Body: wantBody, ContentType: "application/json", NoSniff: "nosniff"}) {
+			t.Errorf("%s health check: %+v; want %d %q", n.Name, h, want.code, wantBody)
 		}
 	}
 }

@@ -239,6 +239,27 @@ __inline struct lb4_backend *lb4_pick(struct lb4_key *key, __u16 nslots, __u32 *
 	return be;
 }
 
+/* A SYN on a tuple conntrack holds: a retransmission of a live flow's SYN
+ * follows it (its forward entry is returned); on a closed or expired flow,
+ * or one whose backend left, the old flow's reply entry goes and NULL says
+ * a new flow starts. */
+__inline struct ct4_entry *lb4_syn_on_tracked(struct __sk_buff *skb, const struct pkt4 *p,
+					      const struct ct4_key *ck, __u32 now)
+{
+	struct ct4_entry *ct = ct4_lookup(ck);
+
+	if (!ct || ct->kind != CT_FORWARD)
+		return NULL;
+	if (!lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
+		count(skb, REASON_BACKEND_GONE);
+	else if (lb4_syn_retransmit(skb, p, ct, now))
+		return ct;
+	else
+		count(skb, REASON_CT_REOPENED);
+	lb4_forget_reply(p, ct);
+	return NULL;
+}
+
 /* The SNATed variant of a new flow (lb4_new_flow decided it): entries
  * with an allocated port, then DNAT, SNAT and forwarding. A SYN on a tuple
  * conntrack holds is sorted out first, as lb4_new_flow does after its
@@ -260,16 +281,9 @@ __inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, cons
 		/* Its later fragments could not follow (lib/frag4.h). */
 		return verdict_drop(skb, REASON_DROP_FRAGMENT);
 	if (opening) {
-		struct ct4_entry *ct = ct4_lookup(ck);
-		if (ct && ct->kind == CT_FORWARD) {
-			if (!lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
-				count(skb, REASON_BACKEND_GONE);
-			else if (lb4_syn_retransmit(skb, p, ct, now))
-				return lb4_follow(skb, p, ct, now);
-			else
-				count(skb, REASON_CT_REOPENED);
-			lb4_forget_reply(p, ct);
-		}
+		struct ct4_entry *ct = lb4_syn_on_tracked(skb, p, ck, now);
+		if (ct)
+			return lb4_follow(skb, p, ct, now);
 	}
 	int err = lb4_ct_create_snat(skb, ck, p, cfg, be, backend_id, rev_nat_id, now, BPF_ANY, &port);
 	if (err == -ENOSPC)
@@ -341,19 +355,9 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 	int err = lb4_ct_create(ck, p, be, backend_id, rev_nat_id, now,
 				opening ? BPF_NOEXIST : BPF_ANY);
 	if (err == -EEXIST) {
-		/* A SYN on a tuple conntrack holds: a retransmission of a live
-		 * flow's SYN follows it; on a closed or expired flow, or one
-		 * whose backend left, it starts a new flow. */
-		struct ct4_entry *ct = ct4_lookup(ck);
-		if (ct && ct->kind == CT_FORWARD) {
-			if (!lb4_backend_matches(ct->backend_id, ct->backend_addr, ct->backend_port))
-				count(skb, REASON_BACKEND_GONE);
-			else if (lb4_syn_retransmit(skb, p, ct, now))
-				return lb4_follow(skb, p, ct, now);
-			else
-				count(skb, REASON_CT_REOPENED);
-			lb4_forget_reply(p, ct);
-		}
+		struct ct4_entry *ct = lb4_syn_on_tracked(skb, p, ck, now);
+		if (ct)
+			return lb4_follow(skb, p, ct, now);
 		err = lb4_ct_create(ck, p, be, backend_id, rev_nat_id, now, BPF_ANY);
 	}
 	if (err == -EBUSY)

@@ -160,6 +160,17 @@ func ShowLogOnFailure(t testing.TB, what, path string) {
 // Counter reads one datapath counter, by reason name, from the pinned maps.
 func Counter(t testing.TB, pinDir, reason string) uint64 {
 	t.Helper()
+	n, ok := Counters(t, pinDir)[reason]
+	if !ok {
+		t.Fatalf("no counter %q", reason)
+	}
+	return n
+}
+
+// Counters reads every datapath counter, by reason name, from the pinned
+// maps.
+func Counters(t testing.TB, pinDir string) map[string]uint64 {
+	t.Helper()
 	dp, closeMaps, err := loader.OpenPinnedMaps(pinDir)
 	if err != nil {
 		t.Fatal(err)
@@ -169,11 +180,7 @@ func Counter(t testing.TB, pinDir, reason string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, ok := packets[reason]
-	if !ok {
-		t.Fatalf("no counter %q", reason)
-	}
-	return n
+	return packets
 }
 
 // Ask sends one whoami request from inside ns.

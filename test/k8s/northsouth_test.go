@@ -1,12 +1,9 @@
 package k8s
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -382,56 +379,24 @@ func wantRefused(a whoami.Answer, err error) error {
 	return nil
 }
 
-// hcAnswer is a healthCheckNodePort's answer.
-type hcAnswer struct {
-	code                 int
-	body, ctype, nosniff string
-}
-
-// healthCheck asks a healthCheckNodePort from the external client. The
-// socket is made here, on the thread inside the namespace: an http.Client
-// dials from other goroutines, whose threads are in the host's namespace.
-func (n *node) healthCheck(addr string) (hcAnswer, error) {
-	var h hcAnswer
-	err := n.topo.External.Do(func() error {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(time.Second))
-		req, err := http.NewRequest("GET", "http://"+addr+"/any/path", nil)
-		if err != nil {
-			return err
-		}
-		if err := req.Write(conn); err != nil {
-			return err
-		}
-		r, err := http.ReadResponse(bufio.NewReader(conn), req)
-		if err != nil {
-			return err
-		}
-		defer r.Body.Close()
-		b, err := io.ReadAll(r.Body)
-		h = hcAnswer{r.StatusCode, string(b), r.Header.Get("Content-Type"), r.Header.Get("X-Content-Type-Options")}
-		return err
-	})
-	return h, err
+// healthCheck asks a healthCheckNodePort from the external client.
+func (n *node) healthCheck(addr string) (agenttest.HTTPAnswer, error) {
+	return agenttest.HTTPGet(n.topo.External, addr, "/any/path", time.Second)
 }
 
 // waitHealthCheck waits until the health check at addr answers exactly as
 // rule 28 says for the Service name with local endpoints.
 func (n *node) waitHealthCheck(addr string, code int, name string, local int) {
 	n.t.Helper()
-	want := hcAnswer{code, fmt.Sprintf(`{"service":{"namespace":%q,"name":%q},"localEndpoints":%d,"serviceProxyHealthy":true}`, namespace, name, local),
-		"application/json", "nosniff"}
+	want := agenttest.HTTPAnswer{Code: code, Body: fmt.Sprintf(`{"service":{"namespace":%q,"name":%q},"localEndpoints":%d,"serviceProxyHealthy":true}`, namespace, name, local),
+		ContentType: "application/json", NoSniff: "nosniff"}
 	n.waitFor(fmt.Sprintf("health check %s to answer %d, %d local endpoints", addr, code, local), 10*time.Second, func() error {
 		h, err := n.healthCheck(addr)
 		if err != nil {
 			return err
 		}
 		if h != want {
-			return fmt.Errorf("%d %q (%s, %s), want %d %q (%s, %s)", h.code, h.body, h.ctype, h.nosniff, want.code, want.body, want.ctype, want.nosniff)
+			return fmt.Errorf("%+v, want %+v", h, want)
 		}
 		return nil
 	})
