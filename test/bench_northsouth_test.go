@@ -36,9 +36,11 @@ func BenchmarkLabNodePortSNAT(b *testing.B) {
 // rounds at concurrency 1 and 8 and reports medians, each target's rate
 // against the first's (the floor), and the live cost per run of the
 // programs pinned under pinDir during each target's storms.
-func runConnectBench(b *testing.B, pinDir string, targets []struct{ name, addr string }, run func(addr string, n, conc int) (connectStats, error)) {
+// extraProgs are further programs pinned there to report (the socket
+// hooks).
+func runConnectBench(b *testing.B, pinDir string, targets []struct{ name, addr string }, run func(addr string, n, conc int) (connectStats, error), extraProgs ...string) {
 	const perRound, rounds = 2000, 5
-	progs := []string{bpf.SluiceProgSluiceIngress, bpf.SluiceProgSluiceEgress}
+	progs := append([]string{bpf.SluiceProgSluiceIngress, bpf.SluiceProgSluiceEgress}, extraProgs...)
 	for _, conc := range []int{1, 8} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 			runs := map[string][]connectStats{}

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/bpf"
 )
 
 // Host-network clients (rules 13, 18, 24): processes in a node's own
@@ -65,5 +67,5 @@ func BenchmarkLabHostNetworkClusterIP(b *testing.B) {
 	}
 	runConnectBench(b, host.pinDir, targets, func(addr string, n, conc int) (connectStats, error) {
 		return agenttestStormFrom(host, addr, n, conc)
-	})
+	}, bpf.SluiceSockProgSluiceSockConnect4)
 }
