@@ -78,7 +78,8 @@ __inline bool snat4_reclaim(const struct ct4_key *rk, const struct ct4_entry *ol
  * packets. Each try is a port drawn at random: probing consecutive ports
  * would meet the runs of taken ports that consecutive allocation builds.
  * The insert is BPF_NOEXIST, so of two CPUs wanting one port one wins
- * and the other tries on. */
+ * and the other tries on. When every try was taken, the last port is
+ * reclaimed if its flow is over. */
 __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 			    const struct datapath_config *cfg, const struct lb4_backend *be,
 			    struct ct4_entry *rev, __u32 now, int *err)
@@ -96,27 +97,37 @@ __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 	if (hi < lo)
 		hi = lo;
 	__u32 n = hi - lo + 1;
+	__be16 port = 0;
 	for (int i = 0; i < SNAT_TRIES; i++) {
 		__u32 off = ((__u64)bpf_get_prandom_u32() * n) >> 32;
-		__be16 port = bpf_htons((__u16)(lo + off));
+		port = bpf_htons((__u16)(lo + off));
 		if (snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port))
 			continue;
 		rk.dport = port;
 		int e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
-		if (e == -EEXIST) {
-			struct ct4_entry *old = ct4_lookup(&rk);
-			if (!old || !snat4_reclaim(&rk, old, now))
-				continue;
-			e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
-			if (e == -EEXIST)
-				continue; /* another CPU's new flow took it first */
-		}
 		if (!e)
 			return port;
+		if (e != -EEXIST) {
+			*err = e;
+			return 0;
+		}
+	}
+	/* Every try was taken. The last port's flow may be one that is over
+	 * (dead, or ended by a RST) and not collected yet: reclaimed, the
+	 * port is this flow's. Out of the loop, the verifier walks it once. */
+	rk.dport = port;
+	struct ct4_entry *old = ct4_lookup(&rk);
+	if (!old || !snat4_reclaim(&rk, old, now) ||
+	    snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port))
+		return 0;
+	int e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
+	if (e == -EEXIST)
+		return 0; /* another CPU's new flow took it first */
+	if (e) {
 		*err = e;
 		return 0;
 	}
-	return 0;
+	return port;
 }
 
 #endif
