@@ -64,8 +64,12 @@ func newWorldSized(t testing.TB, sizes map[string]uint32) *world {
 		t.Fatal(err)
 	}
 	w := &world{t: t, ports: map[control.Frontend]*control.ServicePort{}}
-	loadSpec(t, spec, &w.objs, sizes)
-	t.Cleanup(func() { w.objs.Close() })
+	if sizes == nil {
+		w.objs = *sharedObjects(t, func(o *bpf.SluiceObjects) { loadSpec(t, spec, o, nil) })
+	} else {
+		loadSpec(t, spec, &w.objs, sizes)
+		t.Cleanup(func() { w.objs.Close() })
+	}
 	w.dp = maps.FromObjects(&w.objs.SluiceMaps)
 	if w.rec, err = control.NewReconciler(w.dp.LB4, slog.Default()); err != nil {
 		t.Fatal(err)
