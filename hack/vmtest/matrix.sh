@@ -12,14 +12,29 @@ CHECK_README=${CHECK_README:-1}
 out=$(mktemp -d /tmp/sluice-matrix.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 
+# Kernels run side by side, JOBS at a time (default 2): each VM is one
+# emulation thread (TCG), so on a machine without KVM two of them use two
+# cores and the matrix takes about half as long. Each kernel's log is
+# printed whole once it ends.
+JOBS=${JOBS:-2}
+for k in $KERNELS; do
+	while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+	(
+		start=$(date +%s)
+		KERNEL=$k "$root/hack/vmtest/run.sh" >"$out/$k.log" 2>&1
+		echo $? >"$out/$k.rc"
+		echo $(($(date +%s) - start)) >"$out/$k.secs"
+	) &
+done
+wait
+
 failed=0
 rows=()
 times=()
 for k in $KERNELS; do
-	start=$(date +%s)
-	KERNEL=$k "$root/hack/vmtest/run.sh" 2>&1 | tee "$out/$k.log"
-	rc=${PIPESTATUS[0]}
-	secs=$(($(date +%s) - start))
+	cat "$out/$k.log"
+	rc=$(cat "$out/$k.rc" 2>/dev/null || echo 1)
+	secs=$(cat "$out/$k.secs" 2>/dev/null || echo 0)
 	pkgline=$(grep -ao 'vmtest: kernel package .*' "$out/$k.log" | head -1 | cut -d' ' -f4- | sed 's/ (cached)$//')
 	feat=$(grep -ao 'sluice-kernel-features: .*' "$out/$k.log" | tail -1)
 	attach=$(sed -n 's/.*attach=\([a-z]*\).*/\1/p' <<<"$feat")
