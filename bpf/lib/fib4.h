@@ -31,8 +31,6 @@
  * 5.6. */
 __attribute__((noinline)) int fib4_forward(struct __sk_buff *skb, __u32 reason)
 {
-	if (!skb)
-		return TC_ACT_SHOT;
 	void *data = ctx_data(skb), *data_end = ctx_data_end(skb);
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + IP4_OFF;

@@ -239,6 +239,66 @@ __inline struct lb4_backend *lb4_pick(struct lb4_key *key, __u16 nslots, __u32 *
 	return be;
 }
 
+/* The master entry a new flow from an internal source (this node's pods,
+ * the node itself) or not gets: a two-scope frontend's scope 1 entries
+ * for internal sources (rule 13). key's scope is left as the entry's, for
+ * lb4_pick's slot lookups. Shared by the packet and socket paths. */
+__inline struct lb4_service *lb4_scope_of(struct lb4_key *key, struct lb4_service *svc, bool internal)
+{
+	if (!internal || !(svc->flags & SVC_F_TWO_SCOPES))
+		return svc;
+	key->scope = LB_SCOPE_INTERNAL;
+	struct lb4_service *in = bpf_map_lookup_elem(&lb4_services, key);
+	if (in)
+		return in;
+	key->scope = LB_SCOPE_EXTERNAL;
+	return svc;
+}
+
+/* What a new flow's backend choice leaves for lb4_choice_record: the
+ * affinity entry it read (when the master asks for affinity). */
+struct lb4_choice {
+	struct lb4_affinity_key ak; /* zeroed on every path, for the verifier */
+	struct lb4_affinity *sticky;
+	__u64 ns;
+	bool affinity;
+};
+
+/* Backend of a new flow from client to a master with backends: the
+ * client's sticky one under session affinity while it is active, else one
+ * of the slots at random. NULL: a slot the master counts is missing.
+ * Shared by the packet and socket paths. */
+__inline struct lb4_backend *lb4_choose(struct lb4_key *key, const struct lb4_service *svc,
+					__be32 client, __u32 *backend_id, struct lb4_choice *c)
+{
+	struct lb4_backend *be = NULL;
+
+	c->affinity = svc->flags & SVC_F_AFFINITY;
+	if (c->affinity) {
+		c->ak.affinity_id = svc->affinity_id;
+		c->ak.client = client;
+		c->ns = bpf_ktime_get_ns();
+		c->sticky = lb4_affinity_sticky(&c->ak, svc->affinity_timeout, c->ns, backend_id);
+		if (c->sticky) {
+			be = bpf_map_lookup_elem(&lb4_backends, backend_id);
+			if (!be || !(be->flags & BE_F_ACTIVE)) {
+				be = NULL;
+				c->sticky = NULL;
+			}
+		}
+	}
+	if (!be)
+		be = lb4_pick(key, svc->count, backend_id);
+	return be;
+}
+
+/* Records a new flow's choice for its client's next connections. */
+__inline void lb4_choice_record(__u32 bytes, const struct lb4_choice *c, __u32 backend_id)
+{
+	if (c->affinity)
+		lb4_affinity_record(bytes, &c->ak, c->sticky, backend_id, c->ns);
+}
+
 /* A SYN on a tuple conntrack holds: a retransmission of a live flow's SYN
  * follows it (its forward entry is returned); on a closed or expired flow,
  * or one whose backend left, the old flow's reply entry goes and NULL says
@@ -270,8 +330,7 @@ __inline struct ct4_entry *lb4_syn_on_tracked(struct __sk_buff *skb, const struc
 __inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, const struct ct4_key *ck,
 			       const struct datapath_config *cfg, const struct lb4_backend *be,
 			       __u32 backend_id, __u32 rev_nat_id, bool opening,
-			       struct lb4_affinity_key *ak, struct lb4_affinity *sticky, __u64 ns,
-			       __u32 now)
+			       const struct lb4_choice *c, __u32 now)
 {
 	__be16 port = 0;
 
@@ -290,8 +349,7 @@ __inline int lb4_new_snat_flow(struct __sk_buff *skb, const struct pkt4 *p, cons
 		return verdict_drop(skb, REASON_DROP_SNAT_EXHAUSTED);
 	if (err)
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
-	if (ak)
-		lb4_affinity_record(skb->len, ak, sticky, backend_id, ns);
+	lb4_choice_record(skb->len, c, backend_id);
 	count(skb, REASON_SNAT);
 	return lb4_dnat_snat(skb, p, be->address, be->port, cfg->node_addr4, port, REASON_NEW_FLOW);
 }
@@ -318,30 +376,11 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 		return reject4(skb, REASON_REJECT_NO_ENDPOINTS);
 	}
 
-	struct lb4_backend *be = NULL;
-	struct lb4_affinity *sticky = NULL;
-	struct lb4_affinity_key ak = {}; /* initialized on every path, for the verifier */
+	struct lb4_choice c = {};
 	__u32 backend_id;
-	__u64 ns = 0;
-
-	if (flags & SVC_F_AFFINITY) {
-		ak.affinity_id = svc->affinity_id;
-		ak.client = p->saddr;
-		ns = bpf_ktime_get_ns();
-		sticky = lb4_affinity_sticky(&ak, svc->affinity_timeout, ns, &backend_id);
-		if (sticky) {
-			be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
-			if (!be || !(be->flags & BE_F_ACTIVE)) {
-				be = NULL;
-				sticky = NULL;
-			}
-		}
-	}
-	if (!be) {
-		be = lb4_pick(key, nslots, &backend_id);
-		if (!be)
-			return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
-	}
+	struct lb4_backend *be = lb4_choose(key, svc, p->saddr, &backend_id, &c);
+	if (!be)
+		return verdict_drop(skb, REASON_DROP_NO_BACKEND_SLOT);
 
 	/* SNAT (rules 13, 25, 26): a hairpin flow, whose backend is its own
 	 * client, and a flow of a frontend that asks for it to a backend on
@@ -349,8 +388,8 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 	bool snat = be->address == p->saddr ||
 		    ((flags & SVC_F_SNAT_REMOTE) && !(be->flags & BE_F_LOCAL));
 	if (snat)
-		return lb4_new_snat_flow(skb, p, ck, cfg, be, backend_id, rev_nat_id, opening,
-					 flags & SVC_F_AFFINITY ? &ak : NULL, sticky, ns, now);
+		return lb4_new_snat_flow(skb, p, ck, cfg, be, backend_id, rev_nat_id, opening, &c,
+					 now);
 
 	int err = lb4_ct_create(ck, p, be, backend_id, rev_nat_id, now,
 				opening ? BPF_NOEXIST : BPF_ANY);
@@ -364,8 +403,7 @@ __inline int lb4_new_flow(struct __sk_buff *skb, const struct pkt4 *p, struct lb
 		return verdict_drop(skb, REASON_DROP_CT_CLASH);
 	if (err)
 		return verdict_drop(skb, REASON_DROP_CT_FULL);
-	if (flags & SVC_F_AFFINITY)
-		lb4_affinity_record(skb->len, &ak, sticky, backend_id, ns);
+	lb4_choice_record(skb->len, &c, backend_id);
 	return lb4_dnat(skb, p, be->address, be->port, REASON_NEW_FLOW);
 }
 
@@ -456,14 +494,8 @@ __inline int lb4_service(struct __sk_buff *skb, const struct pkt4 *p,
 			count(skb, REASON_BACKEND_GONE);
 		if ((svc->flags & SVC_F_SOURCE_RANGES) && !lb4_source_allowed(svc->rev_nat_id, p->saddr))
 			return verdict_drop(skb, REASON_DROP_SOURCE_RANGE);
-		if ((svc->flags & SVC_F_TWO_SCOPES) && lb4_internal_source(cfg, p->saddr)) {
-			key.scope = LB_SCOPE_INTERNAL;
-			struct lb4_service *internal = bpf_map_lookup_elem(&lb4_services, &key);
-			if (internal)
-				svc = internal; /* one call site: lb4_new_flow is inlined once */
-			else
-				key.scope = LB_SCOPE_EXTERNAL;
-		}
+		/* One call site: lb4_new_flow is inlined once. */
+		svc = lb4_scope_of(&key, svc, (svc->flags & SVC_F_TWO_SCOPES) && lb4_internal_source(cfg, p->saddr));
 		return lb4_new_flow(skb, p, &key, svc, &ck, opening, cfg, now);
 	}
 	if (lb4_is_service_ip(p->daddr))
@@ -533,9 +565,8 @@ __inline bool lb4_snat_reply_candidate(const struct datapath_config *cfg, const 
 {
 	if (!cfg || !cfg->node_addr4 || p->daddr != cfg->node_addr4)
 		return false;
-	__u16 port = bpf_ntohs(p->dport);
-	__u16 lo = cfg->snat_port_min ? cfg->snat_port_min : SNAT_DEFAULT_PORT_MIN;
-	__u16 hi = cfg->snat_port_max ? cfg->snat_port_max : SNAT_DEFAULT_PORT_MAX;
+	__u32 port = bpf_ntohs(p->dport), lo, hi;
+	snat4_range(cfg, &lo, &hi);
 	return port >= lo && port <= hi;
 }
 

@@ -26,6 +26,16 @@ __inline struct datapath_config *dp_config(void)
 	return bpf_map_lookup_elem(&sluice_config, &zero);
 }
 
+/* The SNAT port range, inclusive, host order: the agent's, else the
+ * default. */
+__inline void snat4_range(const struct datapath_config *cfg, __u32 *lo, __u32 *hi)
+{
+	*lo = cfg->snat_port_min ? cfg->snat_port_min : SNAT_DEFAULT_PORT_MIN;
+	*hi = cfg->snat_port_max ? cfg->snat_port_max : SNAT_DEFAULT_PORT_MAX;
+	if (*hi < *lo)
+		*hi = *lo;
+}
+
 /* Whether a socket of the node's own would receive a packet from the
  * backend to the node's address and port: an established connection of
  * the node to that backend from that port, or a listener on it. Its
@@ -84,8 +94,7 @@ __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 			    const struct datapath_config *cfg, const struct lb4_backend *be,
 			    struct ct4_entry *rev, __u32 now, int *err)
 {
-	__u32 lo = cfg->snat_port_min ? cfg->snat_port_min : SNAT_DEFAULT_PORT_MIN;
-	__u32 hi = cfg->snat_port_max ? cfg->snat_port_max : SNAT_DEFAULT_PORT_MAX;
+	__u32 lo, hi;
 	struct ct4_key rk = {
 		.saddr = be->address,
 		.daddr = cfg->node_addr4,
@@ -94,8 +103,7 @@ __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 	};
 
 	*err = 0;
-	if (hi < lo)
-		hi = lo;
+	snat4_range(cfg, &lo, &hi);
 	__u32 n = hi - lo + 1;
 	__be16 port = 0;
 	for (int i = 0; i < SNAT_TRIES; i++) {
@@ -117,8 +125,8 @@ __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 	 * port is this flow's. Out of the loop, the verifier walks it once. */
 	rk.dport = port;
 	struct ct4_entry *old = ct4_lookup(&rk);
-	if (!old || !snat4_reclaim(&rk, old, now) ||
-	    snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port))
+	if (!old || snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port) ||
+	    !snat4_reclaim(&rk, old, now))
 		return 0;
 	int e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
 	if (e == -EEXIST)

@@ -104,18 +104,10 @@ __inline __u32 sock4_select(struct lb4_key *key, const struct datapath_config *c
 	}
 	if ((svc->flags & SVC_F_SOURCE_RANGES) && !lb4_source_allowed(svc->rev_nat_id, node))
 		return REASON_SOCK_DROP;
-	if (svc->flags & SVC_F_TWO_SCOPES) {
-		key->scope = LB_SCOPE_INTERNAL;
-		struct lb4_service *internal = bpf_map_lookup_elem(&lb4_services, key);
-		if (internal)
-			svc = internal;
-		else
-			key->scope = LB_SCOPE_EXTERNAL;
-	}
-	__u16 nslots = svc->count;
+	svc = lb4_scope_of(key, svc, true); /* the node is an internal source */
 	__u8 flags = svc->flags;
 	*rev_nat_id = svc->rev_nat_id;
-	if (nslots == 0)
+	if (svc->count == 0)
 		/* Rule 14: a REJECT refuses, a DROP fails the call too (a
 		 * socket gains nothing from waiting for a timeout). */
 		return flags & SVC_F_DROP_EMPTY ? REASON_SOCK_DROP : REASON_SOCK_REJECT;
@@ -126,31 +118,11 @@ __inline __u32 sock4_select(struct lb4_key *key, const struct datapath_config *c
 			return 0;
 	}
 
-	struct lb4_backend *be = NULL;
-	struct lb4_affinity *sticky = NULL;
-	struct lb4_affinity_key ak = {};
-	__u64 ns = 0;
-
-	if (flags & SVC_F_AFFINITY) {
-		ak.affinity_id = svc->affinity_id;
-		ak.client = node;
-		ns = bpf_ktime_get_ns();
-		sticky = lb4_affinity_sticky(&ak, svc->affinity_timeout, ns, backend_id);
-		if (sticky) {
-			be = bpf_map_lookup_elem(&lb4_backends, backend_id);
-			if (!be || !(be->flags & BE_F_ACTIVE)) {
-				be = NULL;
-				sticky = NULL;
-			}
-		}
-	}
-	if (!be) {
-		be = lb4_pick(key, nslots, backend_id);
-		if (!be)
-			return REASON_SOCK_DROP;
-	}
-	if (flags & SVC_F_AFFINITY)
-		lb4_affinity_record(0, &ak, sticky, *backend_id, ns);
+	struct lb4_choice c = {};
+	struct lb4_backend *be = lb4_choose(key, svc, node, backend_id, &c);
+	if (!be)
+		return REASON_SOCK_DROP;
+	lb4_choice_record(0, &c, *backend_id);
 	if (sk) {
 		struct lb4_sock_backend sb = {
 			.backend_id = *backend_id,
