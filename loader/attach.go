@@ -114,6 +114,12 @@ func (d *Datapath) attachTCX(h hook, ifindex int) error {
 		return err
 	}
 	defer l.Close()
+	return d.pinLink(l, path)
+}
+
+// pinLink pins a new link at path under the link directory, in place of
+// what was pinned there.
+func (d *Datapath) pinLink(l link.Link, path string) error {
 	if err := os.MkdirAll(d.linkDir(), 0o700); err != nil {
 		return err
 	}

@@ -123,13 +123,9 @@ func (d *Datapath) attachSock(h sockHook, root string, cgid uint64) error {
 		return err
 	}
 	defer l.Close()
-	if err := os.MkdirAll(d.linkDir(), 0o700); err != nil {
-		return err
-	}
-	_ = os.Remove(path)
 	// A kernel without cgroup bpf_link (before 5.7) makes an
 	// attachment that cannot be pinned; closing it detaches it.
-	return l.Pin(path)
+	return d.pinLink(l, path)
 }
 
 // detachSockets removes the pinned socket links, which detaches them.

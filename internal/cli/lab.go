@@ -74,16 +74,22 @@ func labManifests(n int) string {
 	return labServices(eps)
 }
 
-func labUp(n int, attach string) error {
+// labPrepare removes any previous lab and makes the manifests directory;
+// it returns this binary (each agent runs it) and that directory.
+func labPrepare() (self, manifestDir string, err error) {
 	if err := labDown(); err != nil {
-		return fmt.Errorf("clean up the previous lab: %w", err)
+		return "", "", fmt.Errorf("clean up the previous lab: %w", err)
 	}
-	self, err := os.Executable()
+	if self, err = os.Executable(); err != nil {
+		return "", "", err
+	}
+	manifestDir = filepath.Join(labStateDir, "manifests")
+	return self, manifestDir, os.MkdirAll(manifestDir, 0o755)
+}
+
+func labUp(n int, attach string) error {
+	self, manifestDir, err := labPrepare()
 	if err != nil {
-		return err
-	}
-	manifestDir := filepath.Join(labStateDir, "manifests")
-	if err := os.MkdirAll(manifestDir, 0o755); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(manifestDir, "whoami.yaml"), []byte(labManifests(n)), 0o644); err != nil {

@@ -38,15 +38,8 @@ type labMultiOptions struct {
 // the node's namespace and cgroup, all reading one manifests directory that
 // also holds the Node objects.
 func labUpMulti(o labMultiOptions) error {
-	if err := labDown(); err != nil {
-		return fmt.Errorf("clean up the previous lab: %w", err)
-	}
-	self, err := os.Executable()
+	self, manifestDir, err := labPrepare()
 	if err != nil {
-		return err
-	}
-	manifestDir := filepath.Join(labStateDir, "manifests")
-	if err := os.MkdirAll(manifestDir, 0o755); err != nil {
 		return err
 	}
 	if err := os.WriteFile(labNodesFile, []byte(strconv.Itoa(o.nodes)), 0o644); err != nil {

@@ -2,9 +2,9 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -13,15 +13,14 @@ import (
 
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/internal/netlab"
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // The NodeInfo follows the addresses of a real namespace: an address
 // added or removed, and primary's fallback to the default route's device,
 // through the netlink subscription.
 func TestLocalAddrsFollowANamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
+	testenv.Privileged(t)
 	ns, err := netlab.NewNS("sln-cli-addrs")
 	if err != nil {
 		t.Fatal(err)
@@ -97,15 +96,12 @@ func TestLocalAddrsFollowANamespace(t *testing.T) {
 
 	wait := func(st *control.Store, want string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		var got string
-		for time.Now().Before(deadline) {
-			if got = st.Take(false).Node.NodePortAddrs; got == want {
-				return
+		testenv.WaitFor(t, "NodePortAddrs "+want, 10*time.Second, func() error {
+			if got := st.Take(false).Node.NodePortAddrs; got != want {
+				return fmt.Errorf("NodePortAddrs %q", got)
 			}
-			time.Sleep(5 * time.Millisecond) // polling the store for the condition
-		}
-		t.Fatalf("NodePortAddrs %q, want %q", got, want)
+			return nil
+		})
 	}
 	wait(cidrs, "192.0.2.10")
 	// No default route: every non-loopback address.
