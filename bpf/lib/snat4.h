@@ -80,6 +80,18 @@ __inline bool snat4_reclaim(const struct ct4_key *rk, const struct ct4_entry *ol
 	return true;
 }
 
+/* Writes rev at rk in place of a reclaimable flow's entries; -EEXIST when
+ * the flow there is live, or another CPU's new flow took the port first
+ * (the insert is BPF_NOEXIST). */
+__inline int snat4_take_over(const struct ct4_key *rk, struct ct4_entry *rev, __u32 now)
+{
+	struct ct4_entry *old = ct4_lookup(rk);
+
+	if (!old || !snat4_reclaim(rk, old, now))
+		return -EEXIST;
+	return map_update(&ct4_v3, rk, rev, BPF_NOEXIST);
+}
+
 /* Writes a SNAT flow's reply entry under a free port of the range and
  * returns the port (network order), or 0 when none of SNAT_TRIES ports
  * was free; *err is the conntrack's error when the table refused. A port
@@ -88,8 +100,7 @@ __inline bool snat4_reclaim(const struct ct4_key *rk, const struct ct4_entry *ol
  * packets. Each try is a port drawn at random: probing consecutive ports
  * would meet the runs of taken ports that consecutive allocation builds.
  * The insert is BPF_NOEXIST, so of two CPUs wanting one port one wins
- * and the other tries on. When every try was taken, the last port is
- * reclaimed if its flow is over. */
+ * and the other tries on. */
 __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 			    const struct datapath_config *cfg, const struct lb4_backend *be,
 			    struct ct4_entry *rev, __u32 now, int *err)
@@ -105,14 +116,21 @@ __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 	*err = 0;
 	snat4_range(cfg, &lo, &hi);
 	__u32 n = hi - lo + 1;
-	__be16 port = 0;
 	for (int i = 0; i < SNAT_TRIES; i++) {
 		__u32 off = ((__u64)bpf_get_prandom_u32() * n) >> 32;
-		port = bpf_htons((__u16)(lo + off));
+		__be16 port = bpf_htons((__u16)(lo + off));
 		if (snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port))
 			continue;
 		rk.dport = port;
 		int e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
+		/* The first ports tried may be held by a flow that is over
+		 * (dead, or ended by a RST) and not collected yet: under a
+		 * storm of short connections most of the range is, so it is
+		 * reclaimed at once. Only the first two (the second for the
+		 * rare first held by a live flow): i is known to the
+		 * verifier, which walks this branch twice, not 16 times. */
+		if (e == -EEXIST && i < 2)
+			e = snat4_take_over(&rk, rev, now);
 		if (!e)
 			return port;
 		if (e != -EEXIST) {
@@ -120,22 +138,7 @@ __inline __be16 snat4_alloc(struct __sk_buff *skb, const struct pkt4 *p,
 			return 0;
 		}
 	}
-	/* Every try was taken. The last port's flow may be one that is over
-	 * (dead, or ended by a RST) and not collected yet: reclaimed, the
-	 * port is this flow's. Out of the loop, the verifier walks it once. */
-	rk.dport = port;
-	struct ct4_entry *old = ct4_lookup(&rk);
-	if (!old || snat4_port_owned(skb, p->proto, be->address, be->port, cfg->node_addr4, port) ||
-	    !snat4_reclaim(&rk, old, now))
-		return 0;
-	int e = map_update(&ct4_v3, &rk, rev, BPF_NOEXIST);
-	if (e == -EEXIST)
-		return 0; /* another CPU's new flow took it first */
-	if (e) {
-		*err = e;
-		return 0;
-	}
-	return port;
+	return 0;
 }
 
 #endif
