@@ -320,7 +320,7 @@ func TestPodSpec(t *testing.T) {
 		t.Errorf("%s does not mount bpffs", who)
 	}
 	checkMount("agent", c.VolumeMounts, corev1.MountPropagationHostToContainer)
-	if !slices.Contains(c.Args, "--pin-dir=/sys/fs/bpf/sluice") {
+	if !slices.Contains(c.Args, "--pin-dir=$(PIN_DIR)") || envValue(c, "PIN_DIR") != "/sys/fs/bpf/sluice" {
 		t.Errorf("args %v: pin dir not under the mounted bpffs", c.Args)
 	}
 	// The socket programs' cgroup root is the host's hierarchy, mounted
@@ -341,7 +341,7 @@ func TestPodSpec(t *testing.T) {
 			cgMounted = true
 		}
 	}
-	if !cgMounted || !slices.Contains(c.Args, "--cgroup-root=/run/sluice/cgroupv2") {
+	if !cgMounted || !slices.Contains(c.Args, "--cgroup-root=$(CGROUP_ROOT)") || envValue(c, "CGROUP_ROOT") != "/run/sluice/cgroupv2" {
 		t.Errorf("agent mounts %v, args %v: want the cgroup volume read-only at /run/sluice/cgroupv2 and --cgroup-root there", c.VolumeMounts, c.Args)
 	}
 	var initFound bool
@@ -390,7 +390,7 @@ func TestEnvironment(t *testing.T) {
 		if r.Name != m.config.Name {
 			t.Errorf("%s from ConfigMap %s, want %s", e.Name, r.Name, m.config.Name)
 		}
-		if _, ok := m.config.Data[r.Key]; !ok {
+		if _, ok := m.config.Data[r.Key]; !ok && (r.Optional == nil || !*r.Optional) {
 			t.Errorf("%s from key %s, which %s lacks", e.Name, r.Key, m.config.Name)
 		}
 		used[r.Key] = true
@@ -402,6 +402,34 @@ func TestEnvironment(t *testing.T) {
 	}
 	if m.config.Name != "sluice-config" {
 		t.Errorf("ConfigMap %s, want sluice-config", m.config.Name)
+	}
+}
+
+// envValue is the literal value of the container's variable name.
+func envValue(c *corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+// The API server's address is optional in the ConfigMap: unset, kubelet's
+// KUBERNETES_SERVICE_HOST/PORT stand.
+func TestAPIServerAddress(t *testing.T) {
+	c := agentContainer(t, load(t).daemonSet)
+	for _, name := range []string{"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"} {
+		var e *corev1.EnvVar
+		for i := range c.Env {
+			if c.Env[i].Name == name {
+				e = &c.Env[i]
+			}
+		}
+		if e == nil || e.ValueFrom == nil || e.ValueFrom.ConfigMapKeyRef == nil || e.ValueFrom.ConfigMapKeyRef.Key != name ||
+			e.ValueFrom.ConfigMapKeyRef.Optional == nil || !*e.ValueFrom.ConfigMapKeyRef.Optional {
+			t.Errorf("%s %+v: want it from the optional ConfigMap key of the same name", name, e)
+		}
 	}
 }
 
