@@ -38,16 +38,25 @@ make -s -C "$repo" build
 version=$(make -s -C "$repo" version)
 
 failed=()
-# have FILE...: true if every file is there; else says which image goes
-# without it, and marks the run failed unless IMAGES_ALLOW_MISSING=1.
+# have FILE...: true if every file is there, executable; else removes the
+# image's archive, says why it goes without, and marks the run failed
+# unless IMAGES_ALLOW_MISSING=1.
 have() {
-	local f
+	local f why
 	for f in "$@"; do
-		[ -e "$f" ] && continue
-		if [ "${IMAGES_ALLOW_MISSING:-0}" = 1 ]; then
-			echo "images: skipping $name: $f is missing" >&2
+		if [ -f "$f" ] && [ -x "$f" ]; then
+			continue
+		elif [ -e "$f" ]; then
+			why="is not an executable file"
 		else
-			echo "images: $name: $f is missing (IMAGES_ALLOW_MISSING=1 skips it)" >&2
+			why="is missing"
+		fi
+		# An archive of earlier inputs would be imported as if current.
+		rm -f "$out/$name".{tar,digest,inputs}
+		if [ "${IMAGES_ALLOW_MISSING:-0}" = 1 ]; then
+			echo "images: skipping $name: $f $why" >&2
+		else
+			echo "images: $name: $f $why (IMAGES_ALLOW_MISSING=1 skips it)" >&2
 			failed+=("$name")
 		fi
 		return 1
