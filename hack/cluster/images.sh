@@ -136,11 +136,14 @@ image pause -tag registry.k8s.io/pause:3.10.2 -file "$work/pause=/pause:0755" \
 # test expects, the ports it declares; and a shell with busybox's applets
 # and curl, which e2e tests exec in agnhost pods.
 name=agnhost
-agnhost_src=$("$GO" env GOMODCACHE)/k8s.io/kubernetes@v1.37.2/test/images/agnhost
+porter=$("$GO" env GOMODCACHE)/k8s.io/kubernetes@${K8S_VERSION:-v1.37.2}/test/images/agnhost/porter
+porter_args=()
+for f in localhost.crt localhost.key; do
+	[ -f "$porter/$f" ] && porter_args+=(-file "$porter/$f=/$f:0644")
+done
 if have "$BIN/agnhost"; then
 	image agnhost -tag registry.k8s.io/e2e-test-images/agnhost:2.66.1 -tag registry.k8s.io/e2e-test-images/agnhost:2.55 \
-		-file "$BIN/agnhost=/agnhost:0755" -symlink /agnhost-2=agnhost \
-		$([ -f "$agnhost_src/porter/localhost.crt" ] && echo "-file $agnhost_src/porter/localhost.crt=/localhost.crt:0644 -file $agnhost_src/porter/localhost.key=/localhost.key:0644") \
+		-file "$BIN/agnhost=/agnhost:0755" -symlink /agnhost-2=agnhost "${porter_args[@]}" \
 		-dir /uploads "${busybox_args[@]}" "${curl_args[@]}" "${fs_args[@]}" -file "$work/agnhost-etc=/etc" \
 		-expose 80/tcp -expose 8080/tcp -expose 8081/tcp -expose 9376/tcp -expose 5000/tcp \
 		-entrypoint '["/agnhost"]' -cmd '["pause"]'
