@@ -17,7 +17,7 @@ IMAGE ?= ghcr.io/sluice-lb/sluice
 # The test API server of hack/k8s/apiserver.sh (make k8s-up).
 K8S_DIR ?= /run/sluice-k8s
 
-.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control bench-k8s demo lab-down clean
+.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check cluster-binaries cluster-up cluster-down test-cluster generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control bench-k8s demo lab-down clean
 
 all: build
 
@@ -51,6 +51,26 @@ k8s-down:
 # deploy/ as a real API server validates it (server-side dry run).
 deploy-check:
 	./hack/k8s/deploy-check.sh
+
+# The offline lab cluster's binaries (kubelet, controller-manager,
+# scheduler, kube-proxy, CoreDNS, agnhost, e2e.test), built from the Go
+# module proxy into the same cache (15-20 minutes the first time).
+cluster-binaries:
+	@./hack/cluster/binaries.sh
+
+# A two-node Kubernetes cluster in network namespaces, with no service
+# proxy; `hack/cluster/deploy.sh sluice` (or kube-proxy) adds one. Then
+# `. /run/sluice-cluster/env` sets KUBECONFIG.
+cluster-up: deps build
+	./hack/cluster/cluster.sh up
+
+cluster-down:
+	./hack/cluster/cluster.sh down
+
+# The cluster suite: up, sluice deployed, the tutorials' labs and
+# Kubernetes' Service conformance specs, down.
+test-cluster: deps build
+	GO=$(GO) ./hack/cluster/test.sh
 
 # Regenerate the Go bindings and objects from bpf/*.c.
 generate: deps

@@ -15,6 +15,8 @@ GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 here=$(cd "$(dirname "$0")" && pwd)
 
 bin=$("$here/../k8s/binaries.sh")
+# shellcheck source=../k8s/version.sh
+. "$here/../k8s/version.sh"
 K8S_CACHE=$(dirname "$(dirname "$bin")")
 
 k8s_bins=(kube-controller-manager kube-scheduler kubelet kube-proxy agnhost e2e.test)
@@ -71,11 +73,11 @@ build_k8s() {
 	done
 	[ -x "$bin/agnhost" ] || pkgs+=(k8s.io/kubernetes/test/images/agnhost)
 	if [ ${#pkgs[@]} -gt 0 ]; then
-		CGO_ENABLED=0 "$GO" build -trimpath -ldflags="-s -w" -o "$work/out/" "${pkgs[@]}"
+		CGO_ENABLED=0 "$GO" build -trimpath -ldflags="-s -w $(k8s_version_ldflags)" -o "$work/out/" "${pkgs[@]}"
 		for b in "$work"/out/*; do mv "$b" "$bin/"; done
 	fi
 	if [ ! -x "$bin/e2e.test" ]; then
-		CGO_ENABLED=0 "$GO" test -c -trimpath -ldflags="-s -w" -o "$work/e2e.test" k8s.io/kubernetes/test/e2e
+		CGO_ENABLED=0 "$GO" test -c -trimpath -ldflags="-s -w $(k8s_version_ldflags)" -o "$work/e2e.test" k8s.io/kubernetes/test/e2e
 		mv "$work/e2e.test" "$bin/e2e.test"
 	fi
 }

@@ -219,7 +219,9 @@ subjectAltName=IP:$(node_ip "$n"),DNS:$n"
 
 # --- control plane -------------------------------------------------------------
 
-kubectl_admin() { "$BIN/kubectl" --kubeconfig "$RUN/admin.kubeconfig" "$@"; }
+# Clients of the API server run in the control plane's namespace: its
+# address exists only in the lab.
+kubectl_admin() { in_ns cp "$BIN/kubectl" --kubeconfig "$RUN/admin.kubeconfig" "$@"; }
 
 apiserver_ready() {
 	[ "$(in_ns cp curl -sS --max-time 2 --cacert "$RUN/pki/ca.crt" --cert "$RUN/pki/admin.crt" \
@@ -362,8 +364,20 @@ EOF
 cgroup2_up() {
 	mkdir -p "$RUN/cgroup2"
 	mountpoint -q "$RUN/cgroup2" || mount -t cgroup2 none "$RUN/cgroup2"
-	local n
-	for n in "${NODES[@]}"; do mkdir -p "$RUN/cgroup2/$n"; done
+	local n c
+	for n in "${NODES[@]}"; do
+		mkdir -p "$RUN/cgroup2/$n"
+		# kubelet's cgroupRoot must exist in every v1 hierarchy; a new
+		# cpuset starts with no CPUs and no memory nodes.
+		for c in /sys/fs/cgroup/*/; do
+			[ -e "$c/cgroup.procs" ] && [ ! -e "$c/cgroup.controllers" ] || continue
+			mkdir -p "$c/sluice-$n"
+			if [ -e "$c/cpuset.cpus" ]; then
+				cat "$c/cpuset.cpus" >"$c/sluice-$n/cpuset.cpus"
+				cat "$c/cpuset.mems" >"$c/sluice-$n/cpuset.mems"
+			fi
+		done
+	done
 }
 
 # bpffs_up: the lab's own bpffs, a shared mount (the host's /sys/fs/bpf is
@@ -415,6 +429,9 @@ CLUSTER_BIN=$BIN
 CLUSTER_IMAGES=$IMAGES
 CLUSTER_API=https://$CP_IP:6443
 CLUSTER_API_HOST=$CP_IP
+# The API server is reachable only from the lab's namespaces, e.g.
+# nsenter --net=/run/netns/\$CLUSTER_CLIENT_NS kubectl get nodes
+CLUSTER_CLIENT_NS=${P}cp
 CLUSTER_NODES="${NODES[*]}"
 CLUSTER_NODE_IPS="$(for n in "${NODES[@]}"; do printf '%s ' "$(node_ip "$n")"; done)"
 CLUSTER_EXT_NS=${P}ext

@@ -150,14 +150,14 @@ if have "$BIN/agnhost"; then
 fi
 
 name=busybox
-image busybox -tag registry.k8s.io/e2e-test-images/busybox:1.37.0-2 \
+image busybox -tag registry.k8s.io/e2e-test-images/busybox:1.37.0-2 -tag docker.io/library/busybox:1.37.0 \
 	"${busybox_args[@]}" "${fs_args[@]}" -file "$work/etc=/etc" -cmd '["sh"]'
 
 # The lab's client: busybox's applets (sh, nslookup, wget, nc, sleep) and
-# curl. Debian's busybox crashes on `wget -T`: use `timeout 5 wget ...`.
+# curl; it sleeps unless told otherwise, as the tutorials' sleep image. Debian's busybox crashes on `wget -T`: use `timeout 5 wget ...`.
 name=tools
 image tools -tag sluice.local/tools:1 \
-	"${busybox_args[@]}" "${curl_args[@]}" "${fs_args[@]}" -file "$work/etc=/etc" -cmd '["sh"]'
+	"${busybox_args[@]}" "${curl_args[@]}" "${fs_args[@]}" -file "$work/etc=/etc" -cmd '["sleep","infinity"]'
 
 # As CoreDNS's image, but run as root: the lab's manifest grants only
 # NET_BIND_SERVICE, which a non-root user would need as a file capability.

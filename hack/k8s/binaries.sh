@@ -14,7 +14,10 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VER=${ETCD_VER:-v3.7.3}
 K8S_CACHE=${K8S_CACHE:-/var/cache/sluice-k8s}
-bin="$K8S_CACHE/$K8S_VERSION-etcd$ETCD_VER/bin"
+# -v2: the binaries say their version (version.sh).
+bin="$K8S_CACHE/$K8S_VERSION-etcd$ETCD_VER-v2/bin"
+# shellcheck source=version.sh
+. "$(dirname "$0")/version.sh"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
 have() { [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kubectl" ] && [ -x "$bin/etcd" ]; }
@@ -67,8 +70,8 @@ GO
 		tries=$((tries + 1))
 		[ $tries -lt 3 ] || { echo "$out" >&2; return 1; }
 	done
-	CGO_ENABLED=0 "$GO" build -trimpath -ldflags="-s -w" -o "$bin/kubectl" k8s.io/kubernetes/cmd/kubectl
-	CGO_ENABLED=0 "$GO" build -trimpath -ldflags="-s -w" -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+	CGO_ENABLED=0 "$GO" build -trimpath -ldflags="-s -w $(k8s_version_ldflags)" -o "$bin/kubectl" k8s.io/kubernetes/cmd/kubectl
+	CGO_ENABLED=0 "$GO" build -trimpath -ldflags="-s -w $(k8s_version_ldflags)" -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 }
 
 build_etcd() {

@@ -240,11 +240,28 @@ func (c *agentConfig) source() (src control.Source, closeSrc func(), err error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	if c.kubeconfig == "" {
+		c.warnServiceAPIHost(os.Getenv("KUBERNETES_SERVICE_HOST"))
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("API client: %w", err)
 	}
 	return kube.New(client, c.nodeName, c.log), func() {}, nil
+}
+
+// warnServiceAPIHost says when the in-cluster API server address is a
+// ClusterIP (kubelet's KUBERNETES_SERVICE_HOST is the kubernetes Service's):
+// sluice serves that Service itself, so without kube-proxy the first agent
+// on a node reaches it only through what an earlier agent pinned.
+func (c *agentConfig) warnServiceAPIHost(host string) {
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !c.serviceCIDR.IsValid() || !c.serviceCIDR.Contains(ip) {
+		return
+	}
+	c.log.Warn("the API server is reached at a ClusterIP, which sluice itself serves: without kube-proxy, "+
+		"set KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT in sluice-config to the API server's own address",
+		"KUBERNETES_SERVICE_HOST", host, "service-cidr", c.serviceCIDR)
 }
 
 func runAgent(args []string) error {

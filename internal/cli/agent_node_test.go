@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"bytes"
+	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,6 +80,27 @@ func TestWarnLocalPortOverlap(t *testing.T) {
 		warnLocalPortOverlap(logs.logger(), portRange{1, 65535}, localPortRange)
 		if !strings.Contains(logs.String(), "ip_local_port_range=") {
 			t.Errorf("the whole port range does not overlap %s: %s", localPortRange, logs.String())
+		}
+	}
+}
+
+// The in-cluster API address inside the service CIDR gets one warning
+// naming the fix; an address outside it, or none, gets none.
+func TestWarnServiceAPIHost(t *testing.T) {
+	for _, tc := range []struct {
+		host string
+		warn bool
+	}{
+		{"10.96.0.1", true},
+		{"192.168.0.10", false},
+		{"", false},
+		{"api.example", false},
+	} {
+		var buf bytes.Buffer
+		c := &agentConfig{serviceCIDR: netip.MustParsePrefix("10.96.0.0/12"), log: slog.New(slog.NewTextHandler(&buf, nil))}
+		c.warnServiceAPIHost(tc.host)
+		if got := strings.Contains(buf.String(), "KUBERNETES_SERVICE_HOST"); got != tc.warn {
+			t.Errorf("host %q: warned %v (%q), want %v", tc.host, got, buf.String(), tc.warn)
 		}
 	}
 }
