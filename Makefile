@@ -17,7 +17,7 @@ IMAGE ?= ghcr.io/sluice-lb/sluice
 # The test API server of hack/k8s/apiserver.sh (make k8s-up).
 K8S_DIR ?= /run/sluice-k8s
 
-.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check cluster-binaries cluster-up cluster-down test-cluster generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control bench-k8s demo lab-down clean
+.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check cluster-binaries cluster-up cluster-down test-cluster cluster-compare generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control bench-k8s demo lab-down clean
 
 all: build
 
@@ -71,6 +71,11 @@ cluster-down:
 # Kubernetes' Service conformance specs, down.
 test-cluster: deps build
 	GO=$(GO) ./hack/cluster/test.sh
+
+# The same workloads with kube-proxy (nftables), then with sluice, on the
+# lab cluster: the README's comparison table.
+cluster-compare: deps build
+	GO=$(GO) ./hack/cluster/compare.sh
 
 # Regenerate the Go bindings and objects from bpf/*.c.
 generate: deps

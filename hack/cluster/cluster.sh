@@ -497,6 +497,11 @@ down() {
 	for n in "${NODES[@]}"; do
 		pkill -KILL -f "kube-proxy .*$RUN/$n" 2>/dev/null || true
 	done
+	# The nodes' cgroup2 directories (the mount shows the machine's one
+	# cgroup2 hierarchy), now that their processes are gone.
+	for n in "${NODES[@]}"; do
+		[ ! -d "$RUN/cgroup2/$n" ] || find "$RUN/cgroup2/$n" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
 	# Mounts under the lab's directories (pods' volumes, containers' rootfs,
 	# the lab's cgroup2 and bpffs), deepest first.
 	for i in $(awk -v r="$RUN" -v d="$DATA" 'index($2, r"/") == 1 || index($2, d"/") == 1 { print $2 }' /proc/self/mounts | sort -r); do

@@ -23,8 +23,8 @@ sluice_up() {
 	# The ConfigMap: the API server's real address (sluice serves the
 	# kubernetes Service itself) and the lab's LoadBalancer pool.
 	k patch --local -f "$root/deploy/configmap.yaml" --type merge -o yaml -p "$(printf \
-		'{"data":{"KUBERNETES_SERVICE_HOST":"%s","KUBERNETES_SERVICE_PORT":"6443"%s}}' \
-		"$CLUSTER_API_HOST" "${SLUICE_LB_POOL_PATCH:-}")" | k apply -f -
+		'{"data":{"KUBERNETES_SERVICE_HOST":"%s","KUBERNETES_SERVICE_PORT":"6443","LB_IP_POOL":"%s"}}' \
+		"$CLUSTER_API_HOST" "$CLUSTER_LB_POOL")" | k apply -f -
 	k apply -f "$root/deploy/rbac.yaml"
 	sed "s#@RUN@#$RUN#g" "$here/overlay/daemonset-patch.yaml" >"$RUN/daemonset-patch.yaml"
 	k patch --local -f "$root/deploy/daemonset.yaml" --type strategic --patch-file "$RUN/daemonset-patch.yaml" -o yaml |

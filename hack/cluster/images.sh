@@ -25,6 +25,7 @@ repo=$(cd "$here/../.." && pwd)
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 CURL=${CURL:-/usr/bin/curl}
+NC=${NC:-/bin/nc.openbsd}
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
 case "$out/" in "$repo"/*) echo "images: OUTDIR $out is inside the checkout" >&2; exit 2 ;; esac
@@ -115,11 +116,19 @@ done
 # A directory tree of the usual empty ones.
 fs_args=(-dir /tmp:1777 -dir /root:0700 -dir /home -dir /var/tmp:1777)
 
-# curl with the libraries and the loader ldd names, at their paths.
-curl_args=(-file "$CURL=/usr/bin/curl:0755")
-for lib in $(ldd "$CURL" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p'); do
-	curl_args+=(-file "$lib=$lib")
-done
+# dynamic SRC DST: ociimage arguments for a dynamic binary at DST, with the
+# libraries and the loader ldd names, at their paths.
+dynamic() {
+	local lib
+	printf '%s\n' -file "$1=$2:0755"
+	for lib in $(ldd "$1" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p'); do
+		printf '%s\n' -file "$lib=$lib"
+	done
+}
+mapfile -t curl_args < <(dynamic "$CURL" /usr/bin/curl)
+# The netcat e2e tests run in agnhost pods (nc -v -t|-u -w 2), which
+# busybox's has not: OpenBSD's, as agnhost's own image has.
+mapfile -t nc_args < <(dynamic "$NC" /usr/bin/nc)
 
 etc "$work/etc"
 etc "$work/agnhost-etc" 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh
@@ -144,7 +153,7 @@ done
 if have "$BIN/agnhost"; then
 	image agnhost -tag registry.k8s.io/e2e-test-images/agnhost:2.66.1 -tag registry.k8s.io/e2e-test-images/agnhost:2.55 \
 		-file "$BIN/agnhost=/agnhost:0755" -symlink /agnhost-2=agnhost "${porter_args[@]}" \
-		-dir /uploads "${busybox_args[@]}" "${curl_args[@]}" "${fs_args[@]}" -file "$work/agnhost-etc=/etc" \
+		-dir /uploads "${busybox_args[@]}" "${curl_args[@]}" "${nc_args[@]}" "${fs_args[@]}" -file "$work/agnhost-etc=/etc" \
 		-expose 80/tcp -expose 8080/tcp -expose 8081/tcp -expose 9376/tcp -expose 5000/tcp \
 		-entrypoint '["/agnhost"]' -cmd '["pause"]'
 fi

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# make cluster-compare: the same workloads on the same lab cluster with
+# kube-proxy (nftables mode), then with sluice, and the table of both
+# (test/cluster's BenchmarkProxy, plus the Service conformance run's time).
+# The table goes to stdout and to $RUN/compare.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+GO=${GO:-go}
+RUN=${CLUSTER_RUN:-/run/sluice-cluster}
+out=${COMPARE_DIR:-/var/cache/sluice-k8s/compare}
+mkdir -p "$out"
+
+./hack/cluster/cluster.sh down >/dev/null 2>&1 || true
+[ "${CLUSTER_KEEP:-}" = 1 ] || trap './hack/cluster/cluster.sh down' EXIT
+./hack/cluster/cluster.sh up
+"$GO" test -tags cluster -c -o "$out/cluster.test" ./test/cluster/
+
+measure() {
+	local proxy=$1 t0 t1
+	./hack/cluster/deploy.sh "$proxy"
+	(cd test/cluster && CLUSTER_PROXY=$proxy CLUSTER_COMPARE_OUT="$out/$proxy.txt" \
+		"$out/cluster.test" -test.run '^$' -test.bench '^BenchmarkProxy$' -test.benchtime 1x -test.v) |
+		tee "$out/$proxy-bench.log" | grep -E 'compare_test|^(ok|FAIL|PASS)'
+	grep -q '^PASS' "$out/$proxy-bench.log" || { echo "benchmark with $proxy failed" >&2; exit 1; }
+	t0=$(date +%s.%N)
+	(cd test/cluster && "$out/cluster.test" -test.run '^TestServiceConformance$' -test.v) >"$out/$proxy-e2e.log" 2>&1 ||
+		{ tail -40 "$out/$proxy-e2e.log" >&2; echo "conformance with $proxy failed" >&2; exit 1; }
+	t1=$(date +%s.%N)
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "conformance_run_s %.1f\n", b - a }' >>"$out/$proxy.txt"
+	./hack/cluster/deploy.sh remove
+}
+
+measure kube-proxy
+measure sluice
+
+# Rows: name, unit, which way is better.
+{
+	echo "| measure | kube-proxy (nftables) | sluice | sluice vs kube-proxy |"
+	echo "|---|---:|---:|---:|"
+	join <(sort "$out/kube-proxy.txt") <(sort "$out/sluice.txt") | awk '
+	function row(label, kp, sl, higher) {
+		if (kp <= 0 || sl <= 0) { printf "| %s | %.1f | %.1f | - |\n", label, kp, sl; return }
+		ratio = higher ? sl / kp : kp / sl
+		printf "| %s | %.1f | %.1f | %.2fx %s |\n", label, kp, sl, ratio, (ratio >= 1 ? "ahead" : "behind")
+	}
+	$1 == "clusterip_connects_per_s_c1" { row("Pod to ClusterIP, connects/s, c=1", $2, $3, 1) }
+	$1 == "clusterip_connects_per_s_c8" { row("Pod to ClusterIP, connects/s, c=8", $2, $3, 1) }
+	$1 == "nodeport_connects_per_s_c8" { row("external client to NodePort, connects/s, c=8", $2, $3, 1) }
+	$1 == "dns_queries_per_s_c8" { row("DNS through kube-dns (UDP), queries/s, c=8", $2, $3, 1) }
+	$1 == "scale_to_traffic_s" { row("kubectl scale 1 to 4 until every new Pod answers, s", $2, $3, 0) }
+	$1 ~ /^rss_mib_/ { row("proxy memory (RSS) on " substr($1, 9) ", MiB", $2, $3, 0) }
+	$1 ~ /^cpu_percent_/ { row("proxy CPU on " substr($1, 13) " during the run, %", $2, $3, 0) }
+	$1 == "conformance_run_s" { row("15 Service conformance specs, s", $2, $3, 0) }
+	'
+} | tee "$RUN/compare.md" "$out/compare.md"

@@ -1,0 +1,337 @@
+//go:build cluster
+
+package cluster
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-lb/sluice/internal/agenttest"
+	"github.com/sluice-lb/sluice/internal/netlab"
+	"github.com/sluice-lb/sluice/internal/testenv"
+)
+
+// BenchmarkProxy measures whichever service proxy the lab cluster runs
+// (hack/cluster/compare.sh runs it with kube-proxy, then with sluice) on
+// the same workloads, and writes the figures (name value, a line each) to
+// $CLUSTER_COMPARE_OUT for the comparison table:
+//   - TCP connects/s from a Pod to a ClusterIP, at 1 and 8 in flight;
+//   - connects/s from the external client to a NodePort;
+//   - DNS queries/s through kube-dns (UDP, a new socket per query, as a
+//     stub resolver makes them);
+//   - seconds from `kubectl scale` to every new Pod answering through the
+//     ClusterIP;
+//   - the proxy's memory (RSS) and CPU time per node over the run.
+func BenchmarkProxy(b *testing.B) {
+	proxy := os.Getenv("CLUSTER_PROXY")
+	if proxy == "" {
+		b.Fatal("CLUSTER_PROXY (sluice or kube-proxy) names the proxy being measured")
+	}
+	res := map[string]float64{}
+	before := proxyUsage(b, proxy)
+	t0 := time.Now()
+
+	client := benchClient(b)
+	vip := benchBackends(b, "bench-backend", 30200)
+	for _, c := range []int{1, 8} {
+		s, err := agenttest.ConnectStorm(client.Do, vip+":80", 4000*c/2+2000, c)
+		if err != nil {
+			b.Fatalf("ClusterIP storm c=%d: %v", c, err)
+		}
+		res[fmt.Sprintf("clusterip_connects_per_s_c%d", c)] = s.Rate
+		b.Logf("ClusterIP c=%d: %.0f connects/s, p50 %s p99 %s", c, s.Rate, s.P50, s.P99)
+	}
+	ext, err := netlab.OpenNS(lab["CLUSTER_EXT_NS"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ext.Close()
+	s, err := agenttest.ConnectStorm(ext.Do, nodeIPs()[0]+":30200", 8000, 8)
+	if err != nil {
+		b.Fatalf("NodePort storm: %v", err)
+	}
+	res["nodeport_connects_per_s_c8"] = s.Rate
+	b.Logf("NodePort c=8: %.0f connects/s, p50 %s p99 %s", s.Rate, s.P50, s.P99)
+
+	qps, err := dnsStorm(client, lab["CLUSTER_DNS_IP"]+":53", "kubernetes.default.svc.cluster.local.", 8, 5*time.Second)
+	if err != nil {
+		b.Fatalf("DNS: %v", err)
+	}
+	res["dns_queries_per_s_c8"] = qps
+	b.Logf("DNS through kube-dns, c=8: %.0f queries/s", qps)
+
+	res["scale_to_traffic_s"] = scaleToTraffic(b, client, vip)
+
+	wall := time.Since(t0).Seconds()
+	after := proxyUsage(b, proxy)
+	for node, u := range after {
+		res["rss_mib_"+node] = u.rssMiB
+		res["cpu_percent_"+node] = 100 * (u.cpuSeconds - before[node].cpuSeconds) / wall
+	}
+	if out := os.Getenv("CLUSTER_COMPARE_OUT"); out != "" {
+		var lines []string
+		for k, v := range res {
+			lines = append(lines, fmt.Sprintf("%s %.2f", k, v))
+		}
+		slices.Sort(lines)
+		if err := os.WriteFile(out, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for k, v := range res {
+		b.ReportMetric(v, k)
+	}
+}
+
+// benchClient is a tools Pod on the first node; the returned namespace is
+// its network namespace, which the benchmark's own sockets enter.
+func benchClient(b *testing.B) *netlab.NS {
+	mustKubectlB(b, "run", "bench-client", "--image=sluice.local/tools:1", "--restart=Never",
+		`--overrides={"spec":{"nodeName":"`+nodes()[0]+`"}}`)
+	b.Cleanup(func() { kubectl("delete", "pod/bench-client", "--wait=true") })
+	mustKubectlB(b, "wait", "--for=condition=Ready", "pod/bench-client", "--timeout=120s")
+	ip, _ := kubectl("get", "pod/bench-client", "-o", "jsonpath={.status.podIP}")
+	ns, err := podNS(strings.TrimSpace(ip))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(ns.Close)
+	return ns
+}
+
+// benchBackends is a whoami Deployment, a Pod on each node, behind a
+// NodePort Service; it returns the ClusterIP.
+func benchBackends(b *testing.B, name string, nodePort int) string {
+	manifest := fmt.Sprintf(`
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[1]s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec:
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: %[1]s}}}
+      containers:
+      - {name: app, image: sluice.local/whoami:1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %[1]s}
+spec:
+  type: NodePort
+  selector: {app: %[1]s}
+  ports:
+  - {port: 80, targetPort: 80, nodePort: %[2]d}
+`, name, nodePort)
+	f := filepath.Join(b.TempDir(), "m.yaml")
+	if err := writeFile(f, manifest); err != nil {
+		b.Fatal(err)
+	}
+	mustKubectlB(b, "apply", "-f", f)
+	b.Cleanup(func() { kubectl("delete", "-f", f, "--wait=true") })
+	mustKubectlB(b, "rollout", "status", "deployment/"+name, "--timeout=120s")
+	out := mustKubectlB(b, "get", "service/"+name, "-o", "jsonpath={.spec.clusterIP}")
+	vip := strings.TrimSpace(out)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := fromOutside("curl", "-s", "--max-time", "3", fmt.Sprintf("http://%s:%d", nodeIPs()[0], nodePort))
+		if err == nil && strings.Contains(out, name) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s's NodePort does not answer: %v", name, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return vip
+}
+
+// scaleToTraffic scales a one-replica Deployment to four and returns the
+// seconds until each new Pod has answered a request through the ClusterIP.
+func scaleToTraffic(b *testing.B, client *netlab.NS, _ string) float64 {
+	vip := benchBackendsN(b, "bench-scale", 30201, 1)
+	old := strings.Fields(mustKubectlB(b, "get", "pods", "-l", "app=bench-scale", "-o", "jsonpath={.items[*].metadata.name}"))
+	t0 := time.Now()
+	mustKubectlB(b, "scale", "deployment/bench-scale", "--replicas=4")
+	seen := map[string]bool{}
+	for _, o := range old {
+		seen[o] = true
+	}
+	for len(seen) < 4 {
+		if time.Since(t0) > 3*time.Minute {
+			b.Fatalf("after 3 minutes only %d of 4 Pods answered through %s", len(seen), vip)
+		}
+		var name string
+		err := client.Do(func() error {
+			c, err := net.DialTimeout("tcp", vip+":80", time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+			buf := make([]byte, 4096)
+			n, _ := c.Read(buf)
+			for _, l := range strings.Split(string(buf[:n]), "\n") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Hostname: "); ok {
+					name = v
+				}
+			}
+			return nil
+		})
+		if err == nil && name != "" {
+			seen[name] = true
+		}
+	}
+	took := time.Since(t0).Seconds()
+	b.Logf("kubectl scale 1 -> 4: every new Pod answered through the ClusterIP after %.1fs", took)
+	return took
+}
+
+func benchBackendsN(b *testing.B, name string, nodePort, replicas int) string {
+	vip := benchBackends(b, name, nodePort)
+	if replicas != 2 {
+		mustKubectlB(b, "scale", "deployment/"+name, "--replicas="+strconv.Itoa(replicas))
+		mustKubectlB(b, "rollout", "status", "deployment/"+name, "--timeout=120s")
+		deadline := time.Now().Add(time.Minute)
+		for {
+			out, _ := kubectl("get", "pods", "-l", "app="+name, "-o", "name")
+			if len(strings.Fields(out)) == replicas {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s did not scale to %d", name, replicas)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	return vip
+}
+
+// dnsStorm sends A queries for name to server from conc workers for d,
+// each query from a new socket, and returns answered queries per second.
+func dnsStorm(ns *netlab.NS, server, name string, conc int, d time.Duration) (float64, error) {
+	q := dnsQuery(name)
+	var answered, failed atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(d)
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ns.Do(func() error {
+				buf := make([]byte, 512)
+				for id := uint16(w << 12); time.Now().Before(stop); id++ {
+					c, err := net.Dial("udp", server)
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					binary.BigEndian.PutUint16(q, id)
+					c.SetDeadline(time.Now().Add(time.Second))
+					_, err = c.Write(q)
+					n := 0
+					if err == nil {
+						n, err = c.Read(buf)
+					}
+					c.Close()
+					if err == nil && n > 12 && binary.BigEndian.Uint16(buf) == id && binary.BigEndian.Uint16(buf[6:]) > 0 {
+						answered.Add(1)
+					} else {
+						failed.Add(1)
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	if a, f := answered.Load(), failed.Load(); f > a/100 {
+		return 0, fmt.Errorf("%d of %d queries unanswered", f, a+f)
+	}
+	return float64(answered.Load()) / d.Seconds(), nil
+}
+
+// dnsQuery is a recursive A query for name (a fully qualified name).
+func dnsQuery(name string) []byte {
+	q := []byte{0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, l := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		q = append(q, byte(len(l)))
+		q = append(q, l...)
+	}
+	return append(q, 0, 0, 1, 0, 1)
+}
+
+// podNS is the network namespace (made by the nodes' CNI) holding ip.
+func podNS(ip string) (*netlab.NS, error) {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "cni-") {
+			continue
+		}
+		out, err := run(5*time.Second, "nsenter", "--net=/run/netns/"+e.Name(), "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+		if err == nil && strings.Contains(out, " "+ip+"/") {
+			return netlab.OpenNS(e.Name())
+		}
+	}
+	return nil, fmt.Errorf("no pod network namespace holds %s", ip)
+}
+
+type usage struct{ rssMiB, cpuSeconds float64 }
+
+// proxyUsage is the proxy's RSS and CPU time on each node.
+func proxyUsage(b *testing.B, proxy string) map[string]usage {
+	u := map[string]usage{}
+	for _, n := range nodes() {
+		pid := proxyPid(b, proxy, n)
+		u[n] = usage{rssMiB: float64(testenv.RSSKiB(b, pid)) / 1024, cpuSeconds: testenv.CPUSeconds(b, pid)}
+	}
+	return u
+}
+
+func proxyPid(b *testing.B, proxy, node string) int {
+	if proxy == "kube-proxy" {
+		raw, err := os.ReadFile(filepath.Join(lab["CLUSTER_RUN"], "kube-proxy-"+node+".pid"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+		return pid
+	}
+	// The sluice agent on node: a process whose cgroup2 is the node's.
+	procs, err := os.ReadFile(filepath.Join(lab["CLUSTER_CGROUP2"], node, "cgroup.procs"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range strings.Fields(string(procs)) {
+		cmd, _ := os.ReadFile("/proc/" + p + "/cmdline")
+		if strings.HasPrefix(string(cmd), "/sluice\x00agent\x00") {
+			pid, _ := strconv.Atoi(p)
+			return pid
+		}
+	}
+	b.Fatalf("no sluice agent in %s's cgroup", node)
+	return 0
+}
+
+func mustKubectlB(b *testing.B, args ...string) string {
+	b.Helper()
+	out, err := kubectl(args...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
