@@ -90,10 +90,10 @@ func TestAllocate(t *testing.T) {
 		svcs: []Service{{Key: "ns/a", Created: at(1), Current: ips("10.0.0.7")}},
 		want: want{"ns/a": "10.0.0.1"},
 	}, {
-		name: "two claim one address: the older keeps it, the younger is re-assigned",
-		pool: "10.0.0.0/29",
-		svcs: []Service{{Key: "ns/young", Created: at(5), Current: ips("10.0.0.3")}, {Key: "ns/old", Created: at(1), Current: ips("10.0.0.3")}},
-		want: want{"ns/old": "10.0.0.3", "ns/young": "10.0.0.1"},
+		name:     "two claim one address: the older keeps it, the younger is re-assigned",
+		pool:     "10.0.0.0/29",
+		svcs:     []Service{{Key: "ns/young", Created: at(5), Current: ips("10.0.0.3")}, {Key: "ns/old", Created: at(1), Current: ips("10.0.0.3")}},
+		want:     want{"ns/old": "10.0.0.3", "ns/young": "10.0.0.1"},
 		problems: []Problem{{"ns/young", ReasonConflict, "address 10.0.0.3 is held by the older Service ns/old: given another"}},
 	}, {
 		name: "spec.loadBalancerIP honoured",
@@ -101,16 +101,16 @@ func TestAllocate(t *testing.T) {
 		svcs: []Service{{Key: "ns/a", Created: at(1), Requested: "10.0.0.4"}, {Key: "ns/b", Created: at(2)}},
 		want: want{"ns/a": "10.0.0.4", "ns/b": "10.0.0.1"},
 	}, {
-		name: "spec.loadBalancerIP moves a younger Service off its address",
-		pool: "10.0.0.0/29",
-		svcs: []Service{{Key: "ns/a", Created: at(1), Requested: "10.0.0.4"}, {Key: "ns/b", Created: at(2), Current: ips("10.0.0.4")}},
-		want: want{"ns/a": "10.0.0.4", "ns/b": "10.0.0.1"},
+		name:     "spec.loadBalancerIP moves a younger Service off its address",
+		pool:     "10.0.0.0/29",
+		svcs:     []Service{{Key: "ns/a", Created: at(1), Requested: "10.0.0.4"}, {Key: "ns/b", Created: at(2), Current: ips("10.0.0.4")}},
+		want:     want{"ns/a": "10.0.0.4", "ns/b": "10.0.0.1"},
 		problems: []Problem{{"ns/b", ReasonConflict, "address 10.0.0.4 is held by the older Service ns/a: given another"}},
 	}, {
-		name: "spec.loadBalancerIP held by an older Service",
-		pool: "10.0.0.0/29",
-		svcs: []Service{{Key: "ns/a", Created: at(1), Current: ips("10.0.0.4")}, {Key: "ns/b", Created: at(2), Requested: "10.0.0.4"}},
-		want: want{"ns/a": "10.0.0.4"},
+		name:     "spec.loadBalancerIP held by an older Service",
+		pool:     "10.0.0.0/29",
+		svcs:     []Service{{Key: "ns/a", Created: at(1), Current: ips("10.0.0.4")}, {Key: "ns/b", Created: at(2), Requested: "10.0.0.4"}},
+		want:     want{"ns/a": "10.0.0.4"},
 		problems: []Problem{{"ns/b", ReasonRequested, "spec.loadBalancerIP 10.0.0.4 is held by the older Service ns/a"}},
 	}, {
 		name: "spec.loadBalancerIP outside the pool, broadcast, or not an address",
@@ -124,10 +124,10 @@ func TestAllocate(t *testing.T) {
 			{"ns/c", ReasonRequested, `spec.loadBalancerIP "nope" is not an IPv4 address`},
 		},
 	}, {
-		name: "exhausted: the youngest waits, named with the pool",
-		pool: "10.0.0.0/30",
-		svcs: []Service{{Key: "ns/a", Created: at(1)}, {Key: "ns/b", Created: at(2)}, {Key: "ns/c", Created: at(3)}},
-		want: want{"ns/a": "10.0.0.1", "ns/b": "10.0.0.2"},
+		name:     "exhausted: the youngest waits, named with the pool",
+		pool:     "10.0.0.0/30",
+		svcs:     []Service{{Key: "ns/a", Created: at(1)}, {Key: "ns/b", Created: at(2)}, {Key: "ns/c", Created: at(3)}},
+		want:     want{"ns/a": "10.0.0.1", "ns/b": "10.0.0.2"},
 		problems: []Problem{{"ns/c", ReasonExhausted, "no free address in pool 10.0.0.0/30 (2 addresses, all assigned)"}},
 	}, {
 		name: "a /32 and a /31 give out every address, across CIDRs in order",
@@ -140,10 +140,10 @@ func TestAllocate(t *testing.T) {
 		svcs: []Service{{Key: "ns/b", Created: at(2), Current: ips("10.0.0.2")}, {Key: "ns/c", Created: at(3)}},
 		want: want{"ns/b": "10.0.0.2", "ns/c": "10.0.0.1"},
 	}, {
-		name: "empty pool: every Service waits",
-		pool: "",
-		svcs: []Service{{Key: "ns/a", Created: at(1)}},
-		want: want{},
+		name:     "empty pool: every Service waits",
+		pool:     "",
+		svcs:     []Service{{Key: "ns/a", Created: at(1)}},
+		want:     want{},
 		problems: []Problem{{"ns/a", ReasonExhausted, "no free address in pool  (0 addresses, all assigned)"}},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
