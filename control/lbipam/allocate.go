@@ -21,13 +21,11 @@ type Service struct {
 
 // Event reasons of the problems Allocate reports.
 const (
-	ReasonExhausted   = "LBIPPoolExhausted"
-	ReasonRequested   = "LBIPRequestedUnavailable"
-	ReasonConflict    = "LBIPConflict"
-	ReasonAssigned    = "LBIPAssigned"
-	ReasonReleased    = "LBIPReleased"
-	ReasonNotInPool   = "LBIPNotFromPool"
-	ReasonStatusError = "LBIPStatusUpdateFailed"
+	ReasonExhausted = "LBIPPoolExhausted"
+	ReasonRequested = "LBIPRequestedUnavailable"
+	ReasonConflict  = "LBIPConflict"
+	ReasonAssigned  = "LBIPAssigned"
+	ReasonReleased  = "LBIPReleased"
 )
 
 // Problem is why a Service has no address, or not the one it had or asked
