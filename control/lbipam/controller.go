@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -128,7 +129,17 @@ func (c *controller) run(ctx context.Context) {
 	resync := time.NewTicker(c.o.Resync)
 	defer resync.Stop()
 	for {
-		if err := c.sync(ctx); err != nil {
+		if err := c.sync(ctx); apierrors.IsConflict(err) {
+			// The cache was behind a write; the informer brings the
+			// newer Service at once.
+			c.o.Log.Debug("lb-ipam: status update conflict, syncing again", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		} else if err != nil {
 			backoff = min(max(2*backoff, time.Second), 30*time.Second)
 			c.o.Log.Warn("lb-ipam: sync failed, retrying", "err", err, "in", backoff)
 			select {
@@ -258,7 +269,7 @@ func (c *controller) setIngress(ctx context.Context, svc *corev1.Service, a neti
 	upd := svc.DeepCopy()
 	upd.Status.LoadBalancer.Ingress = want
 	if _, err := c.o.Client.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("service %s/%s: update status: %w", svc.Namespace, svc.Name, err)
+		return fmt.Errorf("service %s/%s: update status: %w", svc.Namespace, svc.Name, err) // keeps IsConflict
 	}
 	key := svc.Namespace + "/" + svc.Name
 	if a.IsValid() {
