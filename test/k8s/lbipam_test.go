@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -20,7 +21,9 @@ import (
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/control/lbipam"
 	"github.com/sluice-lb/sluice/internal/kubetest"
+	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/testenv"
+	"github.com/sluice-lb/sluice/loader"
 	"github.com/sluice-lb/sluice/maps"
 )
 
@@ -330,5 +333,100 @@ func TestLBIPAMAnnouncerFailover(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(garps, []garp{{first, addr}, {other, addr}}) {
 		t.Errorf("gratuitous ARPs %v, want one round by %s at first, then by %s", garps, first, other)
+	}
+}
+
+// The agent with --lb-ip-pool and deploy/'s RBAC, alone in the cluster:
+// it leads, assigns the Service an address, announces it on the device of
+// its Node's InternalIP (c0, the client's link), and the client, on-link
+// with that address, reaches the Service through ARP alone. A restarted
+// agent keeps the address and the announcement.
+func TestAgentLBIPAM(t *testing.T) {
+	api := kubetest.Start(t)
+	if api == nil {
+		return
+	}
+	n := newNode(t, api, 1, "--lb-ip-pool", "10.244.0.200/30")
+	n.applyService(service(func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeLoadBalancer }))
+	n.applySlice(n.slice(ready(1)...))
+	n.startAgent(true)
+	lb := "10.244.0.201"
+	n.waitFor("the Service's address", 30*time.Second, func() error {
+		s, err := n.admin.CoreV1().Services(namespace).Get(context.Background(), "whoami", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if in := s.Status.LoadBalancer.Ingress; len(in) != 1 || in[0].IP != lb || in[0].IPMode == nil || *in[0].IPMode != corev1.LoadBalancerIPModeVIP {
+			return fmt.Errorf("ingress %+v", in)
+		}
+		return nil
+	})
+	var c0 lbipam.Device
+	if err := n.topo.Node.Do(func() error {
+		l, err := net.InterfaceByName(netlab.NodeClientDev)
+		if err != nil {
+			return err
+		}
+		c0 = lbipam.Device{Ifindex: l.Index, MAC: l.HardwareAddr}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	announced := func() error {
+		dp, closeMaps, err := loader.OpenPinnedMaps(n.pinDir)
+		if err != nil {
+			return err
+		}
+		defer closeMaps()
+		es, err := control.ReadL2(dp.L2Announce)
+		if err != nil {
+			return err
+		}
+		if len(es) != 1 || es[0].Addr.String() != lb || es[0].Ifindex != c0.Ifindex || es[0].MAC.String() != c0.MAC.String() {
+			return fmt.Errorf("l2_announce4 holds %v, want %s on ifindex %d at %s", es, lb, c0.Ifindex, c0.MAC)
+		}
+		return nil
+	}
+	n.waitFor("the announcement", 30*time.Second, announced)
+	replies := n.counter("l2-announce-reply")
+	// The client's /24 holds the pool: it resolves the address by ARP.
+	n.waitFor("the backend through "+lb, 10*time.Second, func() error {
+		who, err := n.ask("tcp", lb+":80")
+		if err == nil && who != "backend-1" {
+			err = fmt.Errorf("answered by %q", who)
+		}
+		return err
+	})
+	var neigh string
+	if err := n.topo.Client.Do(func() error {
+		ns, err := netlink.NeighList(0, netlink.FAMILY_V4)
+		for _, e := range ns {
+			if e.IP.String() == lb {
+				neigh = e.HardwareAddr.String()
+			}
+		}
+		return err
+	}); err != nil || neigh != c0.MAC.String() {
+		t.Errorf("client resolves %s to %q (%v), want the node's c0 %s", lb, neigh, err, c0.MAC)
+	}
+	if got := n.counter("l2-announce-reply"); got <= replies {
+		t.Errorf("l2-announce-reply %d -> %d: the datapath answered no ARP request", replies, got)
+	}
+	n.killAgent()
+	n.startAgent(true)
+	// Something to sync on: a second Service, the next address.
+	n.applyService(service(func(s *corev1.Service) {
+		s.Name, s.Spec.ClusterIP, s.Spec.Type = "second", "10.96.0.11", corev1.ServiceTypeLoadBalancer
+	}))
+	n.waitFor("the second Service's address", 30*time.Second, func() error {
+		s, err := n.admin.CoreV1().Services(namespace).Get(context.Background(), "second", metav1.GetOptions{})
+		if err != nil || len(s.Status.LoadBalancer.Ingress) != 1 || s.Status.LoadBalancer.Ingress[0].IP != "10.244.0.202" {
+			return fmt.Errorf("second: %v %+v", err, s.Status.LoadBalancer.Ingress)
+		}
+		return nil
+	})
+	s, err := n.admin.CoreV1().Services(namespace).Get(context.Background(), "whoami", metav1.GetOptions{})
+	if err != nil || len(s.Status.LoadBalancer.Ingress) != 1 || s.Status.LoadBalancer.Ingress[0].IP != lb {
+		t.Errorf("after the restart whoami has %v (%v), want %s still", s.Status.LoadBalancer.Ingress, err, lb)
 	}
 }
