@@ -1,8 +1,12 @@
 package test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"net"
 	"net/netip"
 	"testing"
@@ -99,6 +103,30 @@ func flushClientNeighbour(t *testing.T, c *multiCluster, a netip.Addr) {
 	}
 }
 
+// l2List is `sluice l2 list -o json` run in the node's namespace.
+func (n *mnode) l2List(t *testing.T) []map[string]any {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(self, "l2", "list", "-o", "json", "--pin-dir", n.pinDir)
+	cmd.Env = append(os.Environ(), runAsSluice+"=1")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := n.NS.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("l2 list: %v: %s", err, stderr.String())
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &rows); err != nil {
+		t.Fatalf("l2 list output %q: %v", stdout.String(), err)
+	}
+	return rows
+}
+
 // A load-balancer address announced by one node's datapath is reached by
 // an on-link client with no route: the client resolves it to that node's
 // MAC, also while the node's agent is down; when the announcement moves to
@@ -165,6 +193,13 @@ func TestL2AnnouncementFailover(t *testing.T) {
 	})
 	for err := range sent {
 		t.Errorf("gratuitous ARP: %v", err)
+	}
+	if rows := n2.l2List(t); len(rows) != 1 || rows[0]["addr"] != announcedIP || rows[0]["device"] != netlab.UnderlayDev ||
+		rows[0]["mac"] != mac2 || rows[0]["ifindex"] != float64(d2.Ifindex) {
+		t.Errorf("node 2's l2 list %v, want %s on %s at %s", rows, announcedIP, netlab.UnderlayDev, mac2)
+	}
+	if rows := n1.l2List(t); len(rows) != 0 {
+		t.Errorf("node 1's l2 list %v after withdrawing, want none", rows)
 	}
 	before2 := agenttest.Counters(t, n2.pinDir)
 	a = c.waitAnswer(c.external(), "tcp", announcedIP+":80")
