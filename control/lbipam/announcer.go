@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -60,7 +61,14 @@ func RunAnnouncer(ctx context.Context, o AnnouncerOptions) error {
 			AnnounceTakeover(ctx, d.Ifindex, a, d.MAC, func(err error) { o.Log.Warn("l2: gratuitous ARP", "err", err) })
 		}
 	}
-	factory := informers.NewSharedInformerFactory(o.Client, 0)
+	// The cache keeps no managed fields: the announcer reads none, and
+	// they are most of a Node's size.
+	factory := informers.NewSharedInformerFactoryWithOptions(o.Client, 0, informers.WithTransform(func(obj any) (any, error) {
+		if m, ok := obj.(metav1.Object); ok {
+			m.SetManagedFields(nil)
+		}
+		return obj, nil
+	}))
 	svcs := factory.Core().V1().Services()
 	nodes := factory.Core().V1().Nodes()
 	slices := factory.Discovery().V1().EndpointSlices()
