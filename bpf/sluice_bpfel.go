@@ -130,6 +130,18 @@ type SluiceFrag4Ports struct {
 	Dport uint16
 }
 
+type SluiceL2Announce4 struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad uint16
+}
+
+type SluiceL2Announce4Key struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Addr    uint32
+}
+
 type SluiceLb4Affinity struct {
 	_         structs.HostLayout
 	LastUsed  uint64
@@ -310,7 +322,8 @@ const (
 	SluiceReasonREASON_SOCK_REJECT             SluiceReason = 41
 	SluiceReasonREASON_SOCK_DROP               SluiceReason = 42
 	SluiceReasonREASON_SOCK_REVNAT_FAILED      SluiceReason = 43
-	SluiceReasonREASON_MAX                     SluiceReason = 44
+	SluiceReasonREASON_L2ANNOUNCE_REPLY        SluiceReason = 44
+	SluiceReasonREASON_MAX                     SluiceReason = 45
 )
 
 type SluiceRejectBucket struct {
@@ -337,6 +350,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SluiceMapCt4V3              = "ct4_v3"
+	SluiceMapL2Announce4        = "l2_announce4"
 	SluiceMapLb4Affinity        = "lb4_affinity"
 	SluiceMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceMapLb4Backends        = "lb4_backends"
@@ -410,6 +424,7 @@ type SluiceProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceMapSpecs struct {
 	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.MapSpec `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -455,6 +470,7 @@ func (o *SluiceObjects) Close() error {
 // It can be passed to LoadSluiceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceMaps struct {
 	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.Map `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -475,6 +491,7 @@ type SluiceMaps struct {
 func (m *SluiceMaps) Close() error {
 	return _SluiceClose(
 		m.Ct4V3,
+		m.L2Announce4,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,

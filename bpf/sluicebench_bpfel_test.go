@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SluiceBenchMapCt4V3              = "ct4_v3"
+	SluiceBenchMapL2Announce4        = "l2_announce4"
 	SluiceBenchMapLb4Affinity        = "lb4_affinity"
 	SluiceBenchMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceBenchMapLb4Backends        = "lb4_backends"
@@ -91,6 +92,7 @@ type SluiceBenchProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchMapSpecs struct {
 	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.MapSpec `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -137,6 +139,7 @@ func (o *SluiceBenchObjects) Close() error {
 // It can be passed to LoadSluiceBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchMaps struct {
 	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.Map `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -157,6 +160,7 @@ type SluiceBenchMaps struct {
 func (m *SluiceBenchMaps) Close() error {
 	return _SluiceBenchClose(
 		m.Ct4V3,
+		m.L2Announce4,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,

@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SluiceBenchFwdMapCt4V3              = "ct4_v3"
+	SluiceBenchFwdMapL2Announce4        = "l2_announce4"
 	SluiceBenchFwdMapLb4Affinity        = "lb4_affinity"
 	SluiceBenchFwdMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceBenchFwdMapLb4Backends        = "lb4_backends"
@@ -90,6 +91,7 @@ type SluiceBenchFwdProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceBenchFwdMapSpecs struct {
 	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.MapSpec `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -135,6 +137,7 @@ func (o *SluiceBenchFwdObjects) Close() error {
 // It can be passed to LoadSluiceBenchFwdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceBenchFwdMaps struct {
 	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.Map `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -155,6 +158,7 @@ type SluiceBenchFwdMaps struct {
 func (m *SluiceBenchFwdMaps) Close() error {
 	return _SluiceBenchFwdClose(
 		m.Ct4V3,
+		m.L2Announce4,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,

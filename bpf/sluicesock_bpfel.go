@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SluiceSockMapCt4V3                   = "ct4_v3"
+	SluiceSockMapL2Announce4             = "l2_announce4"
 	SluiceSockMapLb4Affinity             = "lb4_affinity"
 	SluiceSockMapLb4AffinityMatch        = "lb4_affinity_match"
 	SluiceSockMapLb4Backends             = "lb4_backends"
@@ -94,6 +95,7 @@ type SluiceSockProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceSockMapSpecs struct {
 	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.MapSpec `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -141,6 +143,7 @@ func (o *SluiceSockObjects) Close() error {
 // It can be passed to LoadSluiceSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceSockMaps struct {
 	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.Map `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -161,6 +164,7 @@ type SluiceSockMaps struct {
 func (m *SluiceSockMaps) Close() error {
 	return _SluiceSockClose(
 		m.Ct4V3,
+		m.L2Announce4,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,

@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SluiceTraceMapCt4V3              = "ct4_v3"
+	SluiceTraceMapL2Announce4        = "l2_announce4"
 	SluiceTraceMapLb4Affinity        = "lb4_affinity"
 	SluiceTraceMapLb4AffinityMatch   = "lb4_affinity_match"
 	SluiceTraceMapLb4Backends        = "lb4_backends"
@@ -92,6 +93,7 @@ type SluiceTraceProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SluiceTraceMapSpecs struct {
 	Ct4V3              *ebpf.MapSpec `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.MapSpec `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.MapSpec `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.MapSpec `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.MapSpec `ebpf:"lb4_backends"`
@@ -139,6 +141,7 @@ func (o *SluiceTraceObjects) Close() error {
 // It can be passed to LoadSluiceTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SluiceTraceMaps struct {
 	Ct4V3              *ebpf.Map `ebpf:"ct4_v3"`
+	L2Announce4        *ebpf.Map `ebpf:"l2_announce4"`
 	Lb4Affinity        *ebpf.Map `ebpf:"lb4_affinity"`
 	Lb4AffinityMatch   *ebpf.Map `ebpf:"lb4_affinity_match"`
 	Lb4Backends        *ebpf.Map `ebpf:"lb4_backends"`
@@ -159,6 +162,7 @@ type SluiceTraceMaps struct {
 func (m *SluiceTraceMaps) Close() error {
 	return _SluiceTraceClose(
 		m.Ct4V3,
+		m.L2Announce4,
 		m.Lb4Affinity,
 		m.Lb4AffinityMatch,
 		m.Lb4Backends,

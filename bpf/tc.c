@@ -12,6 +12,7 @@
 #include "lib/counters.h"
 #include "lib/lb4.h"
 #include "lib/icmp4.h"
+#include "lib/arp4.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -35,6 +36,10 @@ int sluice_ingress(struct __sk_buff *skb)
 		return verdict_drop(skb, REASON_DROP_MALFORMED_IP);
 	case PARSE_MALFORMED_L4:
 		return verdict_drop(skb, REASON_DROP_MALFORMED_L4);
+	case PARSE_NOT_OURS:
+		/* Not IPv4 TCP/UDP/ICMP: ARP requests for announced
+		 * load-balancer addresses are answered, the rest passes. */
+		return arp4_handle_ingress(skb);
 	default:
 		return verdict_pass(skb, REASON_PASS);
 	}

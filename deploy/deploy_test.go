@@ -40,6 +40,7 @@ var wantCaps = []string{
 	"NET_ADMIN",    // tc/TCX attach, netlink
 	"PERFMON",      // with BPF: the verifier's privileged pointer rules (5.8 split)
 	"SYS_RESOURCE", // RLIMIT_MEMLOCK on kernels before 5.11
+	"NET_RAW",      // LB-IPAM's gratuitous ARP (AF_PACKET)
 }
 
 // What the agent may do, as group/resource/verb; nothing else.
@@ -47,12 +48,23 @@ var wantRules = []string{
 	"/nodes/get", "/nodes/list", "/nodes/watch",
 	"/services/list", "/services/watch",
 	"discovery.k8s.io/endpointslices/list", "discovery.k8s.io/endpointslices/watch",
+	// LB-IPAM: the addresses it assigns, and why it could not.
+	"/services/status/update", "/services/status/patch",
+	"/events/create", "/events/patch",
+}
+
+// What the agent may do in its own namespace (the Role): LB-IPAM's
+// election Lease.
+var wantNamespacedRules = []string{
+	"coordination.k8s.io/leases/get", "coordination.k8s.io/leases/create", "coordination.k8s.io/leases/update",
 }
 
 type manifests struct {
 	sa        *corev1.ServiceAccount
 	role      *rbacv1.ClusterRole
 	binding   *rbacv1.ClusterRoleBinding
+	nsRole    *rbacv1.Role
+	nsBinding *rbacv1.RoleBinding
 	config    *corev1.ConfigMap
 	daemonSet *appsv1.DaemonSet
 }
@@ -111,6 +123,12 @@ func load(t *testing.T) manifests {
 			case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 				m.binding = &rbacv1.ClusterRoleBinding{}
 				obj = m.binding
+			case "rbac.authorization.k8s.io/v1/Role":
+				m.nsRole = &rbacv1.Role{}
+				obj = m.nsRole
+			case "rbac.authorization.k8s.io/v1/RoleBinding":
+				m.nsBinding = &rbacv1.RoleBinding{}
+				obj = m.nsBinding
 			case "v1/ConfigMap":
 				m.config = &corev1.ConfigMap{}
 				obj = m.config
@@ -128,7 +146,7 @@ func load(t *testing.T) manifests {
 			}
 		}
 	}
-	if m.sa == nil || m.role == nil || m.binding == nil || m.config == nil || m.daemonSet == nil {
+	if m.sa == nil || m.role == nil || m.binding == nil || m.nsRole == nil || m.nsBinding == nil || m.config == nil || m.daemonSet == nil {
 		t.Fatalf("missing objects; found %v", seen)
 	}
 	return m
@@ -373,6 +391,13 @@ func TestEnvironment(t *testing.T) {
 	if !slices.Contains(c.Args, "--node-name=$(NODE_NAME)") {
 		t.Errorf("args %v do not pass NODE_NAME to --node-name", c.Args)
 	}
+	pn, ok := env["POD_NAMESPACE"]
+	if !ok || pn.ValueFrom == nil || pn.ValueFrom.FieldRef == nil || pn.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("POD_NAMESPACE %+v, want fieldRef metadata.namespace (LB-IPAM's Lease)", pn)
+	}
+	if v, ok := m.config.Data["LB_IP_POOL"]; !ok || v != "" || !slices.Contains(c.Args, "--lb-ip-pool=$(LB_IP_POOL)") {
+		t.Errorf("LB_IP_POOL %q (present %v), args %v: want an empty key passed to --lb-ip-pool (LB-IPAM off by default)", v, ok, c.Args)
+	}
 	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 	for _, a := range c.Args {
 		for _, v := range ref.FindAllStringSubmatch(a, -1) {
@@ -433,10 +458,11 @@ func TestAPIServerAddress(t *testing.T) {
 	}
 }
 
-func TestRBAC(t *testing.T) {
-	m := load(t)
+// grants lists rules as group/resource/verb, sorted.
+func grants(t *testing.T, rules []rbacv1.PolicyRule) []string {
+	t.Helper()
 	var got []string
-	for _, r := range m.role.Rules {
+	for _, r := range rules {
 		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
 			t.Errorf("rule %+v: resourceNames and nonResourceURLs are not expected", r)
 		}
@@ -449,10 +475,28 @@ func TestRBAC(t *testing.T) {
 		}
 	}
 	sort.Strings(got)
+	return got
+}
+
+func TestRBAC(t *testing.T) {
+	m := load(t)
+	got := grants(t, m.role.Rules)
 	want := slices.Clone(wantRules)
 	sort.Strings(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("ClusterRole %s grants\n  %v\nwant exactly\n  %v", m.role.Name, got, want)
+	}
+	got = grants(t, m.nsRole.Rules)
+	want = slices.Clone(wantNamespacedRules)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Role %s grants\n  %v\nwant exactly\n  %v", m.nsRole.Name, got, want)
+	}
+	nb := m.nsBinding
+	if nb.RoleRef.Kind != "Role" || nb.RoleRef.Name != m.nsRole.Name || nb.RoleRef.APIGroup != rbacv1.GroupName ||
+		len(nb.Subjects) != 1 || nb.Subjects[0].Kind != "ServiceAccount" ||
+		nb.Subjects[0].Name != m.sa.Name || nb.Subjects[0].Namespace != m.sa.Namespace {
+		t.Errorf("RoleBinding %+v, want Role %s for ServiceAccount %s/%s", nb, m.nsRole.Name, m.sa.Namespace, m.sa.Name)
 	}
 	b := m.binding
 	if b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != m.role.Name || b.RoleRef.APIGroup != rbacv1.GroupName {

@@ -46,6 +46,9 @@ type Datapath struct {
 	CTTimeouts *Map[bpf.SluiceCtTimeout, uint32]
 	Counters   *PerCPU[bpf.SluiceReason, bpf.SluiceCounter]
 	Config     *Map[uint32, bpf.SluiceDatapathConfig]
+	// L2Announce holds the load-balancer addresses this node answers ARP
+	// requests for, by device, with the device's MAC.
+	L2Announce *Map[bpf.SluiceL2Announce4Key, bpf.SluiceL2Announce4]
 }
 
 // FromObjects wraps the maps of a loaded collection.
@@ -67,6 +70,7 @@ func FromObjects(m *bpf.SluiceMaps) *Datapath {
 		CTTimeouts: New[bpf.SluiceCtTimeout, uint32](m.SluiceCtTimeouts),
 		Counters:   NewPerCPU[bpf.SluiceReason, bpf.SluiceCounter](m.SluiceCounters),
 		Config:     New[uint32, bpf.SluiceDatapathConfig](m.SluiceConfig),
+		L2Announce: New[bpf.SluiceL2Announce4Key, bpf.SluiceL2Announce4](m.L2Announce4),
 	}
 }
 

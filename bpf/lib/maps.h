@@ -160,6 +160,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb4_prefilter SEC(".maps");
 
+#ifndef L2_ANNOUNCE4_MAX
+#define L2_ANNOUNCE4_MAX 4096
+#endif
+/* Load-balancer addresses this node answers ARP for, by device
+ * (lib/arp4.h), written by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct l2_announce4_key);
+	__type(value, struct l2_announce4);
+	__uint(max_entries, L2_ANNOUNCE4_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l2_announce4 SEC(".maps");
+
 /* Packets and bytes by enum reason. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -300,12 +300,27 @@ enum reason {
 				      * outside its source ranges, a missing slot): EPERM */
 	REASON_SOCK_REVNAT_FAILED,   /* event: the socket's reverse entry could not be
 				      * written: its replies show the backend */
+	REASON_L2_ANNOUNCE_REPLY,    /* ARP request for an address this node announces on
+				      * the device (l2_announce4): answered, sent back out */
 	REASON_MAX,
 };
 
 struct counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* L2 announcement (lib/arp4.h): a load-balancer address this node answers
+ * ARP requests for, on one device. Key and value of l2_announce4, written
+ * by the control plane (control/l2announce.go). */
+struct l2_announce4_key {
+	__u32 ifindex; /* the device the request arrives on */
+	__be32 addr;   /* the announced IPv4 address */
+};
+
+struct l2_announce4 {
+	__u8 mac[6]; /* the device's MAC: the reply's sender hardware address */
+	__u16 pad;
 };
 
 /* Prefilter of service traffic: a bitmap the control plane fills so that

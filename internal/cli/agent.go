@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/control/conntrack"
 	"github.com/sluice-lb/sluice/control/kube"
+	"github.com/sluice-lb/sluice/control/lbipam"
 	"github.com/sluice-lb/sluice/control/manifests"
 	"github.com/sluice-lb/sluice/internal/frontendnames"
 	"github.com/sluice-lb/sluice/internal/healthcheck"
@@ -77,6 +78,12 @@ type agentConfig struct {
 	// disables it.
 	cgroupRoot           string
 	cgroupDefaultMissing bool // no --cgroup-root, and no cgroup v2 hierarchy found
+	// lbPool is --lb-ip-pool: addresses for Services of type
+	// LoadBalancer, announced on the node's link; empty: off.
+	lbPool lbipam.Pool
+	// namespace is the agent's own ($POD_NAMESPACE), where the LB-IPAM
+	// Lease is.
+	namespace string
 }
 
 // ctConfig is the conntrack part of the command line.
@@ -143,6 +150,9 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 			c.cgroupRoot, cgroupSet = v, true
 			return nil
 		})
+	var lbPool string
+	fs.StringVar(&lbPool, "lb-ip-pool", "", "IPv4 CIDRs, comma separated, Services of type LoadBalancer get their address from (one elected agent assigns them) "+
+		"and that the chosen node answers ARP for on its link; empty disables LB-IPAM. Needs --kubeconfig or the in-cluster config")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity: 0 info, 4 and more debug")
 	fs.StringVar(&logLevel, "log-level", "", "log level: debug, info, warn or error (overrides --v)")
@@ -199,6 +209,16 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 		// unified hierarchy is the subdirectory.
 		c.cgroupRoot = filepath.Join(c.cgroupRoot, "unified")
 	}
+	if c.lbPool, err = lbipam.ParsePool(lbPool); err != nil {
+		return nil, err
+	}
+	if !c.lbPool.Empty() && c.manifestDir != "" {
+		return nil, errors.New("--lb-ip-pool needs an API server: it writes Services' status; not with --manifests")
+	}
+	c.namespace = os.Getenv("POD_NAMESPACE")
+	if c.namespace == "" {
+		c.namespace = "kube-system"
+	}
 	level := slog.Level(-verbosity)
 	if logLevel != "" {
 		if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -227,27 +247,28 @@ func checkNodePortAddresses(flag string) error {
 
 // source opens the configured source: the manifests directory, or the API
 // server (a kubeconfig, else the in-cluster config).
-func (c *agentConfig) source() (src control.Source, closeSrc func(), err error) {
+// The API client is nil with the manifests directory.
+func (c *agentConfig) source() (src control.Source, client kubernetes.Interface, closeSrc func(), err error) {
 	if c.manifestDir != "" {
 		// Opened (watched, then read) before the maps are touched.
 		dir, err := manifests.Open(c.manifestDir)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return manifests.NewSource(dir, c.nodeName), func() { dir.Close() }, nil
+		return manifests.NewSource(dir, c.nodeName), nil, func() { dir.Close() }, nil
 	}
 	cfg, err := kube.RESTConfig(c.kubeconfig)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if c.kubeconfig == "" {
 		c.warnServiceAPIHost(os.Getenv("KUBERNETES_SERVICE_HOST"))
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("API client: %w", err)
+		return nil, nil, nil, fmt.Errorf("API client: %w", err)
 	}
-	return kube.New(client, c.nodeName, c.log), func() {}, nil
+	return kube.New(cs, c.nodeName, c.log), cs, func() {}, nil
 }
 
 // warnServiceAPIHost says when the in-cluster API server address is a
@@ -279,7 +300,7 @@ func runAgent(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	src, closeSrc, err := c.source()
+	src, client, closeSrc, err := c.source()
 	if err != nil {
 		return err
 	}
@@ -381,7 +402,7 @@ func runAgent(args []string) error {
 	// The node's own connections must not pick the SNAT ports (c.snatPorts,
 	// the reconciler's SNAT port range).
 	warnLocalPortOverlap(log, c.snatPorts, localPortRange)
-	errs := make(chan error, 4)
+	errs := make(chan error, 6)
 	if c.healthzAddr != "" {
 		go func() { errs <- health.Serve(ctx, c.healthzAddr) }()
 	}
@@ -412,6 +433,9 @@ func runAgent(args []string) error {
 			func(err error) { log.Error("device", "err", err) })
 	}()
 	go func() { errs <- src.Run(ctx, nodeAddrs) }()
+	if !c.lbPool.Empty() {
+		c.runLBIPAM(ctx, client, dp.Maps, errs)
+	}
 	ctDone := make(chan struct{})
 	go func() {
 		collector.Run(ctx)
@@ -444,6 +468,20 @@ func runAgent(args []string) error {
 		}
 		return err
 	}
+}
+
+// runLBIPAM starts LB-IPAM: the election of the agent that assigns
+// addresses, and this node's announcer, which programs l2_announce4.
+func (c *agentConfig) runLBIPAM(ctx context.Context, client kubernetes.Interface, dp *maps.Datapath, errs chan<- error) {
+	c.log.Info("lb-ipam enabled", "pool", c.lbPool.String(), "lease", c.namespace+"/"+lbipam.LeaseName)
+	go func() {
+		errs <- lbipam.RunController(ctx, lbipam.ControllerOptions{Client: client, Pool: c.lbPool,
+			Identity: c.nodeName, Namespace: c.namespace, Log: c.log})
+	}()
+	go func() {
+		errs <- lbipam.RunAnnouncer(ctx, lbipam.AnnouncerOptions{Client: client, Pool: c.lbPool, Node: c.nodeName,
+			L2: control.NewL2Reconciler(dp.L2Announce, c.log), Underlay: underlayDevice, Log: c.log})
+	}()
 }
 
 // size derives the conntrack table's size: --ct-max, else the memory

@@ -25,6 +25,7 @@ type command struct {
 var commands = []command{
 	{"agent", "run the node agent (translates services in the kernel)", runAgent, ""},
 	{"lb", "lb list: frontends and their backends, read from the pinned maps", runLB, lbUsage},
+	{"l2", "l2 list: load-balancer addresses this node answers ARP for, read from the pinned maps", runL2, l2Usage},
 	{"stats", "datapath counters by reason", runStats, ""},
 	{"ct", "ct list|flush: translated flows (conntrack), read from or removed from the pinned maps", runCT, ctUsage},
 	{"trace", "what the datapath would do with a packet, from the live maps, changing nothing", runTrace, ""},

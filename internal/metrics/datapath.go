@@ -47,6 +47,7 @@ func fillMaps(dp *maps.Datapath) []fillMap {
 		hashFill(bpf.SluiceMapLb4Fragments, dp.LB4.Fragments),
 		hashFill(bpf.SluiceMapLb4SockRevnat, dp.LB4.SockRevNat),
 		hashFill(bpf.SluiceMapLb4SockBackend, dp.LB4.SockBackend),
+		hashFill(bpf.SluiceMapL2Announce4, dp.L2Announce),
 	}
 }
 

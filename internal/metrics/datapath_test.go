@@ -105,6 +105,7 @@ func TestDatapathCollector(t *testing.T) {
 		bpf.SluiceMapLb4Fragments:     24,
 		bpf.SluiceMapLb4SockRevnat:    48,
 		bpf.SluiceMapLb4SockBackend:   56,
+		bpf.SluiceMapL2Announce4:      12,
 	})
 	for i := range 3 {
 		must(t, dp.LB4.Services.Put(bpf.SluiceLb4Key{Address: 0x0a600001, Dport: 80, BackendSlot: uint16(i), Proto: 6},
@@ -167,6 +168,7 @@ func TestDatapathCollector(t *testing.T) {
 		{"lb4_services", 3, 64},
 		{"lb4_sock_backend", 1, 56},
 		{"lb4_sock_revnat", 3, 48},
+		{"l2_announce4", 0, 12},
 	}
 	for _, f := range fill {
 		fmt.Fprintf(&exp, "sluice_map_capacity{map=%q} %d\n", f.name, f.capa)

@@ -10,6 +10,7 @@
 #define ETH_ALEN 6
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
 
 struct ethhdr {
 	unsigned char h_dest[ETH_ALEN];
@@ -33,6 +34,24 @@ struct iphdr {
 	__be32 saddr;
 	__be32 daddr;
 };
+
+/* An ARP packet for IPv4 over Ethernet (RFC 826), header and addresses
+ * in one, as linux/if_arp.h's arphdr followed by its variable part. */
+#define ARPHRD_ETHER 1
+#define ARPOP_REQUEST 1
+#define ARPOP_REPLY 2
+
+struct arp4hdr {
+	__be16 ar_hrd;
+	__be16 ar_pro;
+	__u8 ar_hln;
+	__u8 ar_pln;
+	__be16 ar_op;
+	unsigned char ar_sha[ETH_ALEN];
+	__be32 ar_sip;
+	unsigned char ar_tha[ETH_ALEN];
+	__be32 ar_tip;
+} __attribute__((packed));
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
