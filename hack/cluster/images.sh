@@ -26,6 +26,7 @@ GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 CURL=${CURL:-/usr/bin/curl}
 NC=${NC:-/bin/nc.openbsd}
+DASH=${DASH:-/bin/dash}
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
 case "$out/" in "$repo"/*) echo "images: OUTDIR $out is inside the checkout" >&2; exit 2 ;; esac
@@ -128,7 +129,15 @@ dynamic() {
 mapfile -t curl_args < <(dynamic "$CURL" /usr/bin/curl)
 # The netcat e2e tests run in agnhost pods (nc -v -t|-u -w 2), which
 # busybox's has not: OpenBSD's, as agnhost's own image has.
+# Debian's static busybox runs its own applet for any command its shell is
+# given (a standalone shell), whatever PATH says: agnhost's /bin/sh is
+# dash, and its busybox has no nc or sh applet links.
 mapfile -t nc_args < <(dynamic "$NC" /usr/bin/nc)
+mapfile -t sh_args < <(dynamic "$DASH" /bin/sh)
+agnhost_busybox_args=(-file "$BUSYBOX=/bin/busybox:0755")
+for a in $("$BUSYBOX" --list); do
+	case $a in busybox | sh | nc) ;; *) agnhost_busybox_args+=(-symlink "/bin/$a=busybox") ;; esac
+done
 
 etc "$work/etc"
 etc "$work/agnhost-etc" 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh
@@ -153,7 +162,7 @@ done
 if have "$BIN/agnhost"; then
 	image agnhost -tag registry.k8s.io/e2e-test-images/agnhost:2.66.1 -tag registry.k8s.io/e2e-test-images/agnhost:2.55 \
 		-file "$BIN/agnhost=/agnhost:0755" -symlink /agnhost-2=agnhost "${porter_args[@]}" \
-		-dir /uploads "${busybox_args[@]}" "${curl_args[@]}" "${nc_args[@]}" "${fs_args[@]}" -file "$work/agnhost-etc=/etc" \
+		-dir /uploads "${agnhost_busybox_args[@]}" "${curl_args[@]}" "${nc_args[@]}" "${sh_args[@]}" "${fs_args[@]}" -file "$work/agnhost-etc=/etc" \
 		-expose 80/tcp -expose 8080/tcp -expose 8081/tcp -expose 9376/tcp -expose 5000/tcp \
 		-entrypoint '["/agnhost"]' -cmd '["pause"]'
 fi

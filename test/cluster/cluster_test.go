@@ -69,7 +69,7 @@ func inClient(timeout time.Duration, cmd ...string) (string, error) {
 	return run(timeout, "nsenter", append([]string{"--net=/run/netns/" + lab["CLUSTER_CLIENT_NS"]}, cmd...)...)
 }
 
-func mustKubectl(t *testing.T, args ...string) string {
+func mustKubectl(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := kubectl(args...)
 	if err != nil {
@@ -93,22 +93,6 @@ func inNode(node string, cmd ...string) (string, error) {
 	return run(30*time.Second, "nsenter", append([]string{"--net=/run/netns/slc-" + node}, cmd...)...)
 }
 
-// waitFor retries cond until it returns nil, failing with its last error.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
 // contains is a condition: out (from f) holds want.
 func contains(want string, f func() (string, error)) func() error {
 	return func() error {
@@ -123,7 +107,7 @@ func contains(want string, f func() (string, error)) func() error {
 	}
 }
 
-func jsonpath(t *testing.T, obj, path string) string {
+func jsonpath(t testing.TB, obj, path string) string {
 	t.Helper()
 	return strings.TrimSpace(mustKubectl(t, "get", obj, "-o", "jsonpath="+path))
 }

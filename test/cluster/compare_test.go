@@ -96,10 +96,10 @@ func BenchmarkProxy(b *testing.B) {
 // benchClient is a tools Pod on the first node; the returned namespace is
 // its network namespace, which the benchmark's own sockets enter.
 func benchClient(b *testing.B) *netlab.NS {
-	mustKubectlB(b, "run", "bench-client", "--image=sluice.local/tools:1", "--restart=Never",
+	mustKubectl(b, "run", "bench-client", "--image=sluice.local/tools:1", "--restart=Never",
 		`--overrides={"spec":{"nodeName":"`+nodes()[0]+`"}}`)
 	b.Cleanup(func() { kubectl("delete", "pod/bench-client", "--wait=true") })
-	mustKubectlB(b, "wait", "--for=condition=Ready", "pod/bench-client", "--timeout=120s")
+	mustKubectl(b, "wait", "--for=condition=Ready", "pod/bench-client", "--timeout=120s")
 	ip, _ := kubectl("get", "pod/bench-client", "-o", "jsonpath={.status.podIP}")
 	ns, err := podNS(strings.TrimSpace(ip))
 	if err != nil {
@@ -109,63 +109,20 @@ func benchClient(b *testing.B) *netlab.NS {
 	return ns
 }
 
-// benchBackends is a whoami Deployment, a Pod on each node, behind a
-// NodePort Service; it returns the ClusterIP.
+// benchBackends is faults_test.go's backends: a whoami Deployment, a Pod
+// on each node, behind a NodePort; it returns the ClusterIP.
 func benchBackends(b *testing.B, name string, nodePort int) string {
-	manifest := fmt.Sprintf(`
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: %[1]s}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: %[1]s}}
-  template:
-    metadata: {labels: {app: %[1]s}}
-    spec:
-      topologySpreadConstraints:
-      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: %[1]s}}}
-      containers:
-      - {name: app, image: sluice.local/whoami:1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: %[1]s}
-spec:
-  type: NodePort
-  selector: {app: %[1]s}
-  ports:
-  - {port: 80, targetPort: 80, nodePort: %[2]d}
-`, name, nodePort)
-	f := filepath.Join(b.TempDir(), "m.yaml")
-	if err := writeFile(f, manifest); err != nil {
-		b.Fatal(err)
-	}
-	mustKubectlB(b, "apply", "-f", f)
-	b.Cleanup(func() { kubectl("delete", "-f", f, "--wait=true") })
-	mustKubectlB(b, "rollout", "status", "deployment/"+name, "--timeout=120s")
-	out := mustKubectlB(b, "get", "service/"+name, "-o", "jsonpath={.spec.clusterIP}")
-	vip := strings.TrimSpace(out)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		out, err := fromOutside("curl", "-s", "--max-time", "3", fmt.Sprintf("http://%s:%d", nodeIPs()[0], nodePort))
-		if err == nil && strings.Contains(out, name) {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s's NodePort does not answer: %v", name, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	return vip
+	backends(b, name, nodePort)
+	return jsonpath(b, "service/"+name, "{.spec.clusterIP}")
 }
 
 // scaleToTraffic scales a one-replica Deployment to four and returns the
 // seconds until each new Pod has answered a request through the ClusterIP.
 func scaleToTraffic(b *testing.B, client *netlab.NS, _ string) float64 {
 	vip := benchBackendsN(b, "bench-scale", 30201, 1)
-	old := strings.Fields(mustKubectlB(b, "get", "pods", "-l", "app=bench-scale", "-o", "jsonpath={.items[*].metadata.name}"))
+	old := strings.Fields(mustKubectl(b, "get", "pods", "-l", "app=bench-scale", "-o", "jsonpath={.items[*].metadata.name}"))
 	t0 := time.Now()
-	mustKubectlB(b, "scale", "deployment/bench-scale", "--replicas=4")
+	mustKubectl(b, "scale", "deployment/bench-scale", "--replicas=4")
 	seen := map[string]bool{}
 	for _, o := range old {
 		seen[o] = true
@@ -204,8 +161,8 @@ func scaleToTraffic(b *testing.B, client *netlab.NS, _ string) float64 {
 func benchBackendsN(b *testing.B, name string, nodePort, replicas int) string {
 	vip := benchBackends(b, name, nodePort)
 	if replicas != 2 {
-		mustKubectlB(b, "scale", "deployment/"+name, "--replicas="+strconv.Itoa(replicas))
-		mustKubectlB(b, "rollout", "status", "deployment/"+name, "--timeout=120s")
+		mustKubectl(b, "scale", "deployment/"+name, "--replicas="+strconv.Itoa(replicas))
+		mustKubectl(b, "rollout", "status", "deployment/"+name, "--timeout=120s")
 		deadline := time.Now().Add(time.Minute)
 		for {
 			out, _ := kubectl("get", "pods", "-l", "app="+name, "-o", "name")
@@ -325,13 +282,4 @@ func proxyPid(b *testing.B, proxy, node string) int {
 	}
 	b.Fatalf("no sluice agent in %s's cgroup", node)
 	return 0
-}
-
-func mustKubectlB(b *testing.B, args ...string) string {
-	b.Helper()
-	out, err := kubectl(args...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return out
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 // traffic is a client outside the cluster sending one request after another
@@ -60,7 +62,7 @@ func (tr *traffic) finish(t *testing.T, min int64) {
 }
 
 // backends is a whoami Deployment with a Pod on each node and a NodePort.
-func backends(t *testing.T, name string, nodePort int) string {
+func backends(t testing.TB, name string, nodePort int) string {
 	t.Helper()
 	manifest := fmt.Sprintf(`
 apiVersion: apps/v1
@@ -90,12 +92,12 @@ spec:
 	t.Cleanup(func() { kubectl("delete", "deployment/"+name, "service/"+name, "--wait=true") })
 	mustKubectl(t, "rollout", "status", "deployment/"+name, "--timeout=120s")
 	url := fmt.Sprintf("http://%s:%d", nodeIPs()[0], nodePort)
-	waitFor(t, url+" answers from outside", time.Minute, contains(name,
+	testenv.WaitFor(t, url+" answers from outside", time.Minute, contains(name,
 		func() (string, error) { return fromOutside("curl", "-s", "--max-time", "3", url) }))
 	return url
 }
 
-func applyManifest(t *testing.T, manifest string) {
+func applyManifest(t testing.TB, manifest string) {
 	t.Helper()
 	f := t.TempDir() + "/m.yaml"
 	if err := writeFile(f, manifest); err != nil {
@@ -105,7 +107,7 @@ func applyManifest(t *testing.T, manifest string) {
 }
 
 // agentPod is the sluice Pod on node.
-func agentPod(t *testing.T, node string) string {
+func agentPod(t testing.TB, node string) string {
 	t.Helper()
 	return jsonpath(t, "pods -n kube-system -l app.kubernetes.io/name=sluice --field-selector spec.nodeName="+node,
 		"{.items[0].metadata.name}")
@@ -122,7 +124,7 @@ func TestAgentPodReplaced(t *testing.T) {
 	time.Sleep(2 * time.Second) // some requests before the fault
 	mustKubectl(t, "-n", "kube-system", "delete", "pod", old, "--wait=true")
 	var repl string
-	waitFor(t, "the DaemonSet's replacement Ready on "+node, 2*time.Minute, func() error {
+	testenv.WaitFor(t, "the DaemonSet's replacement Ready on "+node, 2*time.Minute, func() error {
 		repl = agentPod(t, node)
 		if repl == "" || repl == old {
 			return fmt.Errorf("no replacement yet")
@@ -158,7 +160,7 @@ func TestAPIServerRestart(t *testing.T) {
 	mustKubectl(t, "scale", "deployment/fault-api", "--replicas=3")
 	mustKubectl(t, "rollout", "status", "deployment/fault-api", "--timeout=120s")
 	want := strings.Fields(jsonpath(t, "pods -l app=fault-api", "{.items[*].status.podIP}"))
-	waitFor(t, "every replica answers after the restart", time.Minute, func() error {
+	testenv.WaitFor(t, "every replica answers after the restart", time.Minute, func() error {
 		seen := map[string]bool{}
 		for i := 0; i < 30 && len(seen) < len(want); i++ {
 			out, err := fromOutside("curl", "-s", "--max-time", "3", url)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-lb/sluice/internal/testenv"
 )
 
 const labLabel = "kubernetes.courselabs.co=services"
@@ -29,9 +31,9 @@ func TestTutorialServices(t *testing.T) {
 	t.Run("ClusterIP by DNS", func(t *testing.T) {
 		mustKubectl(t, "apply", "-f", specs+"/services/whoami-clusterip.yaml")
 		clusterIP = jsonpath(t, "service/whoami", "{.spec.clusterIP}")
-		waitFor(t, "nslookup whoami gives the ClusterIP", time.Minute,
+		testenv.WaitFor(t, "nslookup whoami gives the ClusterIP", time.Minute,
 			contains("Address: "+clusterIP, func() (string, error) { return nslookup("whoami"), nil }))
-		waitFor(t, "curl http://whoami", time.Minute,
+		testenv.WaitFor(t, "curl http://whoami", time.Minute,
 			contains("whoami", func() (string, error) { return execIn("sleep", "curl", "-s", "--max-time", "5", "http://whoami") }))
 	})
 	if t.Failed() {
@@ -47,7 +49,7 @@ func TestTutorialServices(t *testing.T) {
 		if after == before {
 			t.Logf("the new Pod got the old one's IP %s (host-local reuses freed addresses)", after)
 		}
-		waitFor(t, "curl http://whoami after the replacement", time.Minute, contains(after,
+		testenv.WaitFor(t, "curl http://whoami after the replacement", time.Minute, contains(after,
 			func() (string, error) { return execIn("sleep", "curl", "-s", "--max-time", "5", "http://whoami") }))
 		if got := jsonpath(t, "service/whoami", "{.spec.clusterIP}"); got != clusterIP {
 			t.Errorf("ClusterIP moved from %s to %s", clusterIP, got)
@@ -57,23 +59,23 @@ func TestTutorialServices(t *testing.T) {
 	t.Run("NodePort and LoadBalancer", func(t *testing.T) {
 		mustKubectl(t, "apply", "-f", specs+"/services/whoami-nodeport.yaml", "-f", specs+"/services/whoami-loadbalancer.yaml")
 		for _, url := range []string{"http://whoami-lb:8080", "http://whoami-np:8010"} {
-			waitFor(t, "curl "+url+" from the sleep Pod", time.Minute, contains("whoami",
+			testenv.WaitFor(t, "curl "+url+" from the sleep Pod", time.Minute, contains("whoami",
 				func() (string, error) { return execIn("sleep", "curl", "-s", "--max-time", "5", url) }))
 		}
 		for _, ip := range nodeIPs() {
 			url := fmt.Sprintf("http://%s:30010", ip)
-			waitFor(t, "curl "+url+" from the external client", time.Minute, contains("whoami",
+			testenv.WaitFor(t, "curl "+url+" from the external client", time.Minute, contains("whoami",
 				func() (string, error) { return fromOutside("curl", "-s", "--max-time", "5", url) }))
 		}
 		var lbIP string
-		waitFor(t, "whoami-lb gets an external IP from the pool", time.Minute, func() error {
+		testenv.WaitFor(t, "whoami-lb gets an external IP from the pool", time.Minute, func() error {
 			lbIP = jsonpath(t, "service/whoami-lb", "{.status.loadBalancer.ingress[0].ip}")
 			if lbIP == "" {
 				return fmt.Errorf("EXTERNAL-IP pending")
 			}
 			return nil
 		})
-		waitFor(t, "curl http://"+lbIP+":8080 from the external client (no route set by hand)", time.Minute,
+		testenv.WaitFor(t, "curl http://"+lbIP+":8080 from the external client (no route set by hand)", time.Minute,
 			contains("whoami", func() (string, error) {
 				return fromOutside("curl", "-s", "--max-time", "5", "http://"+lbIP+":8080")
 			}))
@@ -84,7 +86,7 @@ func TestTutorialServices(t *testing.T) {
 		if got := jsonpath(t, "endpointslices", `{.items[?(@.metadata.labels.kubernetes\.io/service-name=="whoami-none")].endpoints}`); got != "" && got != "null" {
 			t.Fatalf("whoami-none has endpoints %s", got)
 		}
-		waitFor(t, "curl http://whoami-none is refused at once", time.Minute, func() error {
+		testenv.WaitFor(t, "curl http://whoami-none is refused at once", time.Minute, func() error {
 			out, err := execIn("sleep", "curl", "-sS", "--max-time", "5", "http://whoami-none")
 			if err == nil || !strings.Contains(out, "refused") {
 				return fmt.Errorf("want connection refused, got %v", err)
@@ -95,17 +97,17 @@ func TestTutorialServices(t *testing.T) {
 
 	t.Run("ExternalName and headless by DNS", func(t *testing.T) {
 		mustKubectl(t, "apply", "-f", labDir("extra", "external-service.yaml"), "-f", labDir("extra", "headless.yaml"))
-		waitFor(t, "external-service is a CNAME of domain.com", time.Minute, contains("canonical name = domain.com",
+		testenv.WaitFor(t, "external-service is a CNAME of domain.com", time.Minute, contains("canonical name = domain.com",
 			func() (string, error) { return nslookup("external-service.default.svc.cluster.local"), nil }))
 		podIP := jsonpath(t, "pod/whoami", "{.status.podIP}")
-		waitFor(t, "whoami-headless resolves to the Pod", time.Minute, contains("Address: "+podIP,
+		testenv.WaitFor(t, "whoami-headless resolves to the Pod", time.Minute, contains("Address: "+podIP,
 			func() (string, error) { return nslookup("whoami-headless"), nil }))
 	})
 
 	t.Run("environment variables in a Pod created after the Service", func(t *testing.T) {
 		mustKubectl(t, "run", "envcheck", "--image=sluice.local/tools:1", "--restart=Never", "--labels="+labLabel,
 			"--", "sh", "-c", "echo host=$WHOAMI_SERVICE_HOST port=$WHOAMI_SERVICE_PORT")
-		waitFor(t, "envcheck done", 2*time.Minute, func() error {
+		testenv.WaitFor(t, "envcheck done", 2*time.Minute, func() error {
 			if p := jsonpath(t, "pod/envcheck", "{.status.phase}"); p != "Succeeded" {
 				return fmt.Errorf("phase %q", p)
 			}
@@ -120,7 +122,7 @@ func TestTutorialServices(t *testing.T) {
 		if ep := jsonpath(t, "endpointslice/kubernetes", "{.endpoints[0].addresses[0]}"); ep != lab["CLUSTER_API_HOST"] {
 			t.Errorf("kubernetes Service's endpoint %s, want the API server's %s", ep, lab["CLUSTER_API_HOST"])
 		}
-		waitFor(t, "https://kubernetes.default/version from the sleep Pod", time.Minute, contains(`"gitVersion"`,
+		testenv.WaitFor(t, "https://kubernetes.default/version from the sleep Pod", time.Minute, contains(`"gitVersion"`,
 			func() (string, error) {
 				return execIn("sleep", "curl", "-sk", "--max-time", "5", "https://kubernetes.default/version")
 			}))
