@@ -107,9 +107,12 @@ func contains(want string, f func() (string, error)) func() error {
 	}
 }
 
+// jsonpath is `kubectl get OBJ -o jsonpath=PATH`; obj may hold flags
+// ("pods -n kube-system -l app=x").
 func jsonpath(t testing.TB, obj, path string) string {
 	t.Helper()
-	return strings.TrimSpace(mustKubectl(t, "get", obj, "-o", "jsonpath="+path))
+	args := append([]string{"get"}, strings.Fields(obj)...)
+	return strings.TrimSpace(mustKubectl(t, append(args, "-o", "jsonpath="+path)...))
 }
 
 func nodes() []string { return strings.Fields(lab["CLUSTER_NODES"]) }

@@ -86,10 +86,13 @@ func TestTutorialServices(t *testing.T) {
 		if got := jsonpath(t, "endpointslices", `{.items[?(@.metadata.labels.kubernetes\.io/service-name=="whoami-none")].endpoints}`); got != "" && got != "null" {
 			t.Fatalf("whoami-none has endpoints %s", got)
 		}
+		// REJECT: the connect fails at once (curl's exit 7, "couldn't
+		// connect"), not after its timeout as a dropped SYN would.
 		testenv.WaitFor(t, "curl http://whoami-none is refused at once", time.Minute, func() error {
+			t0 := time.Now()
 			out, err := execIn("sleep", "curl", "-sS", "--max-time", "5", "http://whoami-none")
-			if err == nil || !strings.Contains(out, "refused") {
-				return fmt.Errorf("want connection refused, got %v", err)
+			if err == nil || !strings.Contains(out, "curl: (7)") || time.Since(t0) > 3*time.Second {
+				return fmt.Errorf("want a refusal at once, got %v after %s", err, time.Since(t0))
 			}
 			return nil
 		})
