@@ -30,8 +30,14 @@ measure() {
 	./hack/cluster/deploy.sh remove
 }
 
-measure kube-proxy
-measure sluice
+# COMPARE_REUSE=kube-proxy keeps that proxy's figures of an earlier run.
+for p in kube-proxy sluice; do
+	if [ "${COMPARE_REUSE:-}" = "$p" ] && [ -s "$out/$p.txt" ]; then
+		echo "compare: $p's figures of the earlier run ($out/$p.txt)"
+	else
+		measure "$p"
+	fi
+done
 
 # Rows: name, unit, which way is better.
 {
@@ -47,6 +53,7 @@ measure sluice
 	$1 == "clusterip_connects_per_s_c8" { row("Pod to ClusterIP, connects/s, c=8", $2, $3, 1) }
 	$1 == "nodeport_connects_per_s_c8" { row("external client to NodePort, connects/s, c=8", $2, $3, 1) }
 	$1 == "dns_queries_per_s_c8" { row("DNS through kube-dns (UDP), queries/s, c=8", $2, $3, 1) }
+	$1 == "dns_unanswered_percent" { printf "| DNS queries unanswered within 1 s, %% | %.2f | %.2f | %s |\n", $2, $3, ($3 <= $2 ? "ahead" : "behind") }
 	$1 == "scale_to_traffic_s" { row("kubectl scale 1 to 4 until every new Pod answers, s", $2, $3, 0) }
 	$1 ~ /^rss_mib_/ { row("proxy memory (RSS) on " substr($1, 9) ", MiB", $2, $3, 0) }
 	$1 ~ /^cpu_percent_/ { row("proxy CPU on " substr($1, 13) " during the run, %", $2, $3, 0) }
