@@ -3,6 +3,7 @@ package test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -72,29 +73,75 @@ func TestBigTCPThroughClusterIP(t *testing.T) {
 		t.Fatal("no established counter")
 		return 0, 0
 	}
+	// The node's end of the client's veth sees frames as the client sent
+	// them, before the datapath does.
+	capt, err := openCapture(c.topo.Node, "c0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capt.close()
+	largest := make(chan int, 1)
+	stop := make(chan struct{})
+	go func() { largest <- capt.largestReceived(stop) }()
+
 	ec := c.dialEcho(t, vip+":80")
 	ec.exchange(t, "hello")
-	p0, b0 := established()
-	// One write without a newline: the echo server answers nothing yet,
-	// so the client's forward packets are its data segments alone.
+	_, b0 := established()
+	// The backend echoes what it reads: the client drains the echo while
+	// it writes, or both ends' buffers fill and the transfer stalls.
 	const size = 8 << 20
 	ec.conn.SetDeadline(time.Now().Add(testenv.Scaled(10 * time.Second)))
+	drained := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(io.Discard, ec.r, size)
+		drained <- err
+	}()
 	if _, err := ec.conn.Write([]byte(strings.Repeat("x", size))); err != nil {
 		t.Fatalf("write %d bytes through the ClusterIP: %v", size, err)
 	}
+	if err := <-drained; err != nil {
+		t.Fatalf("read the %d bytes' echo back through the ClusterIP: %v", size, err)
+	}
+	close(stop)
 	c.waitFor("the data counted as established", testenv.Scaled(5*time.Second), func() error {
 		if _, b := established(); b-b0 < size {
 			return fmt.Errorf("established bytes moved %d", b-b0)
 		}
 		return nil
 	})
-	p1, b1 := established()
 	if n := c.counter("drop-malformed-ip"); n != 0 {
 		t.Errorf("drop-malformed-ip moved %d times", n)
 	}
-	// A frame of at most 64 KiB of IP is 65,549 bytes: more bytes than
-	// that per packet means packets over 64 KiB went through.
-	if packets, bytes := p1-p0, b1-b0; bytes <= packets*65549 {
-		t.Fatalf("%d bytes in %d packets: no packet over 64 KiB was seen, so BIG TCP was not exercised", bytes, packets)
+	// A frame of at most 64 KiB of IP is 65,549 bytes: a larger one is a
+	// BIG TCP packet, whose total length field reads 0.
+	n := <-largest
+	if n <= 65549 {
+		t.Fatalf("the largest frame the client sent was %d bytes: no packet over 64 KiB, so BIG TCP was not exercised", n)
+	}
+	t.Logf("the largest frame the client sent through the ClusterIP: %d bytes", n)
+}
+
+// largestReceived is the length of the largest frame the device received
+// (not sent) until stop closes. MSG_TRUNC returns a frame's whole length
+// whatever the buffer holds.
+func (c *capture) largestReceived(stop <-chan struct{}) int {
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 128)
+	largest := 0
+	for {
+		select {
+		case <-stop:
+			return largest
+		default:
+		}
+		n, from, err := unix.Recvfrom(c.fd, buf, unix.MSG_TRUNC)
+		if err != nil {
+			continue
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		largest = max(largest, n)
 	}
 }
