@@ -21,7 +21,8 @@ import (
 )
 
 // Interval bounds of the collector. A sweep that deleted a large share of
-// what it saw halves the wait before the next; one that deleted little
+// what it saw, in a table at least an eighth full, halves the wait before
+// the next; one that deleted little
 // lengthens it by half, up to MaxInterval; a table filling up is swept at
 // the shortest interval.
 const (
@@ -185,15 +186,19 @@ func (c *Collector) requeue(purge map[Target]bool) {
 }
 
 // adapt sets the next interval from what a sweep found: a quarter or more
-// of the entries deleted, or a table three quarters full, halves it; under
-// a twentieth deleted lengthens it by half, towards MaxInterval; otherwise
-// it goes back towards the base.
+// of the entries deleted from a table at least an eighth full, or a table
+// three quarters full, halves it; under a twentieth deleted lengthens it by
+// half, towards MaxInterval; otherwise it goes back towards the base.
+// Expired entries in a table mostly empty take room nobody needs: a burst
+// of short connections there is no reason to sweep the whole table every
+// few seconds (each sweep walks every bucket, a CPU cost a small table
+// does not repay).
 func (c *Collector) adapt(st Stats) {
 	seen := st.Seen()
 	capacity := int(c.dp.CT4.Raw().MaxEntries())
 	left := st.Forward + st.Reply
 	switch {
-	case 4*st.Deleted() >= seen && seen > 0, 4*left >= 3*capacity:
+	case 4*st.Deleted() >= seen && 8*seen >= capacity && seen > 0, 4*left >= 3*capacity:
 		c.interval = max(c.interval/2, MinInterval)
 	case 20*st.Deleted() < seen || seen == 0:
 		c.interval = min(c.interval*3/2, max(MaxInterval, c.base))

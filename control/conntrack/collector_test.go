@@ -10,9 +10,9 @@ import (
 )
 
 // The interval follows what sweeps find: halved while they delete a
-// quarter or more, or while the table is three quarters full; lengthened
-// by half while they delete under a twentieth, up to MaxInterval; back
-// towards the base otherwise.
+// quarter or more of a table at least an eighth full, or while the table is
+// three quarters full; lengthened by half while they delete under a
+// twentieth, up to MaxInterval; back towards the base otherwise.
 func TestIntervalAdapts(t *testing.T) {
 	w := newWorld(t, 4096)
 	c := NewCollector(w.dp, 30*time.Second, quiet, nil)
@@ -20,19 +20,22 @@ func TestIntervalAdapts(t *testing.T) {
 		st   Stats
 		want time.Duration
 	}{
-		{Stats{Forward: 50, Reply: 50, Expired: 100}, 15 * time.Second},
-		{Stats{Forward: 50, Reply: 50, Expired: 100}, 7500 * time.Millisecond},
-		{Stats{Forward: 50, Reply: 50, Expired: 100}, 3750 * time.Millisecond},
-		{Stats{Forward: 50, Reply: 50, Expired: 100}, MinInterval},
-		{Stats{Forward: 50, Reply: 50, Expired: 100}, MinInterval},
-		{Stats{Forward: 90, Reply: 90, Expired: 20}, 4 * time.Second}, // 10%: back towards the base
-		{Stats{Forward: 1000, Reply: 1000}, 6 * time.Second},          // nothing deleted
-		{Stats{Forward: 1000, Reply: 1000, Expired: 2}, 9 * time.Second},
-		{Stats{Forward: 1000, Reply: 1000}, 13500 * time.Millisecond},
-		{Stats{Forward: 1000, Reply: 1000}, 20250 * time.Millisecond},
-		{Stats{Forward: 1000, Reply: 1000}, 30375 * time.Millisecond},
-		{Stats{}, 45562500 * time.Microsecond},
-		{Stats{Forward: 1000, Reply: 1000, Expired: 400}, 30 * time.Second}, // 17%: back to the base
+		// 200 entries of 4096, all expired: a burst of short flows in a
+		// table almost empty is no reason to sweep more often.
+		{Stats{Forward: 50, Reply: 50, Expired: 100}, 30 * time.Second},
+		{Stats{Forward: 250, Reply: 250, Expired: 500}, 15 * time.Second}, // 1000 of 4096, half deleted
+		{Stats{Forward: 250, Reply: 250, Expired: 500}, 7500 * time.Millisecond},
+		{Stats{Forward: 250, Reply: 250, Expired: 500}, 3750 * time.Millisecond},
+		{Stats{Forward: 250, Reply: 250, Expired: 500}, MinInterval},
+		{Stats{Forward: 250, Reply: 250, Expired: 500}, MinInterval},
+		{Stats{Forward: 50, Reply: 50, Expired: 100}, 4 * time.Second},  // small table: back towards the base
+		{Stats{Forward: 450, Reply: 450, Expired: 100}, 8 * time.Second}, // 10%: back towards the base
+		{Stats{Forward: 1000, Reply: 1000}, 12 * time.Second},            // nothing deleted
+		{Stats{Forward: 1000, Reply: 1000, Expired: 2}, 18 * time.Second},
+		{Stats{Forward: 1000, Reply: 1000}, 27 * time.Second},
+		{Stats{Forward: 1000, Reply: 1000}, 40500 * time.Millisecond},
+		{Stats{}, 60750 * time.Millisecond},
+		{Stats{Forward: 1000, Reply: 1000, Expired: 400}, 30375 * time.Millisecond}, // 17%: towards the base
 		{Stats{Forward: 1000, Reply: 1000, Expired: 400}, 30 * time.Second},
 		{Stats{Forward: 1000, Reply: 1000}, 45 * time.Second},
 		{Stats{Forward: 1550, Reply: 1550}, 22500 * time.Millisecond}, // 3100 of 4096: three quarters full
