@@ -30,13 +30,9 @@ measure() {
 	./hack/cluster/deploy.sh remove
 }
 
-# COMPARE_REUSE=kube-proxy keeps that proxy's figures of an earlier run.
+# Both proxies in one run, one after the other, on the same cluster.
 for p in kube-proxy sluice; do
-	if [ "${COMPARE_REUSE:-}" = "$p" ] && [ -s "$out/$p.txt" ]; then
-		echo "compare: $p's figures of the earlier run ($out/$p.txt)"
-	else
-		measure "$p"
-	fi
+	measure "$p"
 done
 
 # Rows: name, unit, which way is better.
@@ -44,16 +40,20 @@ done
 	echo "| measure | kube-proxy (nftables) | sluice | sluice vs kube-proxy |"
 	echo "|---|---:|---:|---:|"
 	join <(sort "$out/kube-proxy.txt") <(sort "$out/sluice.txt") | awk '
-	function row(label, kp, sl, higher) {
-		if (kp <= 0 || sl <= 0) { printf "| %s | %.1f | %.1f | - |\n", label, kp, sl; return }
+	function row(label, kp, sl, higher,   f, ratio, verdict) {
+		f = (kp < 10 && sl < 10) ? "%.2f" : "%.1f"
+		if (kp <= 0 || sl <= 0) { printf "| %s | " f " | " f " | - |\n", label, kp, sl; return }
 		ratio = higher ? sl / kp : kp / sl
-		printf "| %s | %.1f | %.1f | %.2fx %s |\n", label, kp, sl, ratio, (ratio >= 1 ? "ahead" : "behind")
+		verdict = ratio > 1.005 ? "ahead" : (ratio < 0.995 ? "behind" : "same")
+		printf "| %s | " f " | " f " | %.2fx %s |\n", label, kp, sl, ratio, verdict
 	}
 	$1 == "clusterip_connects_per_s_c1" { row("Pod to ClusterIP, connects/s, c=1", $2, $3, 1) }
 	$1 == "clusterip_connects_per_s_c8" { row("Pod to ClusterIP, connects/s, c=8", $2, $3, 1) }
 	$1 == "nodeport_connects_per_s_c8" { row("external client to NodePort, connects/s, c=8", $2, $3, 1) }
 	$1 == "dns_queries_per_s_c8" { row("DNS through kube-dns (UDP), queries/s, c=8", $2, $3, 1) }
-	$1 == "dns_unanswered_percent" { printf "| DNS queries unanswered within 1 s, %% | %.2f | %.2f | %s |\n", $2, $3, ($3 <= $2 ? "ahead" : "behind") }
+	$1 == "dns_unanswered_percent" { printf "| DNS queries through kube-dns unanswered within 1 s, %% | %.2f | %.2f | %s |\n", $2, $3, ($3 < $2 ? "ahead" : ($3 == $2 ? "same" : "behind")) }
+	$1 == "dns_direct_queries_per_s_c8" { printf "| baseline, no Service: DNS to the CoreDNS Pods directly, queries/s, c=8 | %.1f | %.1f | - |\n", $2, $3 }
+	$1 == "dns_direct_unanswered_percent" { printf "| baseline, no Service: DNS to the CoreDNS Pods directly, unanswered within 1 s, %% | %.2f | %.2f | - |\n", $2, $3 }
 	$1 == "scale_to_traffic_s" { row("kubectl scale 1 to 4 until every new Pod answers, s", $2, $3, 0) }
 	$1 ~ /^rss_mib_/ { row("proxy memory (RSS) on " substr($1, 9) ", MiB", $2, $3, 0) }
 	$1 ~ /^cpu_percent_/ { row("proxy CPU on " substr($1, 13) " during the run, %", $2, $3, 0) }

@@ -63,13 +63,27 @@ func BenchmarkProxy(b *testing.B) {
 	res["nodeport_connects_per_s_c8"] = s.Rate
 	b.Logf("NodePort c=8: %.0f connects/s, p50 %s p99 %s", s.Rate, s.P50, s.P99)
 
-	qps, lost, err := dnsStorm(client, lab["CLUSTER_DNS_IP"]+":53", "kubernetes.default.svc.cluster.local.", 8, 5*time.Second)
+	const qname = "kubernetes.default.svc.cluster.local."
+	qps, lost, err := dnsStorm(client, []string{lab["CLUSTER_DNS_IP"] + ":53"}, qname, 8, 5*time.Second)
 	if err != nil {
 		b.Fatalf("DNS: %v", err)
 	}
 	res["dns_queries_per_s_c8"] = qps
 	res["dns_unanswered_percent"] = lost
 	b.Logf("DNS through kube-dns, c=8: %.0f queries/s, %.2f%% unanswered within 1 s", qps, lost)
+	// The same queries to the CoreDNS Pods themselves, no Service in the
+	// way: the loss no proxy causes (CoreDNS's or the node's own).
+	var direct []string
+	for _, ip := range strings.Fields(jsonpath(b, "pods -n kube-system -l k8s-app=kube-dns", "{.items[*].status.podIP}")) {
+		direct = append(direct, ip+":53")
+	}
+	qps, lost, err = dnsStorm(client, direct, qname, 8, 5*time.Second)
+	if err != nil {
+		b.Fatalf("DNS to the CoreDNS Pods: %v", err)
+	}
+	res["dns_direct_queries_per_s_c8"] = qps
+	res["dns_direct_unanswered_percent"] = lost
+	b.Logf("DNS to the CoreDNS Pods %v directly, c=8: %.0f queries/s, %.2f%% unanswered within 1 s", direct, qps, lost)
 
 	res["scale_to_traffic_s"] = scaleToTraffic(b, client, vip)
 
@@ -179,12 +193,12 @@ func benchBackendsN(b *testing.B, name string, nodePort, replicas int) string {
 	return vip
 }
 
-// dnsStorm sends A queries for name to server from conc workers for d,
-// each query from a new socket, and returns answered queries per second and
-// the share, in percent, of queries not answered within a second (a stub
-// resolver would retry them after its timeout).
-func dnsStorm(ns *netlab.NS, server, name string, conc int, d time.Duration) (qps, lostPercent float64, err error) {
-	q := dnsQuery(name)
+// dnsStorm sends A queries for name from conc workers for d, worker w to
+// servers[w%len(servers)], each query from a new socket, and returns
+// answered queries per second and the share, in percent, of queries not
+// answered within a second (a stub resolver would retry them after its
+// timeout).
+func dnsStorm(ns *netlab.NS, servers []string, name string, conc int, d time.Duration) (qps, lostPercent float64, err error) {
 	var answered, failed atomic.Int64
 	var wg sync.WaitGroup
 	stop := time.Now().Add(d)
@@ -193,9 +207,11 @@ func dnsStorm(ns *netlab.NS, server, name string, conc int, d time.Duration) (qp
 		go func() {
 			defer wg.Done()
 			ns.Do(func() error {
-				buf := make([]byte, 512)
+				// Each worker its own query: its id is rewritten per
+				// query, and a shared one would carry another worker's.
+				q, buf := dnsQuery(name), make([]byte, 512)
 				for id := uint16(w << 12); time.Now().Before(stop); id++ {
-					c, err := net.Dial("udp", server)
+					c, err := net.Dial("udp", servers[w%len(servers)])
 					if err != nil {
 						failed.Add(1)
 						continue
