@@ -17,7 +17,7 @@ IMAGE ?= ghcr.io/sluice-lb/sluice
 # The test API server of hack/k8s/apiserver.sh (make k8s-up).
 K8S_DIR ?= /run/sluice-k8s
 
-.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check cluster-binaries cluster-up cluster-down test-cluster cluster-compare generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control bench-k8s demo lab-down clean
+.PHONY: all deps build version image k8s-binaries k8s-up k8s-down deploy-check cluster-binaries cluster-up cluster-down test-cluster cluster-compare cluster-e2e-table generate check-generate test test-unit vmtest vmtest-all bench bench-datapath bench-lab bench-control bench-k8s demo lab-down clean
 
 all: build
 
@@ -76,6 +76,11 @@ test-cluster: deps build
 # lab cluster: the README's comparison table.
 cluster-compare: deps build
 	GO=$(GO) ./hack/cluster/compare.sh
+
+# Kubernetes' non-disruptive [sig-network] Services specs (beyond the 15
+# conformance ones) with kube-proxy, then with sluice: the README's table.
+cluster-e2e-table: deps build
+	GO=$(GO) ./hack/cluster/e2e-table.sh
 
 # Regenerate the Go bindings and objects from bpf/*.c.
 generate: deps
