@@ -26,6 +26,7 @@ GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 CURL=${CURL:-/usr/bin/curl}
 NC=${NC:-/bin/nc.openbsd}
+WGET=${WGET:-/usr/bin/wget}
 DASH=${DASH:-/bin/dash}
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
@@ -134,9 +135,12 @@ mapfile -t curl_args < <(dynamic "$CURL" /usr/bin/curl)
 # dash, and its busybox has no nc or sh applet links.
 mapfile -t nc_args < <(dynamic "$NC" /usr/bin/nc)
 mapfile -t sh_args < <(dynamic "$DASH" /bin/sh)
+# The e2e tests' `wget -q -O - -T 1` (verifyServeHostnameServiceUp): GNU
+# wget, as Debian's busybox wget crashes on -T.
+mapfile -t wget_args < <(dynamic "$WGET" /usr/bin/wget)
 agnhost_busybox_args=(-file "$BUSYBOX=/bin/busybox:0755")
 for a in $("$BUSYBOX" --list); do
-	case $a in busybox | sh | nc) ;; *) agnhost_busybox_args+=(-symlink "/bin/$a=busybox") ;; esac
+	case $a in busybox | sh | nc | wget) ;; *) agnhost_busybox_args+=(-symlink "/bin/$a=busybox") ;; esac
 done
 
 etc "$work/etc"
@@ -162,7 +166,7 @@ done
 if have "$BIN/agnhost"; then
 	image agnhost -tag registry.k8s.io/e2e-test-images/agnhost:2.66.1 -tag registry.k8s.io/e2e-test-images/agnhost:2.55 \
 		-file "$BIN/agnhost=/agnhost:0755" -symlink /agnhost-2=agnhost "${porter_args[@]}" \
-		-dir /uploads "${agnhost_busybox_args[@]}" "${curl_args[@]}" "${nc_args[@]}" "${sh_args[@]}" "${fs_args[@]}" -file "$work/agnhost-etc=/etc" \
+		-dir /uploads "${agnhost_busybox_args[@]}" "${curl_args[@]}" "${nc_args[@]}" "${wget_args[@]}" "${sh_args[@]}" "${fs_args[@]}" -file "$work/agnhost-etc=/etc" \
 		-expose 80/tcp -expose 8080/tcp -expose 8081/tcp -expose 9376/tcp -expose 5000/tcp \
 		-entrypoint '["/agnhost"]' -cmd '["pause"]'
 fi
