@@ -360,13 +360,17 @@ EOF
 
 # cgroup2_up: the lab's own cgroup2 mount with one directory per node; a
 # node's containerd and kubelet start there, so its host-network processes
-# are in that cgroup (sluice attaches its socket programs to it).
+# are in that cgroup (sluice attaches its socket programs to it). It is
+# named as kubelet's cgroupRoot, because runc on a v1 host also puts each
+# container at the same path of the unified hierarchy
+# (/sluice-nodeN/kubepods/...): a hostNetwork Pod is then under the node's
+# directory, as on a real node, where it is under the hierarchy's root.
 cgroup2_up() {
 	mkdir -p "$RUN/cgroup2"
 	mountpoint -q "$RUN/cgroup2" || mount -t cgroup2 none "$RUN/cgroup2"
 	local n c
 	for n in "${NODES[@]}"; do
-		mkdir -p "$RUN/cgroup2/$n"
+		mkdir -p "$RUN/cgroup2/sluice-$n"
 		# kubelet's cgroupRoot must exist in every v1 hierarchy; a new
 		# cpuset starts with no CPUs and no memory nodes.
 		for c in /sys/fs/cgroup/*/; do
@@ -394,7 +398,7 @@ bpffs_up() {
 node_up() {
 	local n=$1 d=$RUN/$1
 	node_files "$n"
-	start "$n-containerd" "$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$RUN/cgroup2/$n" \
+	start "$n-containerd" "$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$RUN/cgroup2/sluice-$n" \
 		containerd --config "$d/containerd.toml"
 	wait_for 30 "$n: containerd up" ctr --address "$d/containerd.sock" version
 	"$here/import.sh" "$d/containerd.sock" "$IMAGES" >"$RUN/$n-import.log" 2>&1 ||
@@ -411,7 +415,7 @@ spec:
   podCIDR: $(pod_cidr "$n")
   podCIDRs: [$(pod_cidr "$n")]
 EOF
-	start "$n-kubelet" "$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$RUN/cgroup2/$n" \
+	start "$n-kubelet" "$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$RUN/cgroup2/sluice-$n" \
 		"$BIN/kubelet" --config="$d/kubelet.yaml" --kubeconfig="$RUN/$n.kubeconfig" \
 		--hostname-override="$n" --node-ip="$(node_ip "$n")" --root-dir="$DATA/$n/kubelet" \
 		--cert-dir="$d/kubelet-certs" --v=1
@@ -501,7 +505,7 @@ down() {
 	# The nodes' cgroup2 directories (the mount shows the machine's one
 	# cgroup2 hierarchy), now that their processes are gone.
 	for n in "${NODES[@]}"; do
-		[ ! -d "$RUN/cgroup2/$n" ] || find "$RUN/cgroup2/$n" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		[ ! -d "$RUN/cgroup2/sluice-$n" ] || find "$RUN/cgroup2/sluice-$n" -depth -type d -exec rmdir {} + 2>/dev/null || true
 	done
 	# Mounts under the lab's directories (pods' volumes, containers' rootfs,
 	# the lab's cgroup2 and bpffs), deepest first.

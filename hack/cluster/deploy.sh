@@ -48,7 +48,7 @@ metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0}
 EOC
 		setsid nsenter --net="/run/netns/slc-$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh \
-			"$CLUSTER_CGROUP2/$n" "$CLUSTER_BIN/kube-proxy" --config="$RUN/$n/kube-proxy.yaml" \
+			"$CLUSTER_CGROUP2/sluice-$n" "$CLUSTER_BIN/kube-proxy" --config="$RUN/$n/kube-proxy.yaml" \
 			</dev/null >>"$RUN/kube-proxy-$n.log" 2>&1 &
 		echo $! >"$RUN/kube-proxy-$n.pid"
 		i=$((i + 1))

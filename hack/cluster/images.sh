@@ -136,7 +136,9 @@ mapfile -t curl_args < <(dynamic "$CURL" /usr/bin/curl)
 mapfile -t nc_args < <(dynamic "$NC" /usr/bin/nc)
 mapfile -t sh_args < <(dynamic "$DASH" /bin/sh)
 # The e2e tests' `wget -q -O - -T 1` (verifyServeHostnameServiceUp): GNU
-# wget, as Debian's busybox wget crashes on -T.
+# wget, as Debian's busybox wget crashes on -T. The tests' timings assume
+# one try per wget, as busybox's makes (GNU wget's default is 20, with
+# backoff: 150 of them to a VIP that is down run for hours).
 mapfile -t wget_args < <(dynamic "$WGET" /usr/bin/wget)
 agnhost_busybox_args=(-file "$BUSYBOX=/bin/busybox:0755")
 for a in $("$BUSYBOX" --list); do
@@ -148,6 +150,7 @@ etc "$work/agnhost-etc" 'user-defined-in-image:x:1000:1000::/home/user-defined-i
 ' 'user-defined-in-image:x:1000:
 group-defined-in-image:x:50000:user-defined-in-image
 '
+printf 'tries = 1\n' >"$work/agnhost-etc/wgetrc"
 
 name=pause
 image pause -tag registry.k8s.io/pause:3.10.2 -file "$work/pause=/pause:0755" \

@@ -131,6 +131,19 @@ func TestTutorialServices(t *testing.T) {
 			}))
 	})
 
+	// A hostNetwork Pod's connects are translated by sluice's socket
+	// programs (there is no pod veth to catch them on), on every node.
+	t.Run("the ClusterIP from a hostNetwork Pod", func(t *testing.T) {
+		for _, node := range nodes() {
+			pod := "hostnet-" + node
+			mustKubectl(t, "run", pod, "--image=sluice.local/tools:1", "--restart=Never", "--labels="+labLabel,
+				"--overrides", fmt.Sprintf(`{"spec":{"hostNetwork":true,"nodeName":%q}}`, node), "--", "sleep", "3600")
+			mustKubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=120s")
+			testenv.WaitFor(t, "curl the ClusterIP from "+pod, time.Minute, contains("whoami",
+				func() (string, error) { return execIn(pod, "curl", "-s", "--max-time", "5", "http://"+clusterIP) }))
+		}
+	})
+
 	t.Run("cleanup by label", func(t *testing.T) {
 		mustKubectl(t, "delete", "pod,svc", "-l", labLabel, "--wait=true")
 		if out := strings.TrimSpace(mustKubectl(t, "get", "pod,svc", "-l", labLabel, "-o", "name")); out != "" {
