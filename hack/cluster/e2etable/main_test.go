@@ -49,3 +49,21 @@ func TestRead(t *testing.T) {
 		t.Error("a report without specs read without error")
 	}
 }
+
+func TestTable(t *testing.T) {
+	got := table([]string{"a", "b"}, map[string]map[string]string{
+		"s1": {"a": "passed", "b": "failed (timedout)"},
+		"s2": {"a": "skipped", "b": "skipped"},
+		"s3": {"a": "skipped", "b": "passed"},
+		"s4": {"a": "passed"},
+	})
+	want := "| spec | a | b |\n|---|---|---|\n" +
+		"| s1 | passed | failed (timedout) |\n" +
+		"| s3 | skipped | passed |\n" +
+		"| s4 | passed | not run |\n" +
+		"\na: 2 passed, 0 failed, 2 skipped" +
+		"\nb: 1 passed, 1 failed, 1 skipped\n"
+	if got != want {
+		t.Errorf("table:\n%s\nwant:\n%s", got, want)
+	}
+}
