@@ -28,7 +28,7 @@ func TestIntervalAdapts(t *testing.T) {
 		{Stats{Forward: 250, Reply: 250, Expired: 500}, 3750 * time.Millisecond},
 		{Stats{Forward: 250, Reply: 250, Expired: 500}, MinInterval},
 		{Stats{Forward: 250, Reply: 250, Expired: 500}, MinInterval},
-		{Stats{Forward: 50, Reply: 50, Expired: 100}, 4 * time.Second},  // small table: back towards the base
+		{Stats{Forward: 50, Reply: 50, Expired: 100}, 4 * time.Second},   // small table: back towards the base
 		{Stats{Forward: 450, Reply: 450, Expired: 100}, 8 * time.Second}, // 10%: back towards the base
 		{Stats{Forward: 1000, Reply: 1000}, 12 * time.Second},            // nothing deleted
 		{Stats{Forward: 1000, Reply: 1000, Expired: 2}, 18 * time.Second},
