@@ -398,7 +398,7 @@ bpffs_up() {
 node_up() {
 	local n=$1 d=$RUN/$1
 	node_files "$n"
-	start "$n-containerd" "$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$RUN/cgroup2/sluice-$n" \
+	start "$n-containerd" "$n" "$here/in-cgroup" "$RUN/cgroup2/sluice-$n" \
 		containerd --config "$d/containerd.toml"
 	wait_for 30 "$n: containerd up" ctr --address "$d/containerd.sock" version
 	"$here/import.sh" "$d/containerd.sock" "$IMAGES" >"$RUN/$n-import.log" 2>&1 ||
@@ -415,7 +415,7 @@ spec:
   podCIDR: $(pod_cidr "$n")
   podCIDRs: [$(pod_cidr "$n")]
 EOF
-	start "$n-kubelet" "$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$RUN/cgroup2/sluice-$n" \
+	start "$n-kubelet" "$n" "$here/in-cgroup" "$RUN/cgroup2/sluice-$n" \
 		"$BIN/kubelet" --config="$d/kubelet.yaml" --kubeconfig="$RUN/$n.kubeconfig" \
 		--hostname-override="$n" --node-ip="$(node_ip "$n")" --root-dir="$DATA/$n/kubelet" \
 		--cert-dir="$d/kubelet-certs" --v=1

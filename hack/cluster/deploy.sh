@@ -47,7 +47,7 @@ healthzBindAddress: 0.0.0.0:10256
 metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0}
 EOC
-		setsid nsenter --net="/run/netns/slc-$n" sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh \
+		setsid nsenter --net="/run/netns/slc-$n" "$here/in-cgroup" \
 			"$CLUSTER_CGROUP2/sluice-$n" "$CLUSTER_BIN/kube-proxy" --config="$RUN/$n/kube-proxy.yaml" \
 			</dev/null >>"$RUN/kube-proxy-$n.log" 2>&1 &
 		echo $! >"$RUN/kube-proxy-$n.pid"
