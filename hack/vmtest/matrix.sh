@@ -68,4 +68,14 @@ if [ "$CHECK_README" = 1 ]; then
 		failed=1
 	fi
 fi
+# Last, so that the end of a CI log says why: each failed kernel's own
+# closing lines (its verdict, and an oops digest after a panic).
+for k in $KERNELS; do
+	rc=$(cat "$out/$k.rc" 2>/dev/null || echo 1)
+	[ "$rc" = 0 ] && continue
+	echo
+	echo "kernel $k failed (exit $rc):"
+	sed -n "/^vmtest: $k took/,\$p" "$out/$k.log" | head -50
+	grep -a -E '^(--- FAIL|FAIL|panic:)' "$out/$k.log" | head -20
+done
 exit $failed

@@ -189,6 +189,19 @@ mkdir -p "$work/initrd"/{proc,sys,dev,tmp,run,var}
 ln -s /run "$work/initrd/var/run"
 (cd "$work/initrd" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
 echo "vmtest: booting $(basename "$vmlinuz") ($KERNEL) with $accel, tests: $TESTS"
+# oops_digest prints the few lines of a kernel oops that say where it
+# happened: what was detected, the task and the suite running, the faulting
+# instruction and the call trace's function names. The whole console scrolls
+# by in CI; this is what the end of the log keeps.
+oops_digest() {
+	local log=$1
+	echo "vmtest: the oops, in short (whole console above):"
+	grep -a 'sluice-vmtest: === ' "$log" | tail -1 | sed 's/^/vmtest:   running /'
+	sed -n '/BUG:\|Oops\|general protection fault\|kernel BUG\|WARNING:\|Unable to handle/,/Kernel panic/p' "$log" |
+		grep -a -E 'BUG:|Oops|general protection|kernel BUG|WARNING:|Unable to handle|CPU: |Comm:|RIP: |^\[ *[0-9.]+\]  ([a-z_0-9.]+\+0x|<IRQ>|<TASK>|\? )|Kernel panic' |
+		grep -av '^\[ *[0-9.]*\]  ? ' | head -40 | sed 's/^/vmtest:   /'
+}
+
 start=$(date +%s)
 set +e
 timeout --foreground "$TIMEOUT" qemu-system-x86_64 \
@@ -201,7 +214,9 @@ status=${PIPESTATUS[0]}
 set -e
 echo "vmtest: $KERNEL took $(( $(date +%s) - start ))s"
 if grep -q 'Kernel panic' "$work/console.log"; then
-	echo "vmtest: kernel panic"; exit 3
+	echo "vmtest: kernel panic"
+	oops_digest "$work/console.log"
+	exit 3
 fi
 if [ "$status" = 124 ]; then
 	echo "vmtest: timed out after ${TIMEOUT}s"; exit 4
