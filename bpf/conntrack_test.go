@@ -332,29 +332,61 @@ func TestConntrackFullRefusesNewFlows(t *testing.T) {
 	}
 }
 
-// An untranslated datagram straight to a backend from the tuple of a dead
-// translated flow removes that flow, so the backend's answer is not
-// rewritten; next to a live flow it leaves the flow alone.
+// An untranslated datagram straight to a backend from the tuple of a
+// translated flow, dead or alive, ends that flow: the client port was free
+// for a new socket, so the backend's answer belongs to the new one and must
+// leave unrewritten. A later datagram to the frontend is translated anew.
+// A TCP segment other than a SYN leaves a live flow alone.
 func TestConntrackDirectDatagramAndStaleReply(t *testing.T) {
 	for _, dead := range []bool{true, false} {
 		name := map[bool]string{true: "dead flow", false: "live flow"}[dead]
 		t.Run(name, func(t *testing.T) {
 			w := standardWorld(t)
+			fwd := ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP)
 			_, out := w.run(t, udpTo(vip, "q"))
 			be := netip.AddrPortFrom(parse(t, out).Dst, parse(t, out).DstPort)
+			rev := ctKey(be, client, packet.ProtoUDP)
+			// The backend answers: an answered flow lives its longest.
+			w.runOut(t, packet.Build(packet.Spec{Src: be, Dst: client, Proto: packet.ProtoUDP, Payload: []byte("a")}))
 			if dead {
-				w.expire(t, ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP), ctKey(be, client, packet.ProtoUDP))
+				w.expire(t, fwd, rev)
 			}
 			before := w.counts()
-			w.run(t, packet.Build(packet.Spec{Src: client, Dst: be, Proto: packet.ProtoUDP, Payload: []byte("direct")}))
-			d := delta(before, w.counts())
-			_, err := w.dp.CT4.Lookup(ctKey(be, client, packet.ProtoUDP))
-			if dead && (d["ct-stale-reply"] != 1 || err == nil) {
-				t.Errorf("dead flow: counters %v, reply entry left: %v", d, err == nil)
+			verdict, out := w.run(t, packet.Build(packet.Spec{Src: client, Dst: be, Proto: packet.ProtoUDP, Payload: []byte("direct")}))
+			if d := delta(before, w.counts()); verdict != tcActPass || !sameCounts(d, map[string]uint64{"ct-stale-reply": 1, "pass": 1}) {
+				t.Errorf("direct datagram: verdict %d, counters %v; want ct-stale-reply and pass", verdict, d)
 			}
-			if !dead && (d["ct-stale-reply"] != 0 || err != nil) {
-				t.Errorf("live flow: counters %v, reply entry gone: %v", d, err != nil)
+			if f := parse(t, out); netip.AddrPortFrom(f.Dst, f.DstPort) != be {
+				t.Errorf("the direct datagram was rewritten to %s:%d", f.Dst, f.DstPort)
+			}
+			for _, k := range []bpf.SluiceCt4Key{fwd, rev} {
+				if _, err := w.dp.CT4.Lookup(k); err == nil {
+					t.Errorf("entry %+v left behind", k)
+				}
+			}
+			// The backend's answer to the direct datagram leaves as sent.
+			verdict, out = w.runOut(t, packet.Build(packet.Spec{Src: be, Dst: client, Proto: packet.ProtoUDP, Payload: []byte("b")}))
+			if f := parse(t, out); verdict != tcActPass || netip.AddrPortFrom(f.Src, f.SrcPort) != be {
+				t.Errorf("the backend's answer: verdict %d, from %s:%d; want %s untouched", verdict, f.Src, f.SrcPort, be)
+			}
+			before = w.counts()
+			w.run(t, udpTo(vip, "again"))
+			if d := delta(before, w.counts()); !sameCounts(d, map[string]uint64{"new-flow": 1}) {
+				t.Errorf("the next datagram to the frontend: counters %v, want a new flow", d)
 			}
 		})
 	}
+	t.Run("live flow, TCP segment", func(t *testing.T) {
+		w := standardWorld(t)
+		_, out := w.run(t, tcpSeg(client, netip.MustParseAddrPort(vip), packet.TCPSyn))
+		be := netip.AddrPortFrom(parse(t, out).Dst, parse(t, out).DstPort)
+		before := w.counts()
+		w.run(t, tcpSeg(client, be, packet.TCPAck))
+		if d := delta(before, w.counts()); d["ct-stale-reply"] != 0 {
+			t.Errorf("an ACK straight to the backend: counters %v, want the live flow kept", d)
+		}
+		if _, err := w.dp.CT4.Lookup(ctKey(be, client, packet.ProtoTCP)); err != nil {
+			t.Errorf("the live flow's reply entry: %v", err)
+		}
+	})
 }

@@ -31,7 +31,14 @@ import (
 //     untagged (the tag is in the packet's metadata: stripped before tc at
 //     ingress, inserted after tc at egress), so the parent sees all of it,
 //     its own untagged traffic included. A VLAN device whose parent is in
-//     another namespace is served: nothing here sees its frames.
+//     another namespace is served: nothing here sees its frames;
+//   - a macvlan, macvtap, ipvlan or ipvtap device whose parent is in the
+//     same namespace, for the same reason: the parent's tc ingress runs
+//     before the driver takes the frame, and the device transmits through
+//     the parent. Served as well, it would see at its own ingress packets
+//     the parent's had already translated, and a translated packet is the
+//     very tuple that, arriving untranslated, ends a flow on it (a SYN or
+//     a datagram straight to a backend, lib/lb4.h).
 //
 // A list replaces these rules: exactly the devices it names are served
 // (still only Ethernet ones), a bridge or a bond port too.
@@ -71,9 +78,15 @@ func (m DeviceMatcher) choose(l netlink.Link, master func(int) netlink.Link) dev
 			return deviceChoice{reason: fmt.Sprintf("port of %s %s: served there", up.Type(), up.Attrs().Name)}
 		}
 	}
-	if l.Type() == "vlan" && a.ParentIndex != 0 && a.NetNsID < 0 {
+	if a.ParentIndex != 0 && a.NetNsID < 0 {
 		if parent := master(a.ParentIndex); parent != nil {
-			return deviceChoice{reason: fmt.Sprintf("VLAN on %s: its frames pass %s's hooks untagged", parent.Attrs().Name, parent.Attrs().Name)}
+			p := parent.Attrs().Name
+			switch l.Type() {
+			case "vlan":
+				return deviceChoice{reason: fmt.Sprintf("VLAN on %s: its frames pass %s's hooks untagged", p, p)}
+			case "macvlan", "macvtap", "ipvlan", "ipvtap":
+				return deviceChoice{reason: fmt.Sprintf("%s on %s: its frames pass %s's hooks", l.Type(), p, p)}
+			}
 		}
 	}
 	return deviceChoice{serve: true}

@@ -54,6 +54,11 @@ func TestDeviceChoice(t *testing.T) {
 		{&netlink.Vlan{LinkAttrs: with(attrs("eth0.5", 9, "ether"), func(a *netlink.LinkAttrs) { a.ParentIndex = 12 }), VlanId: 5}, false, true, false},
 		// Parent in another namespace: nothing here sees its frames.
 		{&netlink.Vlan{LinkAttrs: with(attrs("pod0.5", 13, "ether"), func(a *netlink.LinkAttrs) { a.ParentIndex = 12; a.NetNsID = 0 }), VlanId: 5}, true, true, false},
+		{&netlink.Macvlan{LinkAttrs: with(attrs("mv0", 14, "ether"), func(a *netlink.LinkAttrs) { a.ParentIndex = 12 }), Mode: netlink.MACVLAN_MODE_BRIDGE}, false, true, false},
+		{&netlink.Macvtap{Macvlan: netlink.Macvlan{LinkAttrs: with(attrs("mvt0", 15, "ether"), func(a *netlink.LinkAttrs) { a.ParentIndex = 12 })}}, false, true, false},
+		{&netlink.IPVlan{LinkAttrs: with(attrs("iv0", 16, "ether"), func(a *netlink.LinkAttrs) { a.ParentIndex = 12 }), Mode: netlink.IPVLAN_MODE_L2}, false, true, false},
+		{&netlink.IPVtap{IPVlan: netlink.IPVlan{LinkAttrs: with(attrs("ivt0", 17, "ether"), func(a *netlink.LinkAttrs) { a.ParentIndex = 12 })}}, false, true, false},
+		{&netlink.Macvlan{LinkAttrs: with(attrs("podmv0", 18, "ether"), func(a *netlink.LinkAttrs) { a.ParentIndex = 12; a.NetNsID = 0 })}, true, true, false},
 	}
 	for _, c := range cases {
 		name := c.link.Attrs().Name

@@ -291,6 +291,31 @@ func TestClientPortReuseAfterServiceConnection(t *testing.T) {
 	}
 }
 
+// A resolver opens a socket per query, and a new socket may get the port of
+// an answered translated flow, which lives 120 s: its datagrams straight to
+// the backend must be answered by the backend, not rewritten to come from
+// the VIP (which the socket, connected to the backend, would drop).
+func TestClientUDPPortReuseAfterServiceFlow(t *testing.T) {
+	c := newCluster(t, 1, "auto")
+	c.write("whoami.yaml", whoamiManifest(1))
+	c.startAgent()
+	dialer := net.Dialer{LocalAddr: &net.UDPAddr{IP: netlab.ClientAddr.AsSlice(), Port: 40110}}
+	for _, target := range []string{vip + ":80", netlab.BackendAddr(1).String() + ":8080", vip + ":80"} {
+		var conn net.Conn
+		if err := c.topo.Client.Do(func() (err error) {
+			conn, err = dialer.Dial("udp", target)
+			return err
+		}); err != nil {
+			t.Fatalf("dial %s from port 40110: %v", target, err)
+		}
+		who := askOn(t, conn)
+		conn.Close()
+		if who != "backend-1" {
+			t.Fatalf("%s from port 40110: answered by %q", target, who)
+		}
+	}
+}
+
 // reuseAddr lets a test bind a client port whose previous connection is in
 // TIME_WAIT, as a busy client's port allocation does.
 func reuseAddr(network, address string, rc syscall.RawConn) error {

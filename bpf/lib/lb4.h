@@ -537,11 +537,18 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
 
 /* A packet straight to a backend's address and port whose tuple is the
  * reply tuple of a translated flow: the backend's answer would match that
- * flow's reply entry and leave rewritten. A dead flow's entries go at once
- * (the collector would take them only later); a live one's go on a TCP SYN,
- * a new connection on the very 4-tuple the backend knows that flow by. A
- * datagram next to a live translated flow keeps that flow: it cannot be
- * told apart from the flow's own traffic at the backend. */
+ * flow's reply entry and leave rewritten to come from the frontend, which
+ * a client now talking to the backend itself drops. A dead flow's entries
+ * go at once (the collector would take them only later). A live one's go
+ * on what opens a new flow on that tuple: a TCP SYN, or any UDP datagram.
+ * For UDP the new flow wins because the client port was free for a new
+ * socket, so the translated flow's socket is gone: a resolver's socket per
+ * query, reusing a port within the 120 s an answered flow lives, is the
+ * common case. Only one unconnected socket sending both to the frontend
+ * and to its backend loses: its translated flow starts again with its next
+ * datagram. (netfilter keeps both by moving the new flow to another source
+ * port; at the backend the two are one tuple.) Other TCP segments belong
+ * to a connection whose SYN passed here. */
 __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct pkt4 *p)
 {
 	struct ct4_key rk, fk;
@@ -550,8 +557,9 @@ __inline void lb4_forget_stale_reply(const struct __sk_buff *skb, const struct p
 	struct ct4_entry *ct = ct4_lookup(&rk);
 	if (!ct || ct->kind != CT_REPLY)
 		return;
-	bool syn = (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
-	if (!syn && lb4_reply_live(&rk, ct, ct_now()))
+	bool opens = p->proto == IPPROTO_UDP ||
+		     (p->tcp_flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN;
+	if (!opens && lb4_reply_live(&rk, ct, ct_now()))
 		return;
 	if (ct4_forward_of_reply(&rk, ct, &fk))
 		map_delete(&ct4_v3, &fk);

@@ -229,9 +229,9 @@ enum reason {
 	REASON_REPLY,                /* reply of a translated flow: reverse NAT */
 	REASON_BACKEND_GONE,         /* conntrack pointed at a removed backend: reselected */
 	REASON_CT_CLOSED,            /* event: a TCP RST ended a flow, its entries were removed */
-	REASON_CT_STALE_REPLY,       /* event: a direct connection to a backend reused the
-				      * 4-tuple of a finished translated flow, whose reply
-				      * entry was removed */
+	REASON_CT_STALE_REPLY,       /* event: a direct connection or datagram to a backend
+				      * took over the 4-tuple of a translated flow (finished,
+				      * or ended by the new one), whose entries were removed */
 	REASON_REPLY_NO_REVNAT,      /* reply whose frontend is gone: passed untouched */
 	REASON_REJECT_NO_ENDPOINTS,  /* service port without endpoints: ICMP unreachable */
 	REASON_REJECT_UNKNOWN_PORT,  /* service IP, port/proto not served: ICMP unreachable */

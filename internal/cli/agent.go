@@ -120,7 +120,7 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.Func("reject-rate", "ICMP port unreachables REJECT may send per second, per CPU; over it the packet is dropped (default 0 = 1000, as the kernel's icmp_msgs_per_sec)", uint32Flag(&c.rejectRate))
 	fs.Func("reject-burst", "ICMP port unreachables a CPU may send at once after a quiet spell (default 0 = 50, as the kernel's icmp_msgs_burst)", uint32Flag(&c.rejectBurst))
 	fs.Int64Var(&c.memLimitMiB, "memory-limit-mib", 100, "soft limit of the Go heap in MiB (GOMEMLIMIT, when set, wins); 0 = none")
-	fs.Var(&c.devices, "devices", "devices to serve: names or globs, comma separated (default: every Ethernet device but loopback, bridges, bond ports and VLANs on a parent here; devices without an Ethernet header are never served)")
+	fs.Var(&c.devices, "devices", "devices to serve: names or globs, comma separated (default: every Ethernet device but loopback, bridges, bond ports, and VLAN, macvlan and ipvlan devices on a parent here; devices without an Ethernet header are never served)")
 	fs.DurationVar(&c.minSync, "min-sync-period", 100*time.Millisecond, "least time between two syncs of the datapath; changes in between are coalesced")
 	fs.DurationVar(&c.syncPeriod, "sync-period", time.Hour, "period of the full resync, which also repairs map entries changed behind sluice's back")
 	fs.StringVar(&c.metricsAddr, "metrics-bind-address", "0.0.0.0:10249", "address of the Prometheus metrics endpoint; empty to disable")
