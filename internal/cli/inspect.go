@@ -53,15 +53,25 @@ func inspectFlags(name string) (*flag.FlagSet, *string, *outputFormat) {
 	return fs, pinDir, outputFlag(fs)
 }
 
-func runLB(args []string) error {
+// openList starts a `<noun> list` command: it checks the verb, parses
+// --pin-dir and -o, and opens the agent's pinned maps read-only.
+func openList(args []string, noun, usage string) (*maps.Datapath, func(), outputFormat, error) {
 	if len(args) == 0 || args[0] != "list" {
-		return errors.New(lbUsage)
+		return nil, nil, "", errors.New(usage)
 	}
-	fs, pinDir, output := inspectFlags("lb list")
+	fs, pinDir, output := inspectFlags(noun + " list")
 	if err := fs.Parse(args[1:]); err != nil {
-		return err
+		return nil, nil, "", err
 	}
 	dp, closeMaps, err := loader.OpenPinnedMaps(*pinDir)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return dp, closeMaps, *output, nil
+}
+
+func runLB(args []string) error {
+	dp, closeMaps, output, err := openList(args, "lb", lbUsage)
 	if err != nil {
 		return err
 	}
@@ -70,7 +80,7 @@ func runLB(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == outputJSON {
+	if output == outputJSON {
 		return printJSON(views)
 	}
 	return writeLBTable(os.Stdout, views)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/sluice-lb/sluice/control"
 	"github.com/sluice-lb/sluice/control/lbipam"
-	"github.com/sluice-lb/sluice/loader"
 )
 
 const l2Usage = "usage: sluice l2 list [--pin-dir DIR] [-o table|json]"
@@ -27,14 +25,7 @@ type l2Row struct {
 }
 
 func runL2(args []string) error {
-	if len(args) == 0 || args[0] != "list" {
-		return errors.New(l2Usage)
-	}
-	fs, pinDir, output := inspectFlags("l2 list")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	dp, closeMaps, err := loader.OpenPinnedMaps(*pinDir)
+	dp, closeMaps, output, err := openList(args, "l2", l2Usage)
 	if err != nil {
 		return err
 	}
@@ -51,7 +42,7 @@ func runL2(args []string) error {
 		}
 		rows = append(rows, l2Row{name, e.Ifindex, e.Addr.String(), e.MAC.String()})
 	}
-	if *output == outputJSON {
+	if output == outputJSON {
 		return printJSON(rows)
 	}
 	return writeL2Table(os.Stdout, rows)
