@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -26,7 +27,8 @@ import (
 // the same workloads, and writes the figures (name value, a line each) to
 // $CLUSTER_COMPARE_OUT for the comparison table:
 //   - TCP connects/s from a Pod to a ClusterIP, at 1 and 8 in flight;
-//   - connects/s from the external client to a NodePort;
+//   - connects/s from the external client to a NodePort (each connects
+//     row the median of three runs);
 //   - DNS queries/s through kube-dns (UDP, a new socket per query, as a
 //     stub resolver makes them);
 //   - seconds from `kubectl scale` to every new Pod answering through the
@@ -44,7 +46,7 @@ func BenchmarkProxy(b *testing.B) {
 	client := benchClient(b)
 	vip := benchBackends(b, "bench-backend", 30200)
 	for _, c := range []int{1, 8} {
-		s, err := agenttest.ConnectStorm(client.Do, vip+":80", 4000*c/2+2000, c)
+		s, err := medianStorm(client.Do, vip+":80", 4000*c/2+4000, c)
 		if err != nil {
 			b.Fatalf("ClusterIP storm c=%d: %v", c, err)
 		}
@@ -56,7 +58,7 @@ func BenchmarkProxy(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ext.Close()
-	s, err := agenttest.ConnectStorm(ext.Do, nodeIPs()[0]+":30200", 8000, 8)
+	s, err := medianStorm(ext.Do, nodeIPs()[0]+":30200", 8000, 8)
 	if err != nil {
 		b.Fatalf("NodePort storm: %v", err)
 	}
@@ -265,6 +267,22 @@ func podNS(ip string) (*netlab.NS, error) {
 		}
 	}
 	return nil, fmt.Errorf("no pod network namespace holds %s", ip)
+}
+
+// medianStorm is the run of median rate of three connect storms. One run
+// lasts a second or two on a machine that also runs the cluster and its
+// client, and single runs moved by half with the scheduler.
+func medianStorm(within func(func() error) error, addr string, n, c int) (agenttest.StormStats, error) {
+	var runs []agenttest.StormStats
+	for range 3 {
+		s, err := agenttest.ConnectStorm(within, addr, n, c)
+		if err != nil {
+			return s, err
+		}
+		runs = append(runs, s)
+	}
+	slices.SortFunc(runs, func(a, b agenttest.StormStats) int { return cmp.Compare(a.Rate, b.Rate) })
+	return runs[1], nil
 }
 
 type usage struct{ rssMiB, cpuSeconds float64 }
