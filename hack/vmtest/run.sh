@@ -58,6 +58,11 @@ file -L "$busybox" | grep -q 'statically linked' || die "$busybox is not static 
 fetch_kernel() {
 	local apt="$CACHE/apt" dir
 	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$CACHE/kernels"
+	# One fetch at a time: the matrix starts VMs side by side, they share
+	# apt's lists directory, and a second fetch of one kernel must wait for
+	# the first and then find it cached. Held until this subshell ends.
+	exec 9>"$CACHE/.fetch.lock"
+	flock 9
 	local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 	[ -f "$keyring" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debian-archive-keyring >/dev/null
 	echo "deb [signed-by=$keyring] http://deb.debian.org/$mirror $suite main" >"$apt/sources.list"
