@@ -201,10 +201,10 @@ echo "vmtest: booting $(basename "$vmlinuz") ($KERNEL) with $accel, tests: $TEST
 oops_digest() {
 	local log=$1
 	echo "vmtest: the oops, in short (whole console above):"
-	grep -a 'sluice-vmtest: === ' "$log" | tail -1 | sed 's/^/vmtest:   running /'
+	grep -a 'sluice-vmtest: === ' "$log" | tail -1 | sed 's/^/vmtest:   running /' || true
 	sed -n '/BUG:\|Oops\|general protection fault\|kernel BUG\|WARNING:\|Unable to handle/,/Kernel panic/p' "$log" |
 		grep -a -E 'BUG:|Oops|general protection|kernel BUG|WARNING:|Unable to handle|CPU: |Comm:|RIP: |^\[ *[0-9.]+\]  ([a-z_0-9.]+\+0x|<IRQ>|<TASK>|\? )|Kernel panic' |
-		grep -av '^\[ *[0-9.]*\]  ? ' | head -40 | sed 's/^/vmtest:   /'
+		grep -av '^\[ *[0-9.]*\]  ? ' | head -40 | sed 's/^/vmtest:   /' || true
 }
 
 start=$(date +%s)
