@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make cluster-compare: the same workloads on the same lab cluster with
-# kube-proxy (nftables mode), then with sluice, and the table of both
-# (test/cluster's BenchmarkProxy, plus the Service conformance run's time).
-# The table goes to stdout and to $RUN/compare.md.
+# kube-proxy (nftables mode) and with sluice, in interleaved rounds, and the
+# table of both, each row a median (test/cluster's BenchmarkProxy, plus the
+# Service conformance run's time). The table goes to stdout and to
+# $RUN/compare.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 GO=${GO:-go}
@@ -15,24 +16,56 @@ mkdir -p "$out"
 ./hack/cluster/cluster.sh up
 "$GO" test -tags cluster -c -o "$out/cluster.test" ./test/cluster/
 
-measure() {
-	local proxy=$1 t0 t1
+# This machine's throughput moves by tens of percent from one minute to the
+# next (two cores, shared with the lab's every process), more than the two
+# proxies differ: one run of each would compare the moments, not the
+# proxies. So the workloads run in ROUNDS rounds, the proxies interleaved
+# in ABBA order (kube-proxy first in odd rounds, sluice first in even ones,
+# so drift over the run favours neither), and each row is the median of a
+# proxy's rounds. The conformance run, long and steady, runs once each.
+ROUNDS=${COMPARE_ROUNDS:-3}
+
+bench() {
+	local proxy=$1 round=$2
 	./hack/cluster/deploy.sh "$proxy"
-	(cd test/cluster && CLUSTER_PROXY=$proxy CLUSTER_COMPARE_OUT="$out/$proxy.txt" \
+	(cd test/cluster && CLUSTER_PROXY=$proxy CLUSTER_COMPARE_OUT="$out/$proxy.$round.txt" \
 		"$out/cluster.test" -test.run '^$' -test.bench '^BenchmarkProxy$' -test.benchtime 1x -test.v) |
-		tee "$out/$proxy-bench.log" | grep -E 'compare_test|^(ok|FAIL|PASS)'
-	grep -q '^PASS' "$out/$proxy-bench.log" || { echo "benchmark with $proxy failed" >&2; exit 1; }
+		tee "$out/$proxy-bench.$round.log" | grep -E 'compare_test|^(ok|FAIL|PASS)' | sed "s/^/[$proxy, round $round] /"
+	grep -q '^PASS' "$out/$proxy-bench.$round.log" || { echo "benchmark with $proxy failed" >&2; exit 1; }
+}
+
+conformance() {
+	local proxy=$1 t0 t1
 	t0=$(date +%s.%N)
 	(cd test/cluster && "$out/cluster.test" -test.run '^TestServiceConformance$' -test.v) >"$out/$proxy-e2e.log" 2>&1 ||
 		{ tail -40 "$out/$proxy-e2e.log" >&2; echo "conformance with $proxy failed" >&2; exit 1; }
 	t1=$(date +%s.%N)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "conformance_run_s %.1f\n", b - a }' >>"$out/$proxy.txt"
-	./hack/cluster/deploy.sh remove
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "conformance_run_s %.1f\n", b - a }' >"$out/$proxy.conformance.txt"
 }
 
-# Both proxies in one run, one after the other, on the same cluster.
+rm -f "$out"/kube-proxy.*.txt "$out"/sluice.*.txt
+for round in $(seq 1 "$ROUNDS"); do
+	order="kube-proxy sluice"
+	[ $((round % 2)) = 0 ] && order="sluice kube-proxy"
+	for p in $order; do
+		bench "$p" "$round"
+		[ "$round" = "$ROUNDS" ] && conformance "$p"
+		./hack/cluster/deploy.sh remove
+	done
+done
+
+# A proxy's rows: the median of its rounds, key by key.
+median() {
+	local proxy=$1
+	cat "$out/$proxy".[0-9]*.txt | sort -k1,1 -k2,2g | awk '
+	function flush() { if (n) printf "%s %.2f\n", key, (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) }
+	$1 != key { flush(); key = $1; n = 0 }
+	{ v[++n] = $2 }
+	END { flush() }'
+	cat "$out/$proxy.conformance.txt"
+}
 for p in kube-proxy sluice; do
-	measure "$p"
+	median "$p" >"$out/$p.txt"
 done
 
 # Rows: name, unit, which way is better.
