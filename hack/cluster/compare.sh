@@ -23,7 +23,7 @@ mkdir -p "$out"
 # in ABBA order (kube-proxy first in odd rounds, sluice first in even ones,
 # so drift over the run favours neither), and each row is the median of a
 # proxy's rounds. The conformance run, long and steady, runs once each.
-ROUNDS=${COMPARE_ROUNDS:-3}
+ROUNDS=${COMPARE_ROUNDS:-5}
 
 bench() {
 	local proxy=$1 round=$2

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,11 @@ import (
 type StormStats struct {
 	Rate     float64 // connects per second
 	P50, P99 time.Duration
+	// Max, and Slow: the connects that took a second or more (a SYN
+	// lost somewhere and retransmitted), which stall a worker while the
+	// percentiles stay low.
+	Max  time.Duration
+	Slow int
 }
 
 // ConnectStorm opens n TCP connections to addr with the given concurrency,
@@ -68,7 +74,8 @@ func ConnectStorm(within func(func() error) error, addr string, n, concurrency i
 		return StormStats{}, firstEr
 	}
 	slices.Sort(lat)
-	return StormStats{Rate: float64(n) / elapsed.Seconds(), P50: lat[n/2], P99: lat[n*99/100]}, nil
+	slow := n - sort.Search(n, func(i int) bool { return lat[i] >= time.Second })
+	return StormStats{Rate: float64(n) / elapsed.Seconds(), P50: lat[n/2], P99: lat[n*99/100], Max: lat[n-1], Slow: slow}, nil
 }
 
 // storm is the asker's `storm ADDR N CONCURRENCY`: a ConnectStorm from
