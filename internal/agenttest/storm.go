@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,8 +73,8 @@ func ConnectStorm(within func(func() error) error, addr string, n, concurrency i
 		return StormStats{}, firstEr
 	}
 	slices.Sort(lat)
-	slow := n - sort.Search(n, func(i int) bool { return lat[i] >= time.Second })
-	return StormStats{Rate: float64(n) / elapsed.Seconds(), P50: lat[n/2], P99: lat[n*99/100], Max: lat[n-1], Slow: slow}, nil
+	firstSlow, _ := slices.BinarySearch(lat, time.Second)
+	return StormStats{Rate: float64(n) / elapsed.Seconds(), P50: lat[n/2], P99: lat[n*99/100], Max: lat[n-1], Slow: n - firstSlow}, nil
 }
 
 // storm is the asker's `storm ADDR N CONCURRENCY`: a ConnectStorm from
@@ -96,7 +95,7 @@ func storm(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Printf("%f %d %d\n", s.Rate, s.P50, s.P99)
+	fmt.Printf("%f %d %d %d %d\n", s.Rate, s.P50, s.P99, s.Max, s.Slow)
 	return 0
 }
 
@@ -118,10 +117,10 @@ func ConnectStormFrom(ns *netlab.NS, cg *netlab.Cgroup, addr string, n, concurre
 		return StormStats{}, fmt.Errorf("storm %s from %s: %w: %s", addr, ns.Name, err, strings.TrimSpace(errb.String()))
 	}
 	var s StormStats
-	var p50, p99 int64
-	if _, err := fmt.Sscan(out.String(), &s.Rate, &p50, &p99); err != nil {
+	var p50, p99, maxNs int64
+	if _, err := fmt.Sscan(out.String(), &s.Rate, &p50, &p99, &maxNs, &s.Slow); err != nil {
 		return StormStats{}, fmt.Errorf("storm output %q: %w", out.String(), err)
 	}
-	s.P50, s.P99 = time.Duration(p50), time.Duration(p99)
+	s.P50, s.P99, s.Max = time.Duration(p50), time.Duration(p99), time.Duration(maxNs)
 	return s, nil
 }

@@ -271,8 +271,9 @@ func podNS(ip string) (*netlab.NS, error) {
 
 // stormsPerRow: a connects row is the median of this many storms. One
 // storm lasts a second or two on a machine that also runs the cluster and
-// its client, and consecutive storms moved by half with the scheduler
-// (13,000 to 20,000 connects/s at c=8, the CPU busy throughout).
+// its client, and single storms here run in two modes, 13,000-20,000
+// connects/s at c=8 or 5,000-8,000, with either proxy and also straight to
+// a Pod: the median of a few is steadier than any one.
 const stormsPerRow = 5
 
 // medianStorm is the storm of median rate of stormsPerRow connect storms;
