@@ -39,6 +39,7 @@ const (
 	SluiceSockProgSluiceSockSendmsg4     = "sluice_sock_sendmsg4"
 	SluiceSockVarCtCoarseClock           = "ct_coarse_clock"
 	SluiceSockVarSockHostNetns           = "sock_host_netns"
+	SluiceSockVarSockPods                = "sock_pods"
 	SluiceSockVarSockSetRetval           = "sock_set_retval"
 )
 
@@ -119,6 +120,7 @@ type SluiceSockMapSpecs struct {
 type SluiceSockVariableSpecs struct {
 	CtCoarseClock *ebpf.VariableSpec `ebpf:"ct_coarse_clock"`
 	SockHostNetns *ebpf.VariableSpec `ebpf:"sock_host_netns"`
+	SockPods      *ebpf.VariableSpec `ebpf:"sock_pods"`
 	SockSetRetval *ebpf.VariableSpec `ebpf:"sock_set_retval"`
 }
 
@@ -189,6 +191,7 @@ func (m *SluiceSockMaps) Close() error {
 type SluiceSockVariables struct {
 	CtCoarseClock *ebpf.Variable `ebpf:"ct_coarse_clock"`
 	SockHostNetns *ebpf.Variable `ebpf:"sock_host_netns"`
+	SockPods      *ebpf.Variable `ebpf:"sock_pods"`
 	SockSetRetval *ebpf.Variable `ebpf:"sock_set_retval"`
 }
 

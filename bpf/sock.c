@@ -3,7 +3,8 @@
 
 /* cgroup socket programs: socket-level translation for the node's own
  * (host-network) processes, whose connects and sends to a frontend no tc
- * hook can steer (lib/sock4.h). Attached to a cgroup v2 subtree by the
+ * hook can steer, and for its Pods' TCP connects, which then need no
+ * per-packet work (lib/sock4.h). Attached to a cgroup v2 subtree by the
  * loader; they share every map with tc.c through the agent's pins. */
 
 #include "lib/common.h"

@@ -192,7 +192,14 @@ func newSockNS(t *testing.T, addrs ...string) *netlab.NS {
 	return ns
 }
 
+// newSockWorld: the socket programs as the agent loads them by default,
+// Pods' TCP connects translated too.
 func newSockWorld(t *testing.T) *sockWorld {
+	t.Helper()
+	return newSockWorldWith(t, loader.SockOptions{Pods: true})
+}
+
+func newSockWorldWith(t *testing.T, so loader.SockOptions) *sockWorld {
 	t.Helper()
 	w := newWorld(t)
 	addrs := []string{sockNode, sockVIP}
@@ -212,7 +219,7 @@ func newSockWorld(t *testing.T) *sockWorld {
 	// programs translate that namespace's sockets.
 	var objs *bpf.SluiceSockObjects
 	if err := s.ns.Do(func() (err error) {
-		objs, err = loader.LoadSock(&w.objs.SluiceMaps)
+		objs, err = loader.LoadSock(&w.objs.SluiceMaps, so)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -542,19 +549,99 @@ func TestSockSourceRanges(t *testing.T) {
 	s.expectBackend(t, s.in(t, "tcp "+sockAddr(fe)), sockAddr(fe))
 }
 
-// A socket of another network namespace in the cgroup (a pod's, when the
-// programs sit on the root of the hierarchy) is the tc datapath's.
-func TestSockOtherNamespace(t *testing.T) {
+// newSockPod is a Pod of the world's node: another network namespace,
+// whose processes run in the cgroup (the programs sit on the node's cgroup
+// root, whose subtree holds its Pods). Its loopback holds the backends'
+// addresses, each answering its own address as the node's do, so that a
+// translated connect is seen to reach one; and the VIP on ports 80 to 82
+// and 127.0.0.1:30081, answering "pod-side": only an untranslated call
+// reaches those.
+func newSockPod(t *testing.T, s *sockWorld) *netlab.NS {
+	t.Helper()
 	if _, err := loader.NetnsCookie(); err != nil {
 		testenv.SkipOnOldKernel(t, "5.14", "SO_NETNS_COOKIE")
 		t.Fatalf("SO_NETNS_COOKIE: %v", err)
 	}
-	s := newSockWorld(t)
-	fe := sockVIP + ":80"
-	s.serve(frontend(fe, control.TCP), backends(sockBackends...))
-	pod := newSockNS(t, sockVIP)
-	s.listen(t, pod, fe, "pod-side")
-	if r := s.client(t, pod, true, "tcp "+fe); r.Err != "" || r.Replies[0] != "pod-side" {
-		t.Errorf("socket of another namespace: %+v, want it untranslated", r)
+	addrs := []string{sockVIP}
+	for _, b := range sockBackends {
+		addrs = append(addrs, netip.MustParseAddrPort(b).Addr().String())
 	}
+	pod := newSockNS(t, addrs...)
+	for _, b := range sockBackends {
+		s.listen(t, pod, b, b)
+	}
+	for _, a := range []string{sockVIP + ":80", sockVIP + ":81", sockVIP + ":82", "127.0.0.1:30081"} {
+		s.listen(t, pod, a, "pod-side")
+	}
+	return pod
+}
+
+func expectPodSide(t *testing.T, r sockResult, what string) {
+	t.Helper()
+	if r.Err != "" || len(r.Replies) == 0 || r.Replies[0] != "pod-side" {
+		t.Errorf("%s: %+v, want it untranslated (the Pod's own listener)", what, r)
+	}
+}
+
+// A Pod's TCP connect is translated as the node's is; what needs the
+// Pod's address (affinity, source ranges), its UDP, and its own loopback
+// are left to the packet datapath.
+func TestSockPods(t *testing.T) {
+	s := newSockWorld(t)
+	pod := newSockPod(t, s)
+	refused := refusal(t)
+	fe := frontend(sockVIP+":80", control.TCP)
+	s.serve(fe, backends(sockBackends...))
+	s.serve(frontend(sockVIP+":80", control.UDP), backends(sockBackends...))
+	affinity := frontend(sockVIP+":81", control.TCP)
+	s.serve(affinity, backends(sockBackends...))
+	ranges := frontend(sockVIP+":82", control.TCP)
+	s.serve(ranges, backends(sockBackends...))
+	loopback := frontend("127.0.0.1:30081", control.TCP)
+	s.serve(loopback, backends(sockBackends...))
+	empty := frontend(sockEmptyVIP+":80", control.TCP)
+	s.serve(empty, nil)
+	// Edited once every frontend is served: serving reprograms them all.
+	s.setAffinity(affinity, 7, 60)
+	s.editMaster(ranges, func(m *bpf.SluiceLb4Service) { m.Flags |= bpf.SluiceLbServiceFlagsSVC_F_SOURCE_RANGES })
+
+	before := s.counts()
+	for range 3 {
+		s.expectBackend(t, s.client(t, pod, true, "tcp "+sockAddr(fe)), sockAddr(fe))
+	}
+	// getpeername twice a connect, as for the node.
+	s.delta(t, before, map[string]uint64{"sock-connect": 3, "sock-reply": 6})
+
+	before = s.counts()
+	expectPodSide(t, s.client(t, pod, true, "udp "+sockAddr(fe)), "connected UDP")
+	expectPodSide(t, s.client(t, pod, true, "udpto "+sockAddr(fe)+" 2"), "unconnected UDP")
+	expectPodSide(t, s.client(t, pod, true, "tcp "+sockAddr(affinity)), "session affinity")
+	expectPodSide(t, s.client(t, pod, true, "tcp "+sockAddr(ranges)), "source ranges")
+	expectPodSide(t, s.client(t, pod, true, "tcp "+sockAddr(loopback)), "the Pod's loopback")
+	s.delta(t, before, map[string]uint64{"sock-connect": 0, "sock-sendmsg": 0, "sock-reply": 0, "sock-drop": 0})
+	// The same calls from the node are its own to translate.
+	s.expectBackend(t, s.in(t, "tcp "+sockAddr(affinity)), sockAddr(affinity))
+	s.expectBackend(t, s.in(t, "tcp "+sockAddr(loopback)), sockAddr(loopback))
+
+	before = s.counts()
+	expectErr(t, s.client(t, pod, true, "tcp "+sockAddr(empty)), "a Pod's TCP, no endpoints", refused)
+	s.delta(t, before, map[string]uint64{"sock-reject": 1})
+
+	// Out of the cgroup, nothing is translated.
+	expectPodSide(t, s.client(t, pod, false, "tcp "+sockAddr(fe)), "a process out of the cgroup")
+}
+
+// --socket-lb-host-only: a Pod's sockets are all the packet datapath's.
+func TestSockPodsHostOnly(t *testing.T) {
+	s := newSockWorldWith(t, loader.SockOptions{})
+	pod := newSockPod(t, s)
+	fe := frontend(sockVIP+":80", control.TCP)
+	s.serve(fe, backends(sockBackends...))
+	s.serve(frontend(sockVIP+":80", control.UDP), backends(sockBackends...))
+
+	before := s.counts()
+	expectPodSide(t, s.client(t, pod, true, "tcp "+sockAddr(fe)), "a Pod's TCP")
+	expectPodSide(t, s.client(t, pod, true, "udpto "+sockAddr(fe)+" 1"), "a Pod's UDP")
+	s.delta(t, before, map[string]uint64{"sock-connect": 0, "sock-sendmsg": 0})
+	s.expectBackend(t, s.in(t, "tcp "+sockAddr(fe)), sockAddr(fe))
 }

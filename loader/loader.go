@@ -66,7 +66,12 @@ type Options struct {
 	// v2, or a kernel that refuses the programs, leaves the tc datapath
 	// serving alone (logged; SocketLB says why).
 	CgroupRoot string
-	Log        *slog.Logger
+	// SockHostOnly keeps the socket programs to the node's own sockets:
+	// its Pods' TCP connects are then translated per packet by tc, as
+	// their UDP always is. For service meshes whose sidecars steer a
+	// Pod's connections by the Service address.
+	SockHostOnly bool
+	Log          *slog.Logger
 }
 
 // Datapath is the loaded datapath of one agent.
@@ -208,20 +213,20 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
-	d.startSockets(opts.CgroupRoot)
+	d.startSockets(opts.CgroupRoot, SockOptions{Pods: !opts.SockHostOnly})
 	return d, nil
 }
 
 // startSockets attaches the socket programs to root, or detaches them when
 // root is empty. Socket-level load balancing is an addition to the tc
 // datapath: when it cannot be had, the agent says why and serves on.
-func (d *Datapath) startSockets(root string) {
+func (d *Datapath) startSockets(root string, so SockOptions) {
 	if root == "" {
 		d.sockErr = errors.New("no cgroup root given")
 		d.detachSockets()
 		return
 	}
-	if err := d.serveSockets(root); err != nil {
+	if err := d.serveSockets(root, so); err != nil {
 		d.sockErr = err
 		if d.sock != nil {
 			d.sock.Close()

@@ -71,7 +71,7 @@ func (d *Datapath) sockPin(h sockHook) string {
 // serveSockets loads the socket programs against the loaded maps, pins
 // them, and attaches them to root, taking over the links a previous agent
 // pinned. On failure nothing of them stays attached to root.
-func (d *Datapath) serveSockets(root string) error {
+func (d *Datapath) serveSockets(root string, so SockOptions) error {
 	if !IsCgroup2(root) {
 		return fmt.Errorf("cgroup root %s: %w", root, ErrNotCgroup2)
 	}
@@ -79,7 +79,7 @@ func (d *Datapath) serveSockets(root string) error {
 	if err != nil {
 		return err
 	}
-	objs, err := LoadSock(&d.Objs.SluiceMaps)
+	objs, err := LoadSock(&d.Objs.SluiceMaps, so)
 	if err != nil {
 		return err
 	}
@@ -177,9 +177,17 @@ func cgroupID(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
+// SockOptions are what the socket programs translate besides the node's
+// own sockets.
+type SockOptions struct {
+	// Pods: the TCP connects of the cgroup subtree's other network
+	// namespaces, its Pods' (lib/sock4.h's sock_pods).
+	Pods bool
+}
+
 // LoadSock loads bpf/sock.c with the tc collection's maps in place of its
 // own: one set of maps, pinned once, which both read and write.
-func LoadSock(maps *bpf.SluiceMaps) (*bpf.SluiceSockObjects, error) {
+func LoadSock(maps *bpf.SluiceMaps, so SockOptions) (*bpf.SluiceSockObjects, error) {
 	spec, err := bpf.LoadSluiceSock()
 	if err != nil {
 		return nil, err
@@ -187,7 +195,7 @@ func LoadSock(maps *bpf.SluiceMaps) (*bpf.SluiceSockObjects, error) {
 	if _, err := bpf.UseCoarseClock(spec); err != nil {
 		return nil, err
 	}
-	if err := configureSock(spec); err != nil {
+	if err := configureSock(spec, so); err != nil {
 		return nil, err
 	}
 	byName := mapsByName(maps)
@@ -219,7 +227,12 @@ func LoadSock(maps *bpf.SluiceMaps) (*bpf.SluiceSockObjects, error) {
 
 // configureSock sets what the socket programs learn from the kernel and
 // from the namespace they are loaded in (lib/sock4.h).
-func configureSock(spec *ebpf.CollectionSpec) error {
+func configureSock(spec *ebpf.CollectionSpec, so SockOptions) error {
+	if so.Pods {
+		if err := spec.Variables["sock_pods"].Set(uint8(1)); err != nil {
+			return fmt.Errorf("set sock_pods: %w", err)
+		}
+	}
 	err := features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnSetRetval)
 	switch {
 	case err == nil:

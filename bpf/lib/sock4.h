@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Socket-level translation for the node's own sockets (bpf/sock.c).
+/* Socket-level translation for the node's own sockets, and for its Pods'
+ * TCP connects (bpf/sock.c).
  *
  * A host-network process's packets to a frontend leave the node without
  * ever crossing a tc ingress hook, so the packet datapath cannot translate
@@ -10,7 +11,14 @@
  * recvmsg (UDP replies) and getpeername show the frontend again, from
  * lb4_sock_revnat. The kernel then routes the socket to the backend
  * directly: no conntrack entry, no packet rewrite, the node's address as
- * the source (rule 24's SNAT, for free). */
+ * the source (rule 24's SNAT, for free).
+ *
+ * A Pod's TCP connect, when sock_pods is set, is translated the same way:
+ * its packets then go to the backend as they left the Pod, with no
+ * per-packet lookup, rewrite or flow entry. What needs the Pod's address,
+ * which a connect does not show (session affinity, source ranges), and
+ * the Pod's UDP (a connected socket would keep a departed backend for
+ * good) stay the packet datapath's. */
 #ifndef __SLUICE_SOCK4_H
 #define __SLUICE_SOCK4_H
 
@@ -38,11 +46,19 @@
 volatile const __u8 sock_set_retval = 0;
 
 /* Set by the loader: the cookie of the node's network namespace (the
- * agent's), so that a socket of a pod, whose cgroup is under the same
- * subtree, is left to the packet datapath, which judges it by its pod
- * address. 0: the kernel cannot tell the agent its namespace's cookie
- * (SO_NETNS_COOKIE is 5.14+); every socket of the subtree is translated. */
+ * agent's), so that a socket of a Pod, whose cgroup is under the same
+ * subtree, is told from the node's: only its TCP connects may be
+ * translated (sock_pods), the rest is the packet datapath's, which judges
+ * it by the Pod's address. 0: the kernel cannot tell the agent its
+ * namespace's cookie (SO_NETNS_COOKIE is 5.14+); every socket of the
+ * subtree is then translated as the node's. */
 volatile const __u64 sock_host_netns = 0;
+
+/* Set by the loader unless the agent serves the node's namespace only
+ * (--socket-lb-host-only, for service meshes that steer a Pod's traffic
+ * by the Service address): the TCP connects of the subtree's other
+ * namespaces, the Pods', are translated too. */
+volatile const __u8 sock_pods = 0;
 
 /* Not a reason: "the destination is no frontend, leave the call alone". */
 #define SOCK4_NOT_SERVICE 0
@@ -50,6 +66,11 @@ volatile const __u64 sock_host_netns = 0;
 __inline bool sock4_is_host(struct bpf_sock_addr *ctx)
 {
 	return !sock_host_netns || bpf_get_netns_cookie(ctx) == sock_host_netns;
+}
+
+__inline bool sock4_is_loopback(__be32 addr)
+{
+	return (addr & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000);
 }
 
 /* user_port is read with a 4-byte load, the one every kernel accepts
@@ -83,10 +104,11 @@ __inline struct lb4_backend *sock4_sticky(const struct lb4_sock_backend_key *k, 
  * lb4_service picks one for a new flow from the node's address: source
  * ranges (rule 21) and session affinity (rule 22) judged with that
  * address, the internal scope of a two-scope frontend (rule 13: the
- * node's own traffic uses the Cluster set). *svcp is the master that
- * applies. Returns 0 and *bep, else the refusal reason, or
- * SOCK4_NOT_SERVICE. */
-__inline __u32 sock4_select(struct lb4_key *key, const struct datapath_config *cfg,
+ * node's own traffic uses the Cluster set). For a Pod's connect (pod),
+ * the same but for a master with source ranges or affinity, which is
+ * left to the packet datapath: it judges them by the Pod's address.
+ * Returns 0 and *bep, else the refusal reason, or SOCK4_NOT_SERVICE. */
+__inline __u32 sock4_select(struct lb4_key *key, const struct datapath_config *cfg, bool pod,
 			    const struct lb4_sock_backend_key *sk, struct lb4_backend **bep,
 			    __u32 *backend_id, __u32 *rev_nat_id)
 {
@@ -98,14 +120,19 @@ __inline __u32 sock4_select(struct lb4_key *key, const struct datapath_config *c
 		 * refused (rule 17), not sent out unanswered. The node's own
 		 * addresses, which carry NodePorts, never are: the node's
 		 * other services (sshd, the kubelet) listen on them. */
-		if (key->address == node || (key->address & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000))
+		if (key->address == node || sock4_is_loopback(key->address))
 			return SOCK4_NOT_SERVICE;
 		return lb4_is_service_ip(key->address) ? REASON_SOCK_REJECT : SOCK4_NOT_SERVICE;
 	}
+	if (pod && (svc->flags & SVC_F_SOURCE_RANGES))
+		return SOCK4_NOT_SERVICE;
 	if ((svc->flags & SVC_F_SOURCE_RANGES) && !lb4_source_allowed(svc->rev_nat_id, node))
 		return REASON_SOCK_DROP;
-	svc = lb4_scope_of(key, svc, true); /* the node is an internal source */
+	/* The node and its Pods are internal sources. */
+	svc = lb4_scope_of(key, svc, true);
 	__u8 flags = svc->flags;
+	if (pod && (flags & SVC_F_AFFINITY))
+		return SOCK4_NOT_SERVICE;
 	*rev_nat_id = svc->rev_nat_id;
 	if (svc->count == 0)
 		/* Rule 14: a REJECT refuses, a DROP fails the call too (a
@@ -137,8 +164,18 @@ __inline __u32 sock4_select(struct lb4_key *key, const struct datapath_config *c
 	return 0;
 }
 
+/* Whether a socket call is this datapath's: any of the node's own, and a
+ * Pod's TCP ones when sock_pods is set (never to the Pod's own loopback,
+ * which no NodePort on the node's 127.0.0.1 is). *pod: it is a Pod's. */
+__inline bool sock4_serves(struct bpf_sock_addr *ctx, __u32 proto, __be32 addr, bool *pod)
+{
+	*pod = !sock4_is_host(ctx);
+	return !*pod || (sock_pods && proto == IPPROTO_TCP && !sock4_is_loopback(addr));
+}
+
 /* connect4 (udp_sendmsg: false) and sendmsg4 (true): a call of the node's
- * own TCP or UDP socket to a frontend goes to a backend instead. */
+ * own TCP or UDP socket, or of a Pod's TCP one, to a frontend goes to a
+ * backend instead. */
 __inline int sock4_forward(struct bpf_sock_addr *ctx, bool udp_sendmsg)
 {
 	__u32 proto = ctx->protocol;
@@ -154,7 +191,8 @@ __inline int sock4_forward(struct bpf_sock_addr *ctx, bool udp_sendmsg)
 	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
 	if (f && !lb4_filter_has(f, lb4_filter_dst(daddr)))
 		return SOCK_ALLOW;
-	if (!sock4_is_host(ctx))
+	bool pod;
+	if (!sock4_serves(ctx, proto, daddr, &pod))
 		return SOCK_ALLOW;
 
 	__u64 cookie = bpf_get_socket_cookie(ctx);
@@ -163,7 +201,7 @@ __inline int sock4_forward(struct bpf_sock_addr *ctx, bool udp_sendmsg)
 	struct lb4_backend *be = NULL;
 	__u32 backend_id = 0, rev_nat_id = 0;
 
-	__u32 reason = sock4_select(&key, dp_config(), udp_sendmsg ? &sk : NULL, &be, &backend_id,
+	__u32 reason = sock4_select(&key, dp_config(), pod, udp_sendmsg ? &sk : NULL, &be, &backend_id,
 				    &rev_nat_id);
 	if (reason != 0)
 		return sock4_refuse(reason);
@@ -204,7 +242,8 @@ __inline int sock4_reverse(struct bpf_sock_addr *ctx)
 	struct lb4_filter *f = bpf_map_lookup_elem(&lb4_prefilter, &zero);
 	if (f && !lb4_filter_has(f, lb4_filter_src(addr, port, proto)))
 		return SOCK_ALLOW;
-	if (!sock4_is_host(ctx))
+	bool pod;
+	if (!sock4_serves(ctx, proto, addr, &pod))
 		return SOCK_ALLOW;
 
 	struct lb4_sock_revnat_key rk = {

@@ -78,6 +78,9 @@ type agentConfig struct {
 	// disables it.
 	cgroupRoot           string
 	cgroupDefaultMissing bool // no --cgroup-root, and no cgroup v2 hierarchy found
+	// sockHostOnly is --socket-lb-host-only: Pods' TCP connects are
+	// left to the per-packet datapath.
+	sockHostOnly bool
 	// lbPool is --lb-ip-pool: addresses for Services of type
 	// LoadBalancer, announced on the node's link; empty: off.
 	lbPool lbipam.Pool
@@ -150,6 +153,9 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 			c.cgroupRoot, cgroupSet = v, true
 			return nil
 		})
+	fs.BoolVar(&c.sockHostOnly, "socket-lb-host-only", false, "socket-level load balancing for the node's own processes only: "+
+		"Pods' TCP connects to Services are then translated per packet, not at connect() (for service meshes whose sidecars "+
+		"steer a Pod's connections by the Service address); Pods' UDP is always translated per packet")
 	var lbPool string
 	fs.StringVar(&lbPool, "lb-ip-pool", "", "IPv4 CIDRs, comma separated, Services of type LoadBalancer get their address from (one elected agent assigns them) "+
 		"and that the chosen node answers ARP for on its link; empty disables LB-IPAM. Needs --kubeconfig or the in-cluster config")
@@ -318,7 +324,8 @@ func runAgent(args []string) error {
 	}
 	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc,
 		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst,
-		CTEntries: ctSize.Entries, CTTimeouts: timeouts, CgroupRoot: c.cgroupRoot, Log: log})
+		CTEntries: ctSize.Entries, CTTimeouts: timeouts, CgroupRoot: c.cgroupRoot,
+		SockHostOnly: c.sockHostOnly, Log: log})
 	if err != nil {
 		return err
 	}
