@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sluice-lb/sluice/internal/agenttest"
 	"github.com/sluice-lb/sluice/internal/netlab"
 	"github.com/sluice-lb/sluice/internal/testenv"
@@ -43,10 +45,15 @@ func BenchmarkProxy(b *testing.B) {
 	before := proxyUsage(b, proxy)
 	t0 := time.Now()
 
-	client := benchClient(b)
+	client, clientCg := benchClient(b)
 	vip := benchBackends(b, "bench-backend", 30200)
+	// From a process in the client Pod's own namespace and cgroup, as
+	// the Pod's own connects are made.
+	fromPod := func(addr string, n, c int) (agenttest.StormStats, error) {
+		return agenttest.ConnectStormFrom(client, clientCg, addr, n, c)
+	}
 	for _, c := range []int{1, 8} {
-		s, err := medianStorm(b, client.Do, vip+":80", 4000*c/2+4000, c)
+		s, err := medianStorm(b, fromPod, vip+":80", 4000*c/2+4000, c)
 		if err != nil {
 			b.Fatalf("ClusterIP storm c=%d: %v", c, err)
 		}
@@ -58,7 +65,10 @@ func BenchmarkProxy(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ext.Close()
-	s, err := medianStorm(b, ext.Do, nodeIPs()[0]+":30200", 8000, 8)
+	fromExt := func(addr string, n, c int) (agenttest.StormStats, error) {
+		return agenttest.ConnectStorm(ext.Do, addr, n, c)
+	}
+	s, err := medianStorm(b, fromExt, nodeIPs()[0]+":30200", 8000, 8)
 	if err != nil {
 		b.Fatalf("NodePort storm: %v", err)
 	}
@@ -110,9 +120,11 @@ func BenchmarkProxy(b *testing.B) {
 	}
 }
 
-// benchClient is a tools Pod on the first node; the returned namespace is
-// its network namespace, which the benchmark's own sockets enter.
-func benchClient(b *testing.B) *netlab.NS {
+// benchClient is a tools Pod on the first node: its network namespace,
+// which the benchmark's own sockets enter, and its cgroup, where the
+// connect storms' process is born (a proxy may act at a Pod's connect, as
+// sluice's socket programs do on the node's cgroup subtree).
+func benchClient(b *testing.B) (*netlab.NS, *netlab.Cgroup) {
 	mustKubectl(b, "run", "bench-client", "--image=sluice.local/tools:1", "--restart=Never",
 		`--overrides={"spec":{"nodeName":"`+nodes()[0]+`"}}`)
 	b.Cleanup(func() { kubectl("delete", "pod/bench-client", "--wait=true") })
@@ -123,7 +135,37 @@ func benchClient(b *testing.B) *netlab.NS {
 		b.Fatal(err)
 	}
 	b.Cleanup(ns.Close)
-	return ns
+	cg, err := podCgroup(ns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ns, cg
+}
+
+// podCgroup is the cgroup v2 directory, under the lab's mount, of a
+// process of the Pod whose network namespace is ns.
+func podCgroup(ns *netlab.NS) (*netlab.Cgroup, error) {
+	var want unix.Stat_t
+	if err := unix.Stat("/run/netns/"+ns.Name, &want); err != nil {
+		return nil, err
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, p := range procs {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil || st.Ino != want.Ino || st.Dev != want.Dev {
+			continue
+		}
+		cgf, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(p)), "cgroup"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		for _, line := range strings.Split(string(cgf), "\n") {
+			if rel, ok := strings.CutPrefix(line, "0::"); ok {
+				return &netlab.Cgroup{Path: filepath.Join(lab["CLUSTER_CGROUP2"], rel)}, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("no process in the network namespace %s", ns.Name)
 }
 
 // benchBackends is faults_test.go's backends: a whoami Deployment, a Pod
@@ -278,10 +320,10 @@ const stormsPerRow = 5
 
 // medianStorm is the storm of median rate of stormsPerRow connect storms;
 // every storm's rate is logged.
-func medianStorm(b *testing.B, within func(func() error) error, addr string, n, c int) (agenttest.StormStats, error) {
+func medianStorm(b *testing.B, storm func(addr string, n, c int) (agenttest.StormStats, error), addr string, n, c int) (agenttest.StormStats, error) {
 	var runs []agenttest.StormStats
 	for range stormsPerRow {
-		s, err := agenttest.ConnectStorm(within, addr, n, c)
+		s, err := storm(addr, n, c)
 		if err != nil {
 			return s, err
 		}
