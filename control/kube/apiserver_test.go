@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sluice-lb/sluice/control"
@@ -32,6 +33,14 @@ func TestRealAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The API server creates its own Service a moment after it serves;
+	// the source's first list must find it.
+	if err := wait.PollUntilContextTimeout(c, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := admin.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the API server's default/kubernetes Service: %v", err)
 	}
 	must(admin.CoreV1().Namespaces().Create(c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}, metav1.CreateOptions{}))
 	web, err := admin.CoreV1().Services("demo").Create(c, service("demo", "web", "", "", nil, 80), metav1.CreateOptions{})
