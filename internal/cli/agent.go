@@ -147,7 +147,7 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	snatPorts := "61000-65535"
 	fs.StringVar(&snatPorts, "snat-port-range", snatPorts, "source ports, min-max, of flows SNATed to the node's address; keep them out of net.ipv4.ip_local_port_range")
 	cgroupSet := false
-	fs.Func("cgroup-root", "cgroup v2 directory whose processes (the node's own, host-network ones) reach Services through socket-level load balancing; "+
+	fs.Func("cgroup-root", "cgroup v2 directory whose processes (the node's own host-network ones, and its Pods' TCP connects) reach Services through socket-level load balancing; "+
 		"empty disables it (default: the root of the unified hierarchy, /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host; none when neither is cgroup v2)",
 		func(v string) error {
 			c.cgroupRoot, cgroupSet = v, true
