@@ -196,7 +196,7 @@ func newSockNS(t *testing.T, addrs ...string) *netlab.NS {
 // Pods' TCP connects translated too.
 func newSockWorld(t *testing.T) *sockWorld {
 	t.Helper()
-	return newSockWorldWith(t, loader.SockOptions{Pods: true})
+	return newSockWorldWith(t, loader.SockOptions{})
 }
 
 func newSockWorldWith(t *testing.T, so loader.SockOptions) *sockWorld {
@@ -633,7 +633,7 @@ func TestSockPods(t *testing.T) {
 
 // --socket-lb-host-only: a Pod's sockets are all the packet datapath's.
 func TestSockPodsHostOnly(t *testing.T) {
-	s := newSockWorldWith(t, loader.SockOptions{})
+	s := newSockWorldWith(t, loader.SockOptions{HostOnly: true})
 	pod := newSockPod(t, s)
 	fe := frontend(sockVIP+":80", control.TCP)
 	s.serve(fe, backends(sockBackends...))

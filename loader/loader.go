@@ -66,12 +66,10 @@ type Options struct {
 	// v2, or a kernel that refuses the programs, leaves the tc datapath
 	// serving alone (logged; SocketLB says why).
 	CgroupRoot string
-	// SockHostOnly keeps the socket programs to the node's own sockets:
-	// its Pods' TCP connects are then translated per packet by tc, as
-	// their UDP always is. For service meshes whose sidecars steer a
-	// Pod's connections by the Service address.
-	SockHostOnly bool
-	Log          *slog.Logger
+	// Sock is what the socket programs translate besides the node's own
+	// sockets (the zero value: its Pods' TCP connects too).
+	Sock SockOptions
+	Log  *slog.Logger
 }
 
 // Datapath is the loaded datapath of one agent.
@@ -213,7 +211,7 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
-	d.startSockets(opts.CgroupRoot, SockOptions{Pods: !opts.SockHostOnly})
+	d.startSockets(opts.CgroupRoot, opts.Sock)
 	return d, nil
 }
 

@@ -178,11 +178,13 @@ func cgroupID(path string) (uint64, error) {
 }
 
 // SockOptions are what the socket programs translate besides the node's
-// own sockets.
+// own sockets: by default also the TCP connects of the cgroup subtree's
+// other network namespaces, its Pods' (lib/sock4.h's sock_pods).
 type SockOptions struct {
-	// Pods: the TCP connects of the cgroup subtree's other network
-	// namespaces, its Pods' (lib/sock4.h's sock_pods).
-	Pods bool
+	// HostOnly leaves every Pod socket to tc, as their UDP always is
+	// (--socket-lb-host-only: for service meshes whose sidecars steer a
+	// Pod's connections by the Service address).
+	HostOnly bool
 }
 
 // LoadSock loads bpf/sock.c with the tc collection's maps in place of its
@@ -228,7 +230,7 @@ func LoadSock(maps *bpf.SluiceMaps, so SockOptions) (*bpf.SluiceSockObjects, err
 // configureSock sets what the socket programs learn from the kernel and
 // from the namespace they are loaded in (lib/sock4.h).
 func configureSock(spec *ebpf.CollectionSpec, so SockOptions) error {
-	if so.Pods {
+	if !so.HostOnly {
 		if err := spec.Variables["sock_pods"].Set(uint8(1)); err != nil {
 			return fmt.Errorf("set sock_pods: %w", err)
 		}

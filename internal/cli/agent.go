@@ -78,9 +78,9 @@ type agentConfig struct {
 	// disables it.
 	cgroupRoot           string
 	cgroupDefaultMissing bool // no --cgroup-root, and no cgroup v2 hierarchy found
-	// sockHostOnly is --socket-lb-host-only: Pods' TCP connects are
-	// left to the per-packet datapath.
-	sockHostOnly bool
+	// sock holds --socket-lb-host-only: Pods' TCP connects are left to
+	// the per-packet datapath.
+	sock loader.SockOptions
 	// lbPool is --lb-ip-pool: addresses for Services of type
 	// LoadBalancer, announced on the node's link; empty: off.
 	lbPool lbipam.Pool
@@ -153,7 +153,7 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 			c.cgroupRoot, cgroupSet = v, true
 			return nil
 		})
-	fs.BoolVar(&c.sockHostOnly, "socket-lb-host-only", false, "socket-level load balancing for the node's own processes only: "+
+	fs.BoolVar(&c.sock.HostOnly, "socket-lb-host-only", false, "socket-level load balancing for the node's own processes only: "+
 		"Pods' TCP connects to Services are then translated per packet, not at connect() (for service meshes whose sidecars "+
 		"steer a Pod's connections by the Service address); Pods' UDP is always translated per packet")
 	var lbPool string
@@ -325,7 +325,7 @@ func runAgent(args []string) error {
 	dp, err := loader.Load(loader.Options{PinDir: c.pinDir, Attach: c.attach, ServiceCIDR: c.serviceCIDR, TC: c.tc,
 		RejectRate: c.rejectRate, RejectBurst: c.rejectBurst,
 		CTEntries: ctSize.Entries, CTTimeouts: timeouts, CgroupRoot: c.cgroupRoot,
-		SockHostOnly: c.sockHostOnly, Log: log})
+		Sock: c.sock, Log: log})
 	if err != nil {
 		return err
 	}
