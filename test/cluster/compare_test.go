@@ -242,29 +242,6 @@ func benchBackendsN(b *testing.B, name string, nodePort, replicas int) string {
 // answered queries per second and the share, in percent, of queries not
 // answered within a second (a stub resolver would retry them after its
 // timeout).
-// medianDNS is the median of stormsPerRow DNS storms of 2 s at c=8 (as a
-// connects row is), and that storm's unanswered share; every storm's rate
-// is logged.
-func medianDNS(b *testing.B, ns *netlab.NS, servers []string, name string) (qps, lostPercent float64, err error) {
-	type run struct{ qps, lost float64 }
-	var runs []run
-	for range stormsPerRow {
-		q, l, err := dnsStorm(ns, servers, name, 8, 2*time.Second)
-		if err != nil {
-			return 0, 0, err
-		}
-		runs = append(runs, run{q, l})
-	}
-	rates := make([]string, len(runs))
-	for i, r := range runs {
-		rates[i] = fmt.Sprintf("%.0f", r.qps)
-	}
-	b.Logf("DNS to %v c=8: storms of 2 s, %s queries/s", servers, strings.Join(rates, ", "))
-	slices.SortFunc(runs, func(a, b run) int { return cmp.Compare(a.qps, b.qps) })
-	m := runs[len(runs)/2]
-	return m.qps, m.lost, nil
-}
-
 func dnsStorm(ns *netlab.NS, servers []string, name string, conc int, d time.Duration) (qps, lostPercent float64, err error) {
 	var answered, failed atomic.Int64
 	var wg sync.WaitGroup
@@ -341,24 +318,44 @@ func podNS(ip string) (*netlab.NS, error) {
 // a Pod: the median of a few is steadier than any one.
 const stormsPerRow = 5
 
-// medianStorm is the storm of median rate of stormsPerRow connect storms;
-// every storm's rate is logged.
-func medianStorm(b *testing.B, storm func(addr string, n, c int) (agenttest.StormStats, error), addr string, n, c int) (agenttest.StormStats, error) {
-	var runs []agenttest.StormStats
+// medianRun is the run of median rate of stormsPerRow runs; every run's
+// rate is logged after what.
+func medianRun[T any](b *testing.B, what string, run func() (T, error), rate func(T) float64) (T, error) {
+	var runs []T
 	for range stormsPerRow {
-		s, err := storm(addr, n, c)
+		r, err := run()
 		if err != nil {
-			return s, err
+			return r, err
 		}
-		runs = append(runs, s)
+		runs = append(runs, r)
 	}
 	rates := make([]string, len(runs))
 	for i, r := range runs {
-		rates[i] = fmt.Sprintf("%.0f", r.Rate)
+		rates[i] = fmt.Sprintf("%.0f", rate(r))
 	}
-	b.Logf("%s c=%d: storms of %d connects, %s/s", addr, c, n, strings.Join(rates, ", "))
-	slices.SortFunc(runs, func(a, b agenttest.StormStats) int { return cmp.Compare(a.Rate, b.Rate) })
+	b.Logf("%s: %s/s", what, strings.Join(rates, ", "))
+	slices.SortFunc(runs, func(x, y T) int { return cmp.Compare(rate(x), rate(y)) })
 	return runs[len(runs)/2], nil
+}
+
+// medianStorm is the connect storm of median rate.
+func medianStorm(b *testing.B, storm func(addr string, n, c int) (agenttest.StormStats, error), addr string, n, c int) (agenttest.StormStats, error) {
+	return medianRun(b, fmt.Sprintf("%s c=%d: storms of %d connects", addr, c, n),
+		func() (agenttest.StormStats, error) { return storm(addr, n, c) },
+		func(s agenttest.StormStats) float64 { return s.Rate })
+}
+
+// medianDNS is the DNS storm of median rate, 2 s at c=8, and its
+// unanswered share.
+func medianDNS(b *testing.B, ns *netlab.NS, servers []string, name string) (qps, lostPercent float64, err error) {
+	type dnsRun struct{ qps, lost float64 }
+	m, err := medianRun(b, fmt.Sprintf("DNS to %v c=8: storms of 2 s", servers),
+		func() (dnsRun, error) {
+			q, l, err := dnsStorm(ns, servers, name, 8, 2*time.Second)
+			return dnsRun{q, l}, err
+		},
+		func(r dnsRun) float64 { return r.qps })
+	return m.qps, m.lost, err
 }
 
 type usage struct{ rssMiB, cpuSeconds float64 }
