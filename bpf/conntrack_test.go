@@ -57,6 +57,22 @@ func expiresIn(t *testing.T, what string, e bpf.SluiceCt4Entry, before, after, s
 	}
 }
 
+// age makes conntrack entries' flow secs seconds older (their created
+// time earlier), as if it had opened then.
+func (w *world) age(t *testing.T, secs uint32, keys ...bpf.SluiceCt4Key) {
+	t.Helper()
+	for _, k := range keys {
+		e, err := w.dp.CT4.Lookup(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Created -= secs
+		if err := w.dp.CT4.Put(k, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // expire puts conntrack entries one second in the past.
 func (w *world) expire(t *testing.T, keys ...bpf.SluiceCt4Key) {
 	t.Helper()
@@ -137,8 +153,11 @@ func TestConntrackTCPLifetimes(t *testing.T) {
 	}
 }
 
-// UDP: unanswered flows get the short lifetime, answered ones the longer,
-// and the first reply lengthens the forward entry too.
+// UDP: unanswered flows get the short lifetime, and so do answered ones
+// until they have lasted more than 2 s (netfilter's rule: a DNS query and
+// its answer are no stream); an answer after that gives the stream
+// lifetime to its reply entry, and the client's next datagram to
+// its forward one.
 func TestConntrackUDPLifetimes(t *testing.T) {
 	w := standardWorld(t)
 	before := monoSecs(t)
@@ -150,12 +169,13 @@ func TestConntrackUDPLifetimes(t *testing.T) {
 	expiresIn(t, "query: forward", fwd, before, after, defUDP)
 	expiresIn(t, "query: reply", rev, before, after, defUDP)
 
+	answer := packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoUDP, Payload: []byte("a")})
 	before = monoSecs(t)
-	w.runOut(t, packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoUDP, Payload: []byte("a")}))
+	w.runOut(t, answer)
 	after = monoSecs(t)
 	fwd, rev = w.flowEntries(t, client, vip, chosen, packet.ProtoUDP)
-	expiresIn(t, "answer: forward", fwd, before, after, defUDPReplied)
-	expiresIn(t, "answer: reply", rev, before, after, defUDPReplied)
+	expiresIn(t, "prompt answer: forward", fwd, before, after, defUDP)
+	expiresIn(t, "prompt answer: reply", rev, before, after, defUDP)
 	if fwd.Flags&bpf.SluiceCtFlagsCT_F_SEEN_REPLY == 0 || rev.Flags&bpf.SluiceCtFlagsCT_F_PEER_TOLD == 0 {
 		t.Errorf("flags after the answer: forward %#x, reply %#x", fwd.Flags, rev.Flags)
 	}
@@ -163,7 +183,21 @@ func TestConntrackUDPLifetimes(t *testing.T) {
 	w.run(t, udpTo(vip, "q2"))
 	after = monoSecs(t)
 	fwd, _ = w.flowEntries(t, client, vip, chosen, packet.ProtoUDP)
-	expiresIn(t, "next query: forward", fwd, before, after, defUDPReplied)
+	expiresIn(t, "next query, flow 2 s old at most: forward", fwd, before, after, defUDP)
+
+	w.age(t, 4, ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP), ctKey(chosen, client, packet.ProtoUDP))
+	before = monoSecs(t)
+	w.runOut(t, answer)
+	after = monoSecs(t)
+	// Only the first answer tells the forward entry; the flow lives while
+	// either entry does.
+	_, rev = w.flowEntries(t, client, vip, chosen, packet.ProtoUDP)
+	expiresIn(t, "answer to a lasting flow: reply", rev, before, after, defUDPReplied)
+	before = monoSecs(t)
+	w.run(t, udpTo(vip, "q3"))
+	after = monoSecs(t)
+	fwd, _ = w.flowEntries(t, client, vip, chosen, packet.ProtoUDP)
+	expiresIn(t, "next query to a stream: forward", fwd, before, after, defUDPReplied)
 }
 
 // The agent's lifetimes (sluice_ct_timeouts) replace the defaults.

@@ -140,10 +140,29 @@ __inline bool ct4_closing(const struct ct4_entry *e)
 	return e->flags & (CT_F_FIN | CT_F_RST);
 }
 
+/* Seconds a UDP flow must have lasted for an answer to make it a stream,
+ * with the stream lifetime: netfilter's rule (5.9+), so a query answered
+ * once, as every DNS lookup is, keeps the short lifetime. Otherwise each
+ * of a Pod's resolver queries would hold its two entries for the stream
+ * lifetime, four times as long as netfilter holds the same flow. "Lasted
+ * more than 2 s" on a clock of whole seconds: never sooner than netfilter. */
+#define CT_UDP_STREAM_AFTER 2
+
+__inline bool ct4_udp_stream(const struct ct4_entry *e, __u32 now)
+{
+	return now - e->created > CT_UDP_STREAM_AFTER;
+}
+
+/* The lifetime an answered UDP flow's entries get from a packet now. */
+__inline __u32 ct4_udp_replied_lifetime(const struct ct4_entry *e, __u32 now)
+{
+	return ct_timeout(ct4_udp_stream(e, now) ? CT_TIMEOUT_UDP_REPLIED : CT_TIMEOUT_UDP);
+}
+
 /* The lifetime an entry's state gives it. A TCP entry is established once
  * the backend answered and the packet is no SYN; until then (including a
  * flow picked up by a stray segment) it has the short SYN lifetime. */
-__inline __u32 ct4_lifetime(const struct ct4_entry *e, __u8 proto, __u8 tcp_flags)
+__inline __u32 ct4_lifetime(const struct ct4_entry *e, __u8 proto, __u8 tcp_flags, __u32 now)
 {
 	bool forward = e->kind == CT_FORWARD;
 
@@ -156,7 +175,7 @@ __inline __u32 ct4_lifetime(const struct ct4_entry *e, __u8 proto, __u8 tcp_flag
 	}
 	if (forward && !(e->flags & CT_F_SEEN_REPLY))
 		return ct_timeout(CT_TIMEOUT_UDP);
-	return ct_timeout(CT_TIMEOUT_UDP_REPLIED);
+	return ct4_udp_replied_lifetime(e, now);
 }
 
 /* Moves an entry on by one packet of its own direction: its FIN and RST
@@ -176,7 +195,7 @@ __inline void ct4_touch(struct ct4_entry *e, const struct pkt4 *p, __u32 now)
 	}
 	if (flags != e->flags)
 		map_store(e->flags, flags);
-	__u32 expires = now + ct4_lifetime(e, p->proto, p->tcp_flags);
+	__u32 expires = now + ct4_lifetime(e, p->proto, p->tcp_flags, now);
 	if (expires != e->expires)
 		map_store(e->expires, expires);
 }
@@ -193,7 +212,7 @@ __inline void ct4_close_peer(struct ct4_entry *peer, __u32 now)
 }
 
 /* The reply path tells the forward entry that the backend answered: an
- * answered flow has the longer lifetimes. */
+ * answered flow that has lasted (ct4_udp_stream) has the longer lifetimes. */
 __inline void ct4_seen_reply(struct ct4_entry *fwd, __u8 proto, __u32 now)
 {
 	if (!(fwd->flags & CT_F_SEEN_REPLY))
@@ -201,7 +220,7 @@ __inline void ct4_seen_reply(struct ct4_entry *fwd, __u8 proto, __u32 now)
 	if (proto != IPPROTO_TCP) {
 		/* A TCP forward entry is established by the client's next
 		 * segment; a datagram flow is answered now. */
-		__u32 expires = now + ct_timeout(CT_TIMEOUT_UDP_REPLIED);
+		__u32 expires = now + ct4_udp_replied_lifetime(fwd, now);
 		if (fwd->expires < expires)
 			map_store(fwd->expires, expires);
 	}

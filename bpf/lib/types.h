@@ -184,8 +184,9 @@ enum ct_timeout {
 	CT_TIMEOUT_TCP_SYN = 0,     /* TCP before the backend answered, or picked up mid-stream */
 	CT_TIMEOUT_TCP_ESTABLISHED, /* TCP both ways */
 	CT_TIMEOUT_TCP_CLOSE,       /* after FIN or RST */
-	CT_TIMEOUT_UDP,             /* UDP (and anything else) not answered yet */
-	CT_TIMEOUT_UDP_REPLIED,     /* UDP answered by the backend */
+	CT_TIMEOUT_UDP,             /* UDP (and anything else) not answered yet, or answered
+	                             * within its first seconds (ct4_udp_stream) */
+	CT_TIMEOUT_UDP_REPLIED,     /* UDP answered by the backend and lasting: a stream */
 	CT_TIMEOUT_MAX,
 };
 

@@ -16,8 +16,8 @@ type Timeouts struct {
 	TCPSyn         time.Duration // before the backend answered
 	TCPEstablished time.Duration // both ways
 	TCPClose       time.Duration // after FIN or RST
-	UDP            time.Duration // not answered yet
-	UDPStream      time.Duration // answered by the backend
+	UDP            time.Duration // not answered yet, or answered within its first 2 s
+	UDPStream      time.Duration // answered after it lasted 2 s: a stream
 }
 
 // DefaultTimeouts are netfilter's lifetimes with kube-proxy's established

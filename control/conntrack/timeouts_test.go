@@ -69,10 +69,24 @@ func TestDefaultTimeoutsAreTheDatapaths(t *testing.T) {
 	check("datagram", func() {
 		w.send(packet.Spec{Src: client, Dst: vipUDP, Proto: packet.ProtoUDP, Payload: []byte("q")})
 	}, fwdUDP, d.UDP)
-	check("answer", func() {
+	answer := func() {
 		w.reply(packet.Spec{Src: beUDP, Dst: client, Proto: packet.ProtoUDP, Payload: []byte("a")})
-	}, revUDP, d.UDPStream)
-	check("answered flow", func() {}, fwdUDP, d.UDPStream)
+	}
+	// Answered at once: no stream yet (it has not lasted 2 s).
+	check("prompt answer", answer, revUDP, d.UDP)
+	check("promptly answered flow", func() {}, fwdUDP, d.UDP)
+	// The same flow as if opened 4 s ago: an answer makes it a stream
+	// (its reply entry; the client's next datagram, its forward one).
+	for _, k := range []bpf.SluiceCt4Key{fwdUDP, revUDP} {
+		e, err := w.dp.CT4.Lookup(k)
+		must(t, err)
+		e.Created -= 4
+		must(t, w.dp.CT4.Put(k, e))
+	}
+	check("answer to a lasting flow", answer, revUDP, d.UDPStream)
+	check("datagram of a stream", func() {
+		w.send(packet.Spec{Src: client, Dst: vipUDP, Proto: packet.ProtoUDP, Payload: []byte("q")})
+	}, fwdUDP, d.UDPStream)
 }
 
 // Lifetimes the agent sets are the ones the datapath applies.

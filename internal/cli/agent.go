@@ -136,8 +136,8 @@ func parseAgentFlags(args []string) (*agentConfig, error) {
 	fs.DurationVar(&c.ct.timeouts.TCPEstablished, "conntrack-tcp-timeout-established", ct.TCPEstablished, "idle lifetime of an established TCP flow")
 	fs.DurationVar(&c.ct.timeouts.TCPClose, "conntrack-tcp-timeout-close", ct.TCPClose, "lifetime of a TCP flow after a FIN or RST")
 	fs.DurationVar(&c.ct.timeouts.TCPSyn, "conntrack-tcp-timeout-syn", ct.TCPSyn, "lifetime of a TCP flow the backend has not answered yet")
-	fs.DurationVar(&c.ct.timeouts.UDP, "conntrack-udp-timeout", ct.UDP, "idle lifetime of a UDP flow the backend has not answered")
-	fs.DurationVar(&c.ct.timeouts.UDPStream, "conntrack-udp-timeout-stream", ct.UDPStream, "idle lifetime of a UDP flow the backend answered")
+	fs.DurationVar(&c.ct.timeouts.UDP, "conntrack-udp-timeout", ct.UDP, "idle lifetime of a UDP flow the backend has not answered, or answered within its first 2 s")
+	fs.DurationVar(&c.ct.timeouts.UDPStream, "conntrack-udp-timeout-stream", ct.UDPStream, "idle lifetime of a UDP flow answered after it lasted 2 s (a stream; a query answered at once keeps --conntrack-udp-timeout)")
 	fs.DurationVar(&c.ct.gcInterval, "conntrack-gc-interval", conntrack.DefaultInterval,
 		"usual wait between two sweeps of the conntrack collector (shortened while sweeps delete much, lengthened while little)")
 	fs.StringVar(&c.nodePortAddresses, "nodeport-addresses", "primary",
