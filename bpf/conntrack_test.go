@@ -185,7 +185,7 @@ func TestConntrackUDPLifetimes(t *testing.T) {
 	fwd, _ = w.flowEntries(t, client, vip, chosen, packet.ProtoUDP)
 	expiresIn(t, "next query, flow 2 s old at most: forward", fwd, before, after, defUDP)
 
-	w.age(t, 4, ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP), ctKey(chosen, client, packet.ProtoUDP))
+	w.age(t, streamAge, ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP), ctKey(chosen, client, packet.ProtoUDP))
 	before = monoSecs(t)
 	w.runOut(t, answer)
 	after = monoSecs(t)
@@ -198,6 +198,27 @@ func TestConntrackUDPLifetimes(t *testing.T) {
 	after = monoSecs(t)
 	fwd, _ = w.flowEntries(t, client, vip, chosen, packet.ProtoUDP)
 	expiresIn(t, "next query to a stream: forward", fwd, before, after, defUDPReplied)
+}
+
+// streamAge is old enough for an answer to make a UDP flow a stream, with
+// a second to spare for the coarse clock.
+const streamAge = uint32(bpf.SluiceCtUdpStreamCT_UDP_STREAM_AFTER) + 2
+
+// A UDP flow first answered after it has lasted (a slow backend, or a
+// stream that only the backend starts talking in) is a stream at once:
+// the first answer gives the forward entry the stream lifetime too.
+func TestConntrackUDPFirstAnswerLate(t *testing.T) {
+	w := standardWorld(t)
+	_, out := w.run(t, udpTo(vip, "q"))
+	f := parse(t, out)
+	chosen := netip.AddrPortFrom(f.Dst, f.DstPort)
+	w.age(t, streamAge, ctKey(client, netip.MustParseAddrPort(vip), packet.ProtoUDP), ctKey(chosen, client, packet.ProtoUDP))
+	before := monoSecs(t)
+	w.runOut(t, packet.Build(packet.Spec{Src: chosen, Dst: client, Proto: packet.ProtoUDP, Payload: []byte("a")}))
+	after := monoSecs(t)
+	fwd, rev := w.flowEntries(t, client, vip, chosen, packet.ProtoUDP)
+	expiresIn(t, "late answer: forward", fwd, before, after, defUDPReplied)
+	expiresIn(t, "late answer: reply", rev, before, after, defUDPReplied)
 }
 
 // The agent's lifetimes (sluice_ct_timeouts) replace the defaults.

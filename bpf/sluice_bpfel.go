@@ -104,6 +104,12 @@ const (
 	SluiceCtTimeoutDefaultCT_DEFAULT_UDP_REPLIED     SluiceCtTimeoutDefault = 120
 )
 
+type SluiceCtUdpStream uint32
+
+const (
+	SluiceCtUdpStreamCT_UDP_STREAM_AFTER SluiceCtUdpStream = 2
+)
+
 type SluiceDatapathConfig struct {
 	_                structs.HostLayout
 	ServiceCidr4     uint32

@@ -292,7 +292,7 @@ func TestClientPortReuseAfterServiceConnection(t *testing.T) {
 }
 
 // A resolver opens a socket per query, and a new socket may get the port of
-// an answered translated flow, which lives 120 s: its datagrams straight to
+// an answered translated flow, which lives 30 s: its datagrams straight to
 // the backend must be answered by the backend, not rewritten to come from
 // the VIP (which the socket, connected to the backend, would drop).
 func TestClientUDPPortReuseAfterServiceFlow(t *testing.T) {

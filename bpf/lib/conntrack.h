@@ -140,17 +140,18 @@ __inline bool ct4_closing(const struct ct4_entry *e)
 	return e->flags & (CT_F_FIN | CT_F_RST);
 }
 
-/* Seconds a UDP flow must have lasted for an answer to make it a stream,
- * with the stream lifetime: netfilter's rule (5.9+), so a query answered
- * once, as every DNS lookup is, keeps the short lifetime. Otherwise each
- * of a Pod's resolver queries would hold its two entries for the stream
- * lifetime, four times as long as netfilter holds the same flow. "Lasted
- * more than 2 s" on a clock of whole seconds: never sooner than netfilter. */
-#define CT_UDP_STREAM_AFTER 2
-
+/* Whether a packet now makes an answered UDP flow a stream, with the
+ * stream lifetime: only once the flow has lasted more than
+ * CT_UDP_STREAM_AFTER seconds, netfilter's rule (5.9+), so a query
+ * answered at once, as every DNS lookup is, keeps the short lifetime.
+ * Otherwise each of a Pod's resolver queries would hold its two entries
+ * for the stream lifetime, four times as long as netfilter holds the same
+ * flow. "More than" on a clock of whole seconds: never sooner than
+ * netfilter. Signed: a created time a tick ahead of the coarse clock (the
+ * loader stamps migrated entries from the precise one) is no age. */
 __inline bool ct4_udp_stream(const struct ct4_entry *e, __u32 now)
 {
-	return now - e->created > CT_UDP_STREAM_AFTER;
+	return (__s32)(now - e->created) > CT_UDP_STREAM_AFTER;
 }
 
 /* The lifetime an answered UDP flow's entries get from a packet now. */

@@ -543,8 +543,8 @@ __inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p)
  * on what opens a new flow on that tuple: a TCP SYN, or any UDP datagram.
  * For UDP the new flow wins because the client port was free for a new
  * socket, so the translated flow's socket is gone: a resolver's socket per
- * query, reusing a port within the 120 s an answered flow lives, is the
- * common case. Only one unconnected socket sending both to the frontend
+ * query, reusing a port within the 30 s an answered query's flow lives, is
+ * the common case. Only one unconnected socket sending both to the frontend
  * and to its backend loses: its translated flow starts again with its next
  * datagram. (netfilter keeps both by moving the new flow to another source
  * port; at the backend the two are one tuple.) Other TCP segments belong

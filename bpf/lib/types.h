@@ -201,6 +201,12 @@ enum ct_timeout_default {
 	CT_DEFAULT_UDP_REPLIED = 120,
 };
 
+/* A UDP flow answered after it has lasted more than this many seconds is
+ * a stream, with the stream lifetime (lib/conntrack.h, ct4_udp_stream). */
+enum ct_udp_stream {
+	CT_UDP_STREAM_AFTER = 2,
+};
+
 struct ct4_entry {
 	__be32 backend_addr; /* forward: translated destination */
 	__be16 backend_port;
@@ -447,6 +453,7 @@ struct sluice_go_types {
 	struct ct4_entry_v1 ct4_entry_v1;
 	struct ct4_entry_v2 ct4_entry_v2;
 	enum ct_timeout_default ct_timeout_default;
+	enum ct_udp_stream ct_udp_stream;
 	enum snat_default snat_default;
 	enum lb_frontend_kind lb_frontend_kind;
 	enum lb_scope lb_scope;

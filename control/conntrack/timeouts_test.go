@@ -75,12 +75,12 @@ func TestDefaultTimeoutsAreTheDatapaths(t *testing.T) {
 	// Answered at once: no stream yet (it has not lasted 2 s).
 	check("prompt answer", answer, revUDP, d.UDP)
 	check("promptly answered flow", func() {}, fwdUDP, d.UDP)
-	// The same flow as if opened 4 s ago: an answer makes it a stream
+	// The same flow as if opened long enough ago: an answer makes it a stream
 	// (its reply entry; the client's next datagram, its forward one).
 	for _, k := range []bpf.SluiceCt4Key{fwdUDP, revUDP} {
 		e, err := w.dp.CT4.Lookup(k)
 		must(t, err)
-		e.Created -= 4
+		e.Created -= uint32(bpf.SluiceCtUdpStreamCT_UDP_STREAM_AFTER) + 2
 		must(t, w.dp.CT4.Put(k, e))
 	}
 	check("answer to a lasting flow", answer, revUDP, d.UDPStream)
