@@ -122,8 +122,10 @@ func ct4FromV1(v bpf.SluiceCt4EntryV1, now, tcpLifetime, udpLifetime uint32, isT
 	} else {
 		// Answered before the upgrade, as a stream of the old
 		// datapath: its next packets must not cut it to the short
-		// lifetime of a flow answered within its first seconds.
-		e.Created = now - uint32(bpf.SluiceCtUdpStreamCT_UDP_STREAM_AFTER) - 1
+		// lifetime of a flow answered within its first seconds. A
+		// second more than the stream age, as the datapath's coarse
+		// clock may read the second before now.
+		e.Created = now - uint32(bpf.SluiceCtUdpStreamCT_UDP_STREAM_AFTER) - 2
 	}
 	switch v.Kind {
 	case bpf.SluiceCtKindCT_FORWARD:

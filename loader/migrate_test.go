@@ -188,7 +188,7 @@ func TestCT4V1IsMigrated(t *testing.T) {
 		// packets keep on the stream lifetime.
 		age := uint32(0)
 		if k.Proto != packet.ProtoTCP {
-			age = uint32(bpf.SluiceCtUdpStreamCT_UDP_STREAM_AFTER) + 1
+			age = uint32(bpf.SluiceCtUdpStreamCT_UDP_STREAM_AFTER) + 2
 		}
 		if e.Created+age < before || e.Created+age > after || e.Expires < before+life || e.Expires > after+life {
 			t.Errorf("entry %+v: created %d expires %d; want created in [%d, %d] less %d s, %ds later to expire", k, e.Created, e.Expires, before, after, age, life)

@@ -74,39 +74,40 @@ done
 # check on a median ratio that the machine's noise alone could give.
 # Rates are better higher; times, memory, CPU and losses lower; the
 # direct-to-Pod baselines are no contest. Ties are counted apart.
+higher=_per_s_ # the keys of rates, the rows where higher is better
 for kp in "$out"/kube-proxy.[0-9]*.txt; do
 	join <(sort "$kp") <(sort "$out/sluice.${kp#"$out"/kube-proxy.}")
-done | awk '
+done | awk -v higher="$higher" '
 	$1 ~ /^dns_direct_/ { next }
 	{ n[$1]++; same[$1] += $3 == $2 }
-	$1 ~ /_per_s_/ { w[$1] += $3 > $2; next }
+	$1 ~ higher { w[$1] += $3 > $2; next }
 	{ w[$1] += $3 < $2 }
 	END { for (k in n) printf "%s %d/%d%s\n", k, w[k], n[k], same[k] ? "," same[k] "_same" : "" }' >"$out/rounds.txt"
 
-# Rows: name, unit, which way is better.
+# Rows: a label per key; which way is better comes from the key.
 {
 	echo "| measure | kube-proxy (nftables) | sluice | sluice vs kube-proxy | rounds sluice ahead |"
 	echo "|---|---:|---:|---:|---:|"
-	join <(sort "$out/kube-proxy.txt") <(sort "$out/sluice.txt") | awk -v rounds="$out/rounds.txt" '
+	join <(sort "$out/kube-proxy.txt") <(sort "$out/sluice.txt") | awk -v rounds="$out/rounds.txt" -v higher="$higher" '
 	BEGIN { while ((getline l < rounds) > 0) { split(l, a, " "); gsub(",", ", ", a[2]); gsub("_", " ", a[2]); won[a[1]] = a[2] } }
-	function row(label, kp, sl, higher,   f, ratio, verdict, r) {
+	function row(label, kp, sl,   f, ratio, verdict, r) {
 		f = (kp < 10 && sl < 10) ? "%.2f" : "%.1f"
 		r = ($1 in won) ? won[$1] : "-"
 		if (kp <= 0 || sl <= 0) { printf "| %s | " f " | " f " | - | %s |\n", label, kp, sl, r; return }
-		ratio = higher ? sl / kp : kp / sl
+		ratio = $1 ~ higher ? sl / kp : kp / sl
 		verdict = ratio > 1.005 ? "ahead" : (ratio < 0.995 ? "behind" : "same")
 		printf "| %s | " f " | " f " | %.2fx %s | %s |\n", label, kp, sl, ratio, verdict, r
 	}
-	$1 == "clusterip_connects_per_s_c1" { row("Pod to ClusterIP, connects/s, c=1", $2, $3, 1) }
-	$1 == "clusterip_connects_per_s_c8" { row("Pod to ClusterIP, connects/s, c=8", $2, $3, 1) }
-	$1 == "nodeport_connects_per_s_c8" { row("external client to NodePort, connects/s, c=8", $2, $3, 1) }
-	$1 == "dns_queries_per_s_c8" { row("DNS through kube-dns (UDP), queries/s, c=8", $2, $3, 1) }
+	$1 == "clusterip_connects_per_s_c1" { row("Pod to ClusterIP, connects/s, c=1", $2, $3) }
+	$1 == "clusterip_connects_per_s_c8" { row("Pod to ClusterIP, connects/s, c=8", $2, $3) }
+	$1 == "nodeport_connects_per_s_c8" { row("external client to NodePort, connects/s, c=8", $2, $3) }
+	$1 == "dns_queries_per_s_c8" { row("DNS through kube-dns (UDP), queries/s, c=8", $2, $3) }
 	$1 == "dns_unanswered_percent" { printf "| DNS queries through kube-dns unanswered within 1 s, %% | %.2f | %.2f | %s | %s |\n", $2, $3, ($3 < $2 ? "ahead" : ($3 == $2 ? "same" : "behind")), (($1 in won) ? won[$1] : "-") }
 	$1 == "dns_direct_queries_per_s_c8" { printf "| baseline, no Service: DNS to the CoreDNS Pods directly, queries/s, c=8 | %.1f | %.1f | - | - |\n", $2, $3 }
 	$1 == "dns_direct_unanswered_percent" { printf "| baseline, no Service: DNS to the CoreDNS Pods directly, unanswered within 1 s, %% | %.2f | %.2f | - | - |\n", $2, $3 }
-	$1 == "scale_to_traffic_s" { row("kubectl scale 1 to 4 until every new Pod answers, s", $2, $3, 0) }
-	$1 ~ /^rss_mib_/ { row("proxy memory (RSS) on " substr($1, 9) ", MiB", $2, $3, 0) }
-	$1 ~ /^cpu_percent_/ { row("proxy CPU on " substr($1, 13) " during the run, %", $2, $3, 0) }
-	$1 == "conformance_run_s" { row("15 Service conformance specs, s", $2, $3, 0) }
+	$1 == "scale_to_traffic_s" { row("kubectl scale 1 to 4 until every new Pod answers, s", $2, $3) }
+	$1 ~ /^rss_mib_/ { row("proxy memory (RSS) on " substr($1, 9) ", MiB", $2, $3) }
+	$1 ~ /^cpu_percent_/ { row("proxy CPU on " substr($1, 13) " during the run, %", $2, $3) }
+	$1 == "conformance_run_s" { row("15 Service conformance specs, s", $2, $3) }
 	'
 } | tee "$RUN/compare.md" "$out/compare.md"
